@@ -1,0 +1,140 @@
+"""What a subsystem gives the supervisor, and what a child gets back.
+
+A subsystem's ``service`` module exposes ``children(settings) -> list[ChildSpec]``.
+The supervisor forks one process per spec and calls ``spec.target(ctx)`` in
+it, after the fork: the target makes its own event loop, sockets and database
+connections. When the target returns the child exits 0; when it raises, the
+error is logged and the child exits 1 (and is restarted with backoff).
+
+Children are stopped with SIGTERM. An asyncio child uses :meth:`ChildContext.serve`,
+which turns SIGTERM/SIGINT into an :class:`asyncio.Event`, heartbeats from the
+loop itself (a blocked loop stops beating and the supervisor restarts the
+child), and publishes the child's stats for ``skns-ctl status``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import signal
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+if TYPE_CHECKING:
+    from .config import Settings
+    from .shm import Slot
+
+
+@dataclasses.dataclass(frozen=True)
+class ChildSpec:
+    """One process the supervisor keeps running."""
+
+    subsystem: str  # "metrics", "relay", ...
+    role: str  # process title and status label: "udp-worker", "relay", "executor-shard"
+    index: int  # 0-based within the role
+    target: Callable[[ChildContext], None]
+    cpus: tuple[int, ...] | None = None  # pin to these CPUs
+
+    @property
+    def name(self) -> str:
+        return f"{self.role} {self.index}"
+
+
+StatsFn = Callable[[], Mapping[str, Any]]
+MainFn = Callable[[asyncio.Event], Awaitable[None]]
+
+
+class ChildContext:
+    """Handed to ``ChildSpec.target`` in the child process."""
+
+    def __init__(self, spec: ChildSpec, settings: Settings, slot: Slot) -> None:
+        self.spec = spec
+        self.settings = settings
+        self.slot = slot
+
+    def heartbeat(self) -> None:
+        """Tell the supervisor this child is alive; call at least every second or so."""
+        self.slot.beat()
+
+    def publish(self, stats: Mapping[str, Any]) -> None:
+        """Publish counters (JSON-able, under 16 KiB) for ``skns-ctl status``."""
+        self.slot.publish(orjson.dumps(stats, option=orjson.OPT_NON_STR_KEYS))
+
+    def serve(self, main: MainFn, stats: StatsFn | None = None, interval: float = 0.5) -> None:
+        """Run ``main(stop)`` on a fresh uvloop until it returns.
+
+        ``stop`` is set on SIGTERM or SIGINT; ``main`` should then finish what
+        it holds and return. Heartbeat and stats go out every ``interval`` s.
+        """
+        import uvloop
+
+        async def runner() -> None:
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, stop.set)
+
+            async def beat() -> None:
+                while True:
+                    self.heartbeat()
+                    if stats is not None:
+                        self.publish(stats())
+                    await asyncio.sleep(interval)
+
+            beater = asyncio.create_task(beat())
+            try:
+                await main(stop)
+            finally:
+                beater.cancel()
+                if stats is not None:
+                    self.publish(stats())
+
+        uvloop.run(runner())
+
+
+def _die_with_parent() -> None:
+    """Ask the kernel to SIGTERM us if the supervisor dies (PR_SET_PDEATHSIG)."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    pr_set_pdeathsig = 1
+    libc.prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
+
+
+def enter(spec: ChildSpec, settings: Settings, slot: Slot) -> int:
+    """Everything a child does between the fork and its exit; returns the exit status.
+
+    The supervisor calls this in the forked child and passes the result to
+    ``os._exit``; tests may call it in a forked process of their own.
+    """
+    import logging
+    import os
+
+    import psutil
+    import setproctitle
+
+    from . import logs
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD):
+        signal.signal(sig, signal.SIG_DFL)
+    signal.set_wakeup_fd(-1)
+    _die_with_parent()
+    setproctitle.setproctitle(f"skns-metrics: {spec.name}")
+    logs.setup(settings.service.log_level, spec.name)
+    log = logging.getLogger(f"skns.{spec.subsystem}")
+    if spec.cpus is not None:
+        try:
+            psutil.Process().cpu_affinity(list(spec.cpus))
+        except (OSError, ValueError) as exc:
+            log.warning("cannot pin to CPUs %s: %s", spec.cpus, exc)
+    slot.reset(os.getpid())
+    try:
+        spec.target(ChildContext(spec, settings, slot))
+    except KeyboardInterrupt:
+        return 0
+    except Exception:
+        log.exception("%s failed", spec.name)
+        return 1
+    return 0

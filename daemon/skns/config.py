@@ -1,0 +1,121 @@
+"""Load ``config.toml`` into :class:`Settings`.
+
+Every table is optional and every key has a default, so an empty file is a
+valid configuration; an unknown table, an unknown key or a bad value is a
+:class:`~skns.errors.ConfigError` naming the file and the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError, SettingError
+from .executor.settings import ExecutorSettings
+from .messenger.settings import MessengerSettings
+from .metrics.settings import MetricsSettings
+from .relay.settings import RelaySettings
+from .settings import Section
+from .tasks.settings import TasksSettings
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+@dataclasses.dataclass(frozen=True)
+class ServiceSettings(Section):
+    table = "service"
+    state_dir: Path = Path("./var").absolute()
+    control_socket: Path = Path("./var/run/control.sock").absolute()
+    log_level: str = "info"
+    # Seconds a child may go without a heartbeat before it is killed and restarted.
+    heartbeat_timeout: float = 10.0
+    # Seconds children get to exit after SIGTERM before SIGKILL.
+    graceful_timeout: float = 10.0
+    # A child that dies within this many seconds of its start has failed to start ...
+    start_period: float = 5.0
+    # ... and after this many such failures in a row the whole service stops.
+    start_failures: int = 5
+    # Restart backoff: doubles from restart_backoff up to restart_backoff_max seconds.
+    restart_backoff: float = 0.1
+    restart_backoff_max: float = 10.0
+
+    def validate(self) -> None:
+        self.require(self.log_level in LOG_LEVELS, "log_level", f"must be one of {LOG_LEVELS}")
+        for key in ("heartbeat_timeout", "graceful_timeout", "start_period", "restart_backoff"):
+            self.require(getattr(self, key) > 0, key, "must be > 0")
+        self.require(self.start_failures >= 1, "start_failures", "must be >= 1")
+        self.require(
+            self.restart_backoff_max >= self.restart_backoff,
+            "restart_backoff_max",
+            "must be >= restart_backoff",
+        )
+
+    @property
+    def runtime_dir(self) -> Path:
+        """Where sockets live: beside the control socket (``/run/skns`` under systemd)."""
+        return self.control_socket.parent
+
+
+SECTIONS: tuple[type[Section], ...] = (
+    ServiceSettings,
+    MetricsSettings,
+    RelaySettings,
+    ExecutorSettings,
+    MessengerSettings,
+    TasksSettings,
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    path: Path
+    service: ServiceSettings
+    metrics: MetricsSettings
+    relay: RelaySettings
+    executor: ExecutorSettings
+    messenger: MessengerSettings
+    tasks: TasksSettings
+
+    def as_dict(self) -> dict[str, Any]:
+        return {s.table: getattr(self, s.table).as_dict() for s in SECTIONS}
+
+
+def parse(data: dict[str, Any], path: Path) -> Settings:
+    """Build Settings from a parsed TOML document read from ``path``."""
+    sections: dict[str, Section] = {}
+    known = {s.table: s for s in SECTIONS}
+    for table in data:
+        if table not in known:
+            raise ConfigError(path, table, f"unknown table (known tables: {', '.join(known)})")
+    for name, cls in known.items():
+        table = data.get(name, {})
+        if not isinstance(table, dict):
+            raise ConfigError(path, name, "must be a table")
+        try:
+            sections[name] = cls.from_table(table)
+        except SettingError as exc:
+            raise ConfigError(path, exc.key, exc.reason) from None
+    return Settings(path=path, **sections)  # type: ignore[arg-type]
+
+
+def load(path: Path | str) -> Settings:
+    """Read and validate the TOML file at ``path``."""
+    path = Path(path).absolute()
+    try:
+        with path.open("rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(path, None, "no such file") from None
+    except PermissionError:
+        raise ConfigError(path, None, "permission denied") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(path, None, f"not valid TOML: {exc}") from None
+    return parse(data, path)
+
+
+def default_path() -> Path:
+    """The config a command uses when given none: $SKNS_CONFIG, else ./config.toml."""
+    return Path(os.environ.get("SKNS_CONFIG", "config.toml"))

@@ -1,0 +1,42 @@
+"""The ``[metrics]`` table."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from ..settings import HostPort, Section
+
+
+@dataclasses.dataclass(frozen=True)
+class MetricsSettings(Section):
+    table = "metrics"
+    enabled: bool = True
+    listen: HostPort = HostPort("127.0.0.1", 9125)
+    # 0: one worker per CPU, each pinned to its CPU.
+    workers: int = 0
+    # Base window in seconds; may be fractional (tests shorten it).
+    window: float = 10.0
+    # Each a multiple of window; the label is "<n>s".
+    intervals: tuple[float, ...] = (10.0, 60.0)
+    output: Path = Path("./var/metrics.jsonl").absolute()
+    recv_buffer_bytes: int = 33554432
+    # Datagrams taken per recvmmsg call, and the largest datagram accepted whole.
+    batch: int = 256
+    max_datagram: int = 2048
+
+    def validate(self) -> None:
+        self.require(self.workers >= 0, "workers", "must be >= 0 (0: one per CPU)")
+        self.require(self.window > 0, "window", "must be > 0")
+        self.require(bool(self.intervals), "intervals", "must name at least one interval")
+        for n in self.intervals:
+            ratio = n / self.window
+            self.require(
+                n > 0 and abs(ratio - round(ratio)) < 1e-9,
+                "intervals",
+                f"{n:g} is not a positive multiple of window ({self.window:g})",
+            )
+        self.require(len(set(self.intervals)) == len(self.intervals), "intervals", "has duplicates")
+        self.require(self.recv_buffer_bytes >= 4096, "recv_buffer_bytes", "must be >= 4096")
+        self.require(1 <= self.batch <= 1024, "batch", "must be within 1..1024")
+        self.require(64 <= self.max_datagram <= 65535, "max_datagram", "must be within 64..65535")
