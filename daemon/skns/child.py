@@ -94,6 +94,13 @@ class ChildContext:
         uvloop.run(runner())
 
 
+def reset_signals() -> None:
+    """Undo the supervisor's signal handling in a freshly forked child."""
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD):
+        signal.signal(sig, signal.SIG_DFL)
+    signal.set_wakeup_fd(-1)
+
+
 def _die_with_parent() -> None:
     """Ask the kernel to SIGTERM us if the supervisor dies (PR_SET_PDEATHSIG)."""
     import ctypes
@@ -106,20 +113,17 @@ def _die_with_parent() -> None:
 def enter(spec: ChildSpec, settings: Settings, slot: Slot) -> int:
     """Everything a child does between the fork and its exit; returns the exit status.
 
-    The supervisor calls this in the forked child and passes the result to
-    ``os._exit``; tests may call it in a forked process of their own.
+    The supervisor resets ``slot`` before the fork, calls this in the forked
+    child and passes the result to ``os._exit``; tests may do the same.
     """
     import logging
-    import os
 
     import psutil
     import setproctitle
 
     from . import logs
 
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD):
-        signal.signal(sig, signal.SIG_DFL)
-    signal.set_wakeup_fd(-1)
+    reset_signals()
     _die_with_parent()
     setproctitle.setproctitle(f"skns-metrics: {spec.name}")
     logs.setup(settings.service.log_level, spec.name)
@@ -129,7 +133,6 @@ def enter(spec: ChildSpec, settings: Settings, slot: Slot) -> int:
             psutil.Process().cpu_affinity(list(spec.cpus))
         except (OSError, ValueError) as exc:
             log.warning("cannot pin to CPUs %s: %s", spec.cpus, exc)
-    slot.reset(os.getpid())
     try:
         spec.target(ChildContext(spec, settings, slot))
     except KeyboardInterrupt:

@@ -16,7 +16,7 @@ import mmap
 import struct
 import time
 
-# seq, heartbeat_ns, pid, blob_len
+# seq, heartbeat_ns, reserved, blob_len
 _HEADER = struct.Struct("<QQqQ")
 SLOT_SIZE = 16384
 BLOB_MAX = SLOT_SIZE - _HEADER.size
@@ -31,9 +31,11 @@ class Slot:
         self._buf = buf
         self._off = offset
 
-    def reset(self, pid: int) -> None:
-        """Called by the supervisor right after the fork: a fresh, even slot for a new child."""
-        _HEADER.pack_into(self._buf, self._off, 0, time.monotonic_ns(), pid, 0)
+    def reset(self) -> None:
+        """A fresh slot for a new child, made by the supervisor before the fork.
+
+        The heartbeat starts at 0: the child counts as up once it has beaten."""
+        _HEADER.pack_into(self._buf, self._off, 0, 0, 0, 0)
 
     def beat(self) -> None:
         struct.pack_into("<Q", self._buf, self._off + 8, time.monotonic_ns())

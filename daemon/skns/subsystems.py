@@ -1,14 +1,17 @@
 """The subsystems the supervisor runs, in start order.
 
-Each name is a sub-package whose ``service`` module exposes
-``children(settings) -> list[ChildSpec]``; a subsystem whose table has
-``enabled = false`` contributes no child.
+Each name is a sub-package whose ``service`` module exposes either
+``children(settings) -> list[ChildSpec]`` (children that need nothing from the
+supervisor), or ``supervise(settings) -> Part`` when the subsystem has work in
+the supervisor itself (metrics: shared memory made before the fork, windows
+closed and written by the supervisor). A subsystem whose table has
+``enabled = false`` contributes nothing.
 """
 
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from .child import ChildSpec
@@ -17,10 +20,72 @@ if TYPE_CHECKING:
 NAMES = ("metrics", "relay", "executor", "messenger", "tasks")
 
 
-def child_specs(settings: Settings) -> list[ChildSpec]:
-    specs: list[ChildSpec] = []
-    for name in NAMES:
-        if getattr(settings, name).enabled:
-            service = importlib.import_module(f"skns.{name}.service")
-            specs.extend(service.children(settings))
-    return specs
+class Part(Protocol):
+    """A subsystem as the supervisor sees it."""
+
+    name: str
+
+    def children(self) -> list[ChildSpec]: ...
+
+    def child_started(self, spec: ChildSpec, started: float) -> None: ...
+
+    def child_exited(self, spec: ChildSpec) -> None: ...
+
+    def tick(self, now: float) -> float:
+        """Do due work; return the seconds until it wants to be called again."""
+        ...
+
+    def status(self) -> dict[str, Any]: ...
+
+    def summary(self) -> str:
+        """A few words for the one-line systemd STATUS=."""
+        ...
+
+    def reopen(self) -> None: ...
+
+    def stop(self) -> None:
+        """Called once its children have exited; persist what must survive."""
+        ...
+
+
+class ChildrenOnly:
+    """A subsystem that only contributes children."""
+
+    def __init__(self, name: str, specs: list[ChildSpec]) -> None:
+        self.name = name
+        self._specs = specs
+
+    def children(self) -> list[ChildSpec]:
+        return self._specs
+
+    def child_started(self, spec: ChildSpec, started: float) -> None:
+        pass
+
+    def child_exited(self, spec: ChildSpec) -> None:
+        pass
+
+    def tick(self, now: float) -> float:
+        return 3600.0
+
+    def status(self) -> dict[str, Any]:
+        return {}
+
+    def summary(self) -> str:
+        return ""
+
+    def reopen(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+
+def part(name: str, settings: Settings) -> Part:
+    service = importlib.import_module(f"skns.{name}.service")
+    if hasattr(service, "supervise"):
+        return service.supervise(settings)
+    return ChildrenOnly(name, service.children(settings))
+
+
+def parts(settings: Settings) -> list[Part]:
+    return [part(name, settings) for name in NAMES if getattr(settings, name).enabled]

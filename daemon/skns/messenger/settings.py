@@ -15,3 +15,28 @@ class MessengerSettings(Section):
     listen: tuple[HostPort, ...] = (HostPort("127.0.0.1", 9127), HostPort("127.0.0.1", 9128))
     # PostgreSQL conninfo; empty: SQLite in state_dir.
     dsn: str = ""
+    # Longest sender name and text accepted, in characters; longer ones get a 400.
+    sender_max: int = 64
+    text_max: int = 4096
+    # Group commit: every request waiting when a transaction starts joins it. Off: one
+    # transaction per request (the benchmark baseline).
+    batching: bool = True
+    # Most messages one transaction takes; the rest wait for the next one.
+    batch_max: int = 512
+    # PostgreSQL connections per replica (batching needs one or two; without it, this
+    # bounds the transactions a replica has in flight).
+    pool_size: int = 4
+    # Seconds a request may wait for a database connection or a statement before it gets 503.
+    db_timeout: float = 5.0
+    # Seconds the pool keeps retrying a lost connection (backing off) before starting afresh.
+    reconnect_timeout: float = 10.0
+
+    def validate(self) -> None:
+        self.require(bool(self.listen), "listen", "must name at least one address")
+        self.require(len(set(self.listen)) == len(self.listen), "listen", "has duplicates")
+        self.require(1 <= self.sender_max <= 1024, "sender_max", "must be within 1..1024")
+        self.require(1 <= self.text_max <= 1_000_000, "text_max", "must be within 1..1000000")
+        self.require(1 <= self.batch_max <= 10_000, "batch_max", "must be within 1..10000")
+        self.require(1 <= self.pool_size <= 100, "pool_size", "must be within 1..100")
+        self.require(self.db_timeout > 0, "db_timeout", "must be > 0")
+        self.require(self.reconnect_timeout > 0, "reconnect_timeout", "must be > 0")

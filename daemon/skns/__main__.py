@@ -1,0 +1,39 @@
+"""``skns-metrics --config PATH`` (also ``python -m skns``): run the service in the foreground."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from . import __version__, config, logs
+from .errors import ConfigError, ControlError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="skns-metrics", description="Run the skns service in the foreground."
+    )
+    parser.add_argument(
+        "--config",
+        default=str(config.default_path()),
+        help="TOML config file (default: $SKNS_CONFIG or ./config.toml)",
+    )
+    parser.add_argument("--version", action="version", version=f"skns {__version__}")
+    args = parser.parse_args(argv)
+    try:
+        settings = config.load(args.config)
+    except ConfigError as exc:
+        print(f"skns-metrics: {exc}", file=sys.stderr)
+        return 2
+    logs.setup(settings.service.log_level, "supervisor")
+    from .supervisor import Supervisor
+
+    try:
+        return Supervisor(settings).run()
+    except ControlError as exc:
+        print(f"skns-metrics: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,39 @@
+"""What makes a datagram acceptable, and why a rejected one was rejected.
+
+The worker's hot loop inlines the fast check (orjson, exact ``int`` type,
+int64 range) and calls :func:`check` only for what fails it. ``check`` uses
+the stdlib parser, which keeps integer literals exact: orjson reads an integer
+beyond 64 bits as a float, which would misreport "out_of_range" as "not_integer".
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from .window import INT64_MAX, INT64_MIN
+
+KEYS = ("A1", "A2", "A3")
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def check(data: bytes) -> tuple[int, int, int] | str:
+    """The (A1, A2, A3) of an acceptable datagram, or the reason it is rejected."""
+    try:
+        obj = json.loads(data, parse_constant=_no_constants)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return "not_json"
+    if not isinstance(obj, dict):
+        return "not_object"
+    try:
+        values = tuple(obj[k] for k in KEYS)
+    except KeyError:
+        return "missing_key"
+    if any(type(v) is not int for v in values):
+        return "not_integer"
+    if any(not INT64_MIN <= v <= INT64_MAX for v in values):
+        return "out_of_range"
+    return values  # type: ignore[return-value]

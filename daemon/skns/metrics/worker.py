@@ -1,0 +1,149 @@
+"""The UDP worker: receive in batches, parse, aggregate, publish to shared memory.
+
+The socket was bound by the supervisor before the fork (see :mod:`.sockets`),
+so it outlives a crashed worker: datagrams keep queueing in the kernel while
+the worker is restarted, and the new worker drains the same queue.
+
+Each batch is stamped with one receive time and added to that time's window;
+after the batch is published the watermark moves to that time. When the
+socket is idle the watermark follows the clock, so the supervisor can close a
+window as soon as every worker has passed its end.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import select
+import signal
+import socket
+import time
+from typing import TYPE_CHECKING
+
+import orjson
+
+from .parse import check
+from .partials import REASONS, Block
+from .recvmmsg import MSG_TRUNC, BatchReceiver
+from .window import INT64_MAX, INT64_MIN
+
+if TYPE_CHECKING:
+    from ..child import ChildContext
+
+log = logging.getLogger("skns.metrics.worker")
+
+# Longest poll: bounds how late the watermark (and a stop request) is seen.
+_IDLE_POLL = 0.2
+_LOG_EVERY = 10.0
+_REASON_INDEX = {reason: i for i, reason in enumerate(REASONS)}
+_TRUNCATED = _REASON_INDEX["truncated"]
+# Sentinels for an empty window's max and min; published as zeros.
+_NO_MAX = INT64_MIN - 1
+_NO_MIN = INT64_MAX + 1
+
+
+class _RejectLog:
+    """At most one log line per reason every ``_LOG_EVERY`` seconds, with the count since."""
+
+    def __init__(self) -> None:
+        self.last = dict.fromkeys(REASONS, 0.0)
+        self.pending = dict.fromkeys(REASONS, 0)
+
+    def note(self, reason: str, data: bytes) -> None:
+        self.pending[reason] += 1
+        now = time.monotonic()
+        if now - self.last[reason] >= _LOG_EVERY:
+            log.warning(
+                "rejected %d datagram(s): %s (latest: %r)", self.pending[reason], reason, data[:80]
+            )
+            self.last[reason] = now
+            self.pending[reason] = 0
+
+
+def run(ctx: ChildContext, sock: socket.socket, block: Block) -> None:
+    """The worker's main loop; returns on SIGTERM/SIGINT."""
+    settings = ctx.settings.metrics
+    stopping = False
+
+    def on_stop(_signo: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, on_stop)
+    signal.signal(signal.SIGINT, on_stop)
+
+    rx = BatchReceiver(sock, settings.batch, settings.max_datagram)
+    view, words, size = rx.view, rx.words, rx.size
+    stride, len_at, flags_at = rx.stride, rx.len_at, rx.flags_at
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
+    base = settings.window
+    loads = orjson.loads
+    lo, hi = INT64_MIN, INT64_MAX
+    rejects = _RejectLog()
+
+    # Continue from what this block holds: a restarted worker keeps its predecessor's figures.
+    accepted, rejected = block.counters()
+    cur_w = math.floor(time.time() / base)
+    agg = block.read(cur_w)
+    count, total = (agg.count, agg.a1_sum) if agg else (0, 0)
+    top, bottom = (agg.a2_max, agg.a3_min) if agg and agg.count else (_NO_MAX, _NO_MIN)
+    log.info("listening on fd %d (window %gs, batch %d)", sock.fileno(), base, rx.batch)
+
+    while not stopping:
+        n = rx.recv()
+        if not n:
+            now = time.time()
+            block.set_watermark(now)
+            ctx.heartbeat()
+            next_edge = (math.floor(now / base) + 1) * base
+            poller.poll(max(1, math.ceil(min(next_edge - now, _IDLE_POLL) * 1000)))
+            continue
+        t = time.time()
+        w = math.floor(t / base)
+        if w != cur_w:
+            cur_w, count, total, top, bottom = w, 0, 0, _NO_MAX, _NO_MIN
+        before = count
+        for i in range(n):
+            at = i * stride
+            off = i * size
+            data = view[off : off + words[at + len_at]]
+            if words[at + flags_at] & MSG_TRUNC:
+                rejected[_TRUNCATED] += 1
+                rejects.note("truncated", bytes(data))
+                continue
+            try:
+                obj = loads(data)
+                a1 = obj["A1"]
+                a2 = obj["A2"]
+                a3 = obj["A3"]
+                ok = (
+                    type(a1) is int
+                    and type(a2) is int
+                    and type(a3) is int
+                    and lo <= a1 <= hi
+                    and lo <= a2 <= hi
+                    and lo <= a3 <= hi
+                )
+            except (orjson.JSONDecodeError, KeyError, TypeError, IndexError):
+                ok = False
+            if not ok:
+                verdict = check(bytes(data))
+                if isinstance(verdict, str):
+                    rejected[_REASON_INDEX[verdict]] += 1
+                    rejects.note(verdict, bytes(data))
+                    continue
+                a1, a2, a3 = verdict
+            count += 1
+            total += a1
+            if a2 > top:
+                top = a2
+            if a3 < bottom:
+                bottom = a3
+        block.publish(w, count, total, top if count else 0, bottom if count else 0)
+        accepted += count - before
+        block.set_counters(accepted, rejected)
+        block.set_watermark(t)
+        ctx.heartbeat()
+    block.set_watermark(time.time())
+    log.info("stopped")

@@ -1,0 +1,451 @@
+"""The supervisor: forks, watches and restarts the children; talks to systemd.
+
+Modelled on gunicorn's arbiter: single-threaded, no event loop. Signal
+handlers only queue the signal and wake the loop; the loop waits (select on
+the wake-up pipe and the control socket), handles queued signals, reaps dead
+children, manages (restarts due children, kills hung ones), lets each
+subsystem part do its due work (metrics closes windows), and pings the
+watchdog.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import os
+import select
+import signal
+import time
+from typing import Any
+
+import psutil
+
+from . import __version__, child, config, logs
+from .child import ChildSpec
+from .config import Settings
+from .control import ControlServer
+from .errors import ConfigError
+from .notify import Notifier
+from .shm import SlotTable
+from .subsystems import Part, parts
+
+log = logging.getLogger("skns.supervisor")
+
+# Longest wait of one loop turn: bounds how late the loop sees anything it polls.
+MAX_WAIT = 0.5
+STATUS_EVERY = 2.0
+# Slots allocated beyond the children started with, for reloads that add children.
+SPARE_SLOTS = 32
+
+
+class Fatal(Exception):
+    """A child keeps dying at start: the service stops."""
+
+
+@dataclasses.dataclass(eq=False)
+class Child:
+    spec: ChildSpec
+    part: Part
+    slot_index: int
+    pid: int = 0
+    started: float = 0.0  # wall clock of the last fork
+    started_mono: float = 0.0
+    restarts: int = 0
+    failures: int = 0  # starts in a row that died within start_period
+    due: float = 0.0  # monotonic time of the next start, while not running
+    process: psutil.Process | None = None
+    retired: bool = False  # stopped for good (reload removed it)
+
+    @property
+    def running(self) -> bool:
+        return self.pid > 0
+
+
+class Supervisor:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.pid = os.getpid()
+        self.started = time.time()
+        self.notifier = Notifier()
+        self.signals: list[int] = []
+        self.stopping = False
+        self.ready = False
+        self.exit_code = 0
+        self.last_status = 0.0
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.parts: list[Part] = []
+        self.children: list[Child] = []
+        self.slots: SlotTable | None = None
+        self.control: ControlServer | None = None
+
+    # -- signals: handlers only queue ------------------------------------------
+
+    def _queue_signal(self, signo: int, _frame: object) -> None:
+        self.signals.append(signo)
+        with contextlib.suppress(BlockingIOError):
+            os.write(self._wake_w, b"\0")
+
+    def _install_signals(self) -> None:
+        for signo in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD):
+            signal.signal(signo, self._queue_signal)
+
+    # -- start ---------------------------------------------------------------
+
+    def run(self) -> int:
+        """Run until stopped; return the process exit status."""
+        self._install_signals()
+        try:
+            self.control = ControlServer(self.settings.service.control_socket, self._command)
+            self.parts = parts(self.settings)
+            specs = [(p, s) for p in self.parts for s in p.children()]
+            self.slots = SlotTable(len(specs) + SPARE_SLOTS)
+            self.children = [Child(s, p, i) for i, (p, s) in enumerate(specs)]
+            log.info(
+                "skns %s starting %d children (config %s)",
+                __version__,
+                len(self.children),
+                self.settings.path,
+            )
+            for c in self.children:
+                self._spawn(c)
+            self._loop()
+        except Fatal as exc:
+            log.error("%s: stopping the service", exc)
+            self.exit_code = 1
+        except Exception:
+            log.exception("supervisor failed")
+            self.exit_code = 1
+        finally:
+            self._shutdown()
+        return self.exit_code
+
+    def _spawn(self, c: Child) -> None:
+        assert self.slots is not None
+        slot = self.slots.slots[c.slot_index]
+        slot.reset()
+        pid = os.fork()
+        if pid == 0:  # the child
+            status = 1
+            try:
+                child.reset_signals()
+                self._close_in_child()
+                status = child.enter(c.spec, self.settings, slot)
+            finally:
+                os._exit(status)
+        c.pid = pid
+        c.started = time.time()
+        c.started_mono = time.monotonic()
+        c.process = None
+        c.part.child_started(c.spec, c.started)
+        log.info("started %s (pid %d)", c.spec.name, pid)
+
+    def _close_in_child(self) -> None:
+        """Drop what only the supervisor may hold: the control socket, the wake-up pipe."""
+        if self.control is not None:
+            for sock in self.control.fds():
+                sock.close()
+        os.close(self._wake_r)
+        os.close(self._wake_w)
+
+    # -- the loop ------------------------------------------------------------
+
+    def _loop(self) -> None:
+        next_tick = 0.0
+        while not self.stopping:
+            now = time.time()
+            timeout = min(MAX_WAIT, max(0.0, next_tick - now))
+            due = self.notifier.watchdog_due(time.monotonic())
+            if due is not None:
+                timeout = min(timeout, due)
+            self._wait(timeout)
+            self._handle_signals()
+            if self.stopping:
+                return
+            self._reap()
+            self._manage()
+            now = time.time()
+            next_tick = now + min(p.tick(now) for p in self.parts) if self.parts else now + 1
+            self._report()
+
+    def _wait(self, timeout: float) -> None:
+        assert self.control is not None
+        try:
+            ready, _, _ = select.select([self._wake_r, *self.control.fds()], [], [], timeout)
+        except InterruptedError:
+            return
+        if self._wake_r in ready:
+            try:
+                while os.read(self._wake_r, 4096):
+                    pass
+            except BlockingIOError:
+                pass
+        self.control.handle(ready)
+
+    def _handle_signals(self) -> None:
+        while self.signals:
+            signo = self.signals.pop(0)
+            if signo in (signal.SIGTERM, signal.SIGINT):
+                log.info("%s: stopping", signal.Signals(signo).name)
+                self.stopping = True
+            elif signo == signal.SIGHUP:
+                self._reload()
+
+    def _reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            c = next((c for c in self.children if c.pid == pid), None)
+            if c is None:
+                continue
+            c.pid = 0
+            c.part.child_exited(c.spec)
+            if self.stopping or c.retired:
+                continue
+            self._schedule_restart(c, status)
+
+    def _schedule_restart(self, c: Child, status: int) -> None:
+        s = self.settings.service
+        ran = time.monotonic() - c.started_mono
+        how = (
+            f"killed by {signal.Signals(os.WTERMSIG(status)).name}"
+            if os.WIFSIGNALED(status)
+            else f"exit status {os.WEXITSTATUS(status)}"
+        )
+        if ran < s.start_period:
+            c.failures += 1
+            if c.failures >= s.start_failures:
+                raise Fatal(
+                    f"{c.spec.name} died within {s.start_period}s of start {c.failures} times"
+                )
+            delay = min(s.restart_backoff * 2 ** (c.failures - 1), s.restart_backoff_max)
+        else:
+            c.failures = 0
+            delay = s.restart_backoff
+        c.due = time.monotonic() + delay
+        c.restarts += 1
+        log.warning("%s %s after %.1fs; restart in %.2fs", c.spec.name, how, ran, delay)
+
+    def _manage(self) -> None:
+        assert self.slots is not None
+        now = time.monotonic()
+        timeout_ns = self.settings.service.heartbeat_timeout * 1e9
+        for c in self.children:
+            if c.retired:
+                continue
+            if not c.running:
+                if now >= c.due:
+                    self._spawn(c)
+                continue
+            beat = self.slots.slots[c.slot_index].heartbeat_ns()
+            last = max(beat, c.started_mono * 1e9)
+            if time.monotonic_ns() - last > timeout_ns:
+                log.error("%s (pid %d) missed its heartbeat: killing it", c.spec.name, c.pid)
+                self._kill(c, signal.SIGKILL)
+        if not self.ready and all(self._is_up(c) for c in self.children if not c.retired):
+            self.ready = True
+            log.info("all %d children up", len(self.children))
+            self.notifier.ready(self._summary())
+
+    def _is_up(self, c: Child) -> bool:
+        assert self.slots is not None
+        return c.running and self.slots.slots[c.slot_index].heartbeat_ns() > 0
+
+    def _kill(self, c: Child, signo: int) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(c.pid, signo)
+
+    def _report(self) -> None:
+        now = time.monotonic()
+        if self.notifier.watchdog_due(now) == 0.0:
+            self.notifier.ping(now)
+        if now - self.last_status >= STATUS_EVERY:
+            self.last_status = now
+            if self.ready:
+                self.notifier.status(self._summary())
+
+    def _summary(self) -> str:
+        up = sum(1 for c in self.children if self._is_up(c))
+        total = sum(1 for c in self.children if not c.retired)
+        restarts = sum(c.restarts for c in self.children)
+        words = [f"{up}/{total} children up", f"{restarts} restarts"]
+        words += [text for p in self.parts if (text := p.summary())]
+        return "; ".join(words)
+
+    # -- reload ------------------------------------------------------------------
+
+    def _reload(self) -> None:
+        self.notifier.reloading()
+        log.info("reloading %s", self.settings.path)
+        for p in self.parts:
+            p.reopen()
+        try:
+            new = config.load(self.settings.path)
+        except ConfigError as exc:
+            log.error("reload refused, keeping the running config: %s", exc)
+            self.notifier.ready(self._summary())
+            return
+        old = self.settings
+        self.settings = new
+        logs.setup(new.service.log_level, "supervisor")
+        if new.metrics != old.metrics:
+            log.warning("[metrics] changed: takes effect at the next restart of the service")
+        for p in list(self.parts):
+            if p.name == "metrics":
+                continue
+            if getattr(new, p.name) != getattr(old, p.name):
+                self._replace_part(p)
+        self.notifier.ready(self._summary())
+
+    def _replace_part(self, old_part: Part) -> None:
+        """Restart a subsystem's children with the new settings (off if now disabled)."""
+        from .subsystems import part
+
+        log.info("[%s] changed: restarting its children", old_part.name)
+        for c in self.children:
+            if c.part is old_part and not c.retired:
+                c.retired = True
+                if c.running:
+                    self._kill(c, signal.SIGTERM)
+        index = self.parts.index(old_part)
+        if not getattr(self.settings, old_part.name).enabled:
+            del self.parts[index]
+            return
+        new_part = part(old_part.name, self.settings)
+        self.parts[index] = new_part
+        assert self.slots is not None
+        used = {c.slot_index for c in self.children if not c.retired or c.running}
+        free = [i for i in range(len(self.slots.slots)) if i not in used]
+        specs = new_part.children()
+        if len(specs) > len(free):
+            log.error(
+                "[%s] needs %d children, %d slots left: restart the service",
+                new_part.name,
+                len(specs),
+                len(free),
+            )
+            specs = specs[: len(free)]
+        for spec, slot_index in zip(specs, free, strict=False):
+            c = Child(spec, new_part, slot_index)
+            self.children.append(c)
+            self._spawn(c)
+        self.children = [c for c in self.children if not (c.retired and not c.running)]
+
+    # -- control socket ----------------------------------------------------------
+
+    def _command(self, command: str) -> dict[str, Any]:
+        if command == "status":
+            return {"ok": True, **self.status()}
+        if command == "reload":
+            self._queue_signal(signal.SIGHUP, None)
+            return {"ok": True, "message": "reload queued"}
+        if command == "reopen":
+            for p in self.parts:
+                p.reopen()
+            return {"ok": True, "message": "output files reopened"}
+        return {"ok": False, "error": f"unknown command {command!r} (status, reload, reopen)"}
+
+    def status(self) -> dict[str, Any]:
+        now = time.time()
+        return {
+            "service": {
+                "pid": self.pid,
+                "version": __version__,
+                "state": "stopping" if self.stopping else "running" if self.ready else "starting",
+                "started": self.started,
+                "uptime": now - self.started,
+                "config": str(self.settings.path),
+                "state_dir": str(self.settings.service.state_dir),
+                "summary": self._summary(),
+            },
+            "children": [self._child_status(c, now) for c in self.children if not c.retired],
+            "subsystems": {p.name: p.status() for p in self.parts},
+        }
+
+    def _child_status(self, c: Child, now: float) -> dict[str, Any]:
+        assert self.slots is not None
+        row: dict[str, Any] = {
+            "subsystem": c.spec.subsystem,
+            "role": c.spec.role,
+            "index": c.spec.index,
+            "name": c.spec.name,
+            "pid": c.pid or None,
+            "running": c.running,
+            "up": self._is_up(c),
+            "restarts": c.restarts,
+            "uptime": now - c.started if c.running else None,
+            "cpus": None,
+            "cpu_percent": None,
+            "rss": None,
+            "stats": None,
+        }
+        if c.running:
+            try:
+                if c.process is None or c.process.pid != c.pid:
+                    c.process = psutil.Process(c.pid)
+                    c.process.cpu_percent(None)
+                with c.process.oneshot():
+                    row["cpus"] = c.process.cpu_affinity()
+                    row["cpu_percent"] = c.process.cpu_percent(None)
+                    row["rss"] = c.process.memory_info().rss
+                    row["cpu_seconds"] = sum(c.process.cpu_times()[:2])
+            except psutil.Error:
+                pass
+        blob = self.slots.slots[c.slot_index].read()
+        if blob:
+            import orjson
+
+            try:
+                row["stats"] = orjson.loads(blob)
+            except orjson.JSONDecodeError:
+                row["stats"] = None
+        return row
+
+    # -- stop --------------------------------------------------------------------
+
+    def _shutdown(self) -> None:
+        """Stop children subsystem by subsystem (last started first), then persist."""
+        self.stopping = True
+        self.notifier.stopping()
+        deadline = time.monotonic() + self.settings.service.graceful_timeout
+        for p in reversed(self.parts):
+            mine = [c for c in self.children if c.part is p and c.running]
+            for c in mine:
+                self._kill(c, signal.SIGTERM)
+            self._wait_exit(mine, deadline)
+            try:
+                p.stop()
+            except Exception:
+                log.exception("[%s] failed to stop cleanly", p.name)
+        leftovers = [c for c in self.children if c.running]
+        self._wait_exit(leftovers, deadline)
+        if self.control is not None:
+            self.control.close()
+        if self.slots is not None:
+            self.slots.close()
+        log.info("stopped")
+
+    def _wait_exit(self, group: list[Child], deadline: float) -> None:
+        """Reap until every child of ``group`` has exited; SIGKILL them at ``deadline``."""
+        while any(c.running for c in group):
+            if time.monotonic() >= deadline:
+                for c in group:
+                    if c.running:
+                        log.error("%s did not stop in time: SIGKILL", c.spec.name)
+                        self._kill(c, signal.SIGKILL)
+                deadline = float("inf")
+            try:
+                pid, _ = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                pid = -1
+            if pid == 0:
+                time.sleep(0.01)
+                continue
+            for c in self.children:
+                if c.pid == pid or pid == -1:
+                    c.pid = 0
+                    c.part.child_exited(c.spec)
