@@ -1,0 +1,130 @@
+"""The HTTP side of a replica: ``POST /messages`` and ``GET /healthz`` (aiohttp).
+
+Thin: check the request, hand ``(sender, text)`` to the group commit, send
+back the body it produced. Status codes:
+
+- 200 the message is committed (durably); the body is ``{"messages": [...]}``.
+- 400 bad input (not JSON, not an object, a missing, non-string, empty or too
+  long field, a content type other than ``application/json``); 413 a body
+  larger than any valid message could be. Both with ``{"error": ...}``.
+- 503 the database is unreachable or refused the transaction: nothing of the
+  message was stored (unless the connection was lost after the COMMIT was
+  sent, which no client of any database can tell apart).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from .answers import HISTORY, answer_bodies
+from .batcher import GroupCommit
+from .message import BadMessage, parse_message
+from .store import Post, Store, StoreUnavailable
+
+log = logging.getLogger("skns.messenger.server")
+
+JSON = "application/json"
+
+
+def _error(status: int, reason: str) -> web.Response:
+    return web.Response(status=status, body=orjson.dumps({"error": reason}), content_type=JSON)
+
+
+class Replica:
+    """One replica's request handling, bound to its store."""
+
+    def __init__(
+        self, store: Store, sender_max: int, text_max: int, batching: bool, batch_max: int
+    ) -> None:
+        self.store = store
+        self.sender_max = sender_max
+        self.text_max = text_max
+        self.group: GroupCommit[Post, bytes] = GroupCommit(self._transaction, batch_max, batching)
+        self.answers: Counter[int] = Counter()  # by HTTP status
+        self.unavailable_reason = ""
+
+    @property
+    def max_body(self) -> int:
+        # The longest valid message, every character escaped as \uXXXX, plus room for keys.
+        return 6 * (self.sender_max + self.text_max) + 1024
+
+    async def _transaction(self, posts: list[Post]) -> list[bytes]:
+        return answer_bodies(await self.store.commit(posts, HISTORY), HISTORY)
+
+    def _answer(self, response: web.Response) -> web.Response:
+        self.answers[response.status] += 1
+        return response
+
+    async def post_message(self, request: web.Request) -> web.Response:
+        if request.content_type != JSON:
+            return self._answer(_error(400, f"content type must be {JSON}"))
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            return self._answer(_error(413, f"body is larger than {self.max_body} bytes"))
+        try:
+            post = parse_message(body, self.sender_max, self.text_max)
+        except BadMessage as exc:
+            return self._answer(_error(400, str(exc)))
+        try:
+            answer = await self.group.submit(post)
+        except StoreUnavailable as exc:
+            self.unavailable_reason = str(exc)
+            return self._answer(_error(503, "database unavailable; the message was not stored"))
+        except Exception:
+            log.exception("storing a message failed")
+            return self._answer(_error(500, "internal error; the message was not stored"))
+        return self._answer(web.Response(body=answer, content_type=JSON))
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        try:
+            await self.store.ping()
+        except StoreUnavailable as exc:
+            return _error(503, f"database unavailable: {exc}")
+        return web.Response(
+            body=orjson.dumps({"status": "ok", "store": self.store.kind}), content_type=JSON
+        )
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=self.max_body)
+        app.router.add_post("/messages", self.post_message)
+        app.router.add_get("/healthz", self.healthz)
+        return app
+
+    def stats(self) -> dict[str, Any]:
+        g = self.group
+        return {
+            "store": self.store.kind,
+            "batching": g.batching,
+            "requests": sum(self.answers.values()),
+            "ok": self.answers[200],
+            "bad_request": self.answers[400] + self.answers[413],
+            "unavailable": self.answers[503],
+            "internal_error": self.answers[500],
+            "transactions": g.batches,
+            "failed_transactions": g.failed_batches,
+            "mean_batch": round(g.posts / g.batches, 2) if g.batches else 0.0,
+            "largest_batch": g.largest_batch,
+            "db_busy_seconds": round(g.busy_seconds, 3),
+            "last_unavailable": self.unavailable_reason[:200],
+        }
+
+
+async def serve(replica: Replica, host: str, port: int, stop: asyncio.Event) -> None:
+    """Serve until ``stop`` is set, then finish the requests in flight."""
+    runner = web.AppRunner(replica.app(), access_log=None, handle_signals=False)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host, port, backlog=1024, reuse_address=True)
+        await site.start()
+        log.info("messenger replica on http://%s:%d (%s)", host, port, replica.store.kind)
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+        await replica.group.close()
