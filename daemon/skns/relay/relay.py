@@ -1,0 +1,334 @@
+"""The relay: one WebSocket client reading the source, one writing the sink.
+
+The source side reads frames, takes each one's id (:mod:`.message`), and pushes
+it into the :class:`~.reorder.ReorderBuffer`; a run that the push completes
+goes to the outbox and is written to the sink right there, in the same task,
+with no hand-over to another task (a task switch per message costs more than
+the rest of the relay's work on that message). A timer expires gaps; a sink
+reconnect drains the outbox. Only one flush runs at a time, so the outbox
+leaves in order.
+
+Either side reconnects on its own with backoff; the buffer and the outbox
+live in the relay, not in a connection, so nothing received is lost while the
+process lives. A message counts as sent once the sink connection accepted it
+for writing; it is never written again, even if that connection then fails
+(at most once, never twice, never out of order).
+
+Hold time is measured per message from the moment ``recv`` handed us the
+frame to the end of its ``send``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import time
+from typing import Any
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+from websockets.protocol import State
+
+from .holdtime import HoldTimes
+from .message import BAD_ID, MISSING_ID, NOT_JSON, NOT_OBJECT, message_id
+from .reorder import BELOW_SENT, DUPLICATE, ReorderBuffer
+from .settings import RelaySettings
+
+log = logging.getLogger("skns.relay")
+
+DROP_REASONS = (NOT_JSON, NOT_OBJECT, MISSING_ID, BAD_ID, DUPLICATE, BELOW_SENT)
+
+# Frames websockets may queue before it stops reading the socket; large enough
+# that a burst is read in one go, small enough to bound memory per connection.
+_MAX_QUEUE = 1024
+# Connection failures worth a retry; anything else is a bug and propagates.
+_RETRY = (OSError, TimeoutError, InvalidHandshake, ConnectionClosed)
+
+_OUTBOX_HIGH = 256  # released messages waiting for a busy flush before reading pauses
+_CLOSE_WAIT = 5.0  # seconds a stop waits for the flush in progress
+_OPEN = State.OPEN
+_clock = time.perf_counter_ns  # CLOCK_MONOTONIC on Linux, nanoseconds
+
+
+class Backoff:
+    """Reconnect delays: ``first`` seconds, doubling up to ``most``; reset on success."""
+
+    def __init__(self, first: float, most: float) -> None:
+        self.first = first
+        self.most = most
+        self.delay = first
+
+    def next(self) -> float:
+        delay = self.delay
+        self.delay = min(delay * 2, self.most)
+        return delay
+
+    def reset(self) -> None:
+        self.delay = self.first
+
+
+class Relay:
+    """Relays ``source`` to ``sink`` in id order until stopped (or ``count`` are sent)."""
+
+    def __init__(
+        self,
+        source: str,
+        sink: str,
+        *,
+        first_id: int | None = None,
+        gap_timeout_ms: int = 0,
+        settle_ms: int = 200,
+        buffer_limit: int = 1_000_000,
+        reconnect_backoff_ms: int = 100,
+        reconnect_backoff_max_ms: int = 5000,
+        count: int | None = None,
+    ) -> None:
+        self.source_url = source
+        self.sink_url = sink
+        self.count = count
+        self.buffer: ReorderBuffer[tuple[bytes, int]] = ReorderBuffer(
+            first_id,
+            gap_timeout=gap_timeout_ms * 1_000_000,
+            limit=buffer_limit,
+            settle=settle_ms * 1_000_000,
+        )
+        self.holds = HoldTimes()
+        self._backoff = (reconnect_backoff_ms / 1000, reconnect_backoff_max_ms / 1000)
+        self._outbox: collections.deque[tuple[bytes, int]] = collections.deque()
+        self._sink: ClientConnection | None = None
+        self._source: ClientConnection | None = None
+        self._flushing = False
+        self._flushed = asyncio.Event()  # set while no flush runs
+        self._flushed.set()
+        self._sink_seen = asyncio.Event()  # the sink has been connected once
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: int | None = None
+        self._done = asyncio.Event()  # count reached
+        self.received = 0
+        self.sent = 0
+        self.dropped = dict.fromkeys(DROP_REASONS, 0)
+        self.source_connects = 0
+        self.sink_connects = 0
+        # Messages handed to a sink connection that failed before it was closed
+        # cleanly: written once, never again, but their arrival is not known.
+        self.sink_unconfirmed = 0
+        self.sink_close_code: int | None = None  # of the last sink connection we closed
+        self.first_receipt: int | None = None
+        self.last_receipt: int | None = None
+        self.last_send: int | None = None
+
+    @classmethod
+    def from_settings(cls, settings: RelaySettings, count: int | None = None) -> Relay:
+        first_id = settings.first_id if isinstance(settings.first_id, int) else None
+        return cls(
+            settings.source,
+            settings.sink_url,
+            first_id=first_id,
+            gap_timeout_ms=settings.gap_timeout_ms,
+            settle_ms=settings.settle_ms,
+            buffer_limit=settings.buffer_limit,
+            reconnect_backoff_ms=settings.reconnect_backoff_ms,
+            reconnect_backoff_max_ms=settings.reconnect_backoff_max_ms,
+            count=count,
+        )
+
+    # -- running
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Relay until ``stop`` is set or ``count`` messages are sent; then close cleanly."""
+        source = asyncio.create_task(self._source_loop(), name="relay-source")
+        sink = asyncio.create_task(self._sink_loop(), name="relay-sink")
+        stopping = asyncio.create_task(stop.wait())
+        done = asyncio.create_task(self._done.wait())
+        try:
+            await asyncio.wait((source, sink, stopping, done), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (source, stopping, done):
+                task.cancel()
+            if self._timer is not None:
+                self._timer.cancel()
+            await self._close_sink(sink)
+            for task in (source, sink):
+                if task.done() and not task.cancelled() and task.exception() is not None:
+                    raise task.exception()  # type: ignore[misc]
+
+    async def _close_sink(self, sink_task: asyncio.Task[None]) -> None:
+        """Finish the flush in progress, close the sink with a handshake, end its task."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._flushed.wait(), _CLOSE_WAIT)
+        ws = self._sink
+        if ws is not None:
+            # The close handshake returns once the sink has read all we wrote.
+            await ws.close()
+            self.sink_close_code = ws.close_code
+        sink_task.cancel()
+        await asyncio.gather(sink_task, return_exceptions=True)
+
+    async def _source_loop(self) -> None:
+        # Reading before the sink is up would only fill the outbox: wait for it once.
+        await self._sink_seen.wait()
+        backoff = Backoff(*self._backoff)
+        while True:
+            try:
+                async with connect(
+                    self.source_url,
+                    proxy=None,
+                    compression=None,
+                    max_queue=_MAX_QUEUE,
+                    open_timeout=10,
+                ) as ws:
+                    self._source = ws
+                    self.source_connects += 1
+                    log.info("source connected: %s", self.source_url)
+                    backoff.reset()
+                    await self._read(ws)
+            except InvalidURI:
+                raise
+            except _RETRY as exc:
+                log.warning("source %s: %s", self.source_url, exc or type(exc).__name__)
+            finally:
+                self._source = None
+            await asyncio.sleep(backoff.next())
+
+    async def _sink_loop(self) -> None:
+        backoff = Backoff(*self._backoff)
+        while True:
+            try:
+                async with connect(
+                    self.sink_url, proxy=None, compression=None, open_timeout=10
+                ) as ws:
+                    self._sink = ws
+                    self._sink_seen.set()
+                    self.sink_connects += 1
+                    log.info("sink connected: %s", self.sink_url)
+                    backoff.reset()
+                    if not self._flushing:
+                        await self._flush()
+                    # The sink has nothing to say to us; reading notices its close.
+                    async for _ in ws:
+                        pass
+                    log.warning("sink %s closed the connection", self.sink_url)
+            except InvalidURI:
+                raise
+            except _RETRY as exc:
+                log.warning("sink %s: %s", self.sink_url, exc or type(exc).__name__)
+            finally:
+                self._sink = None
+            await asyncio.sleep(backoff.next())
+
+    # -- the hot path
+
+    async def _read(self, ws: ClientConnection) -> None:
+        recv = ws.recv
+        buffer = self.buffer
+        push = buffer.push
+        outbox = self._outbox
+        dropped = self.dropped
+        clock = _clock
+        if self.first_receipt is None:
+            self.first_receipt = clock()
+        while True:
+            frame = await recv(False)
+            now = clock()
+            self.received += 1
+            self.last_receipt = now
+            id_ = message_id(frame)
+            if type(id_) is str:
+                dropped[id_] += 1
+                continue
+            run = push(id_, (frame, now), now)
+            if type(run) is str:
+                dropped[run] += 1
+                continue
+            if self._timer_at is not None or len(buffer):
+                self._arm(now)
+            if run:
+                outbox.extend(run)
+                if not self._flushing:
+                    await self._flush()
+                elif len(outbox) >= _OUTBOX_HIGH:
+                    # A flush runs elsewhere (timer, sink reconnect) and lags: stop
+                    # reading until it is done, so that the source, not our outbox,
+                    # holds the backlog.
+                    await self._flushed.wait()
+
+    async def _flush(self) -> None:
+        """Send the outbox in order while a sink is open; one flush at a time."""
+        self._flushing = True
+        self._flushed.clear()
+        outbox = self._outbox
+        add = self.holds.add
+        clock = _clock
+        try:
+            while outbox:
+                ws = self._sink
+                if ws is None or ws.state is not _OPEN:
+                    return  # the sink loop flushes again once it reconnects
+                frame, received = outbox.popleft()
+                try:
+                    await ws.send(frame, text=True)
+                except ConnectionClosed:
+                    self.sink_unconfirmed += 1  # written, then the connection failed
+                end = clock()
+                add(end - received)
+                self.sent += 1
+                self.last_send = end
+            if self.count is not None and self.sent >= self.count:
+                self._done.set()
+        finally:
+            self._flushing = False
+            self._flushed.set()
+
+    # -- gap and settle timer
+
+    def _arm(self, now: int) -> None:
+        """Keep one timer at the buffer's deadline."""
+        deadline = self.buffer.deadline
+        if deadline == self._timer_at:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._timer_at = deadline
+        if deadline is not None:
+            # uvloop's clock ticks in milliseconds: a millisecond late, never early.
+            delay = (deadline - now) / 1e9 + 0.001
+            self._timer = asyncio.get_running_loop().call_later(max(delay, 0), self._expire)
+
+    def _expire(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        now = _clock()
+        run = self.buffer.expire(now)
+        self._arm(now)
+        if run:
+            self._outbox.extend(run)
+            if not self._flushing:
+                asyncio.get_running_loop().create_task(self._flush())
+
+    # -- figures
+
+    def stats(self) -> dict[str, Any]:
+        buffer = self.buffer
+        first, last = self.first_receipt, self.last_send
+        run_s = (last - first) / 1e9 if first is not None and last is not None else 0.0
+        return {
+            "source": "connected" if self._source is not None else "disconnected",
+            "sink": "connected" if self._sink is not None else "disconnected",
+            "source_connects": self.source_connects,
+            "sink_connects": self.sink_connects,
+            "received": self.received,
+            "sent": self.sent,
+            "buffered": len(buffer),
+            "outbox": len(self._outbox),
+            "next_id": buffer.next_id,
+            "skipped": buffer.skipped,
+            "skips": buffer.skips,
+            "dropped": dict(self.dropped),
+            "sink_unconfirmed": self.sink_unconfirmed,
+            "hold": self.holds.summary_us(),
+            "run_s": round(run_s, 6),
+            "sent_per_s": round(self.sent / run_s) if run_s > 0 else None,
+        }

@@ -1,0 +1,181 @@
+"""The reorder buffer: ids in any order in, contiguous runs in id order out.
+
+Pure logic: no I/O and no clock. Callers pass ``now`` (any monotonic unit, the
+same one as ``gap_timeout`` and ``settle``) to the calls that may start or end a
+wait, and ask :attr:`ReorderBuffer.deadline` when to call :meth:`expire`.
+
+Held items live in a dict keyed by id; a min-heap of the same ids finds the
+oldest gap when one must be skipped. A run pops its ids off the heap top (they
+are the lowest), so every held id is pushed and popped once: O(log n) per
+buffered message, O(1) per message that arrives in order with nothing held
+(the common case, which touches neither structure).
+
+A run is released the moment it completes: the push that fills the first gap
+returns that id and every held id contiguous with it.
+
+Gaps. When the next expected id is missing and later ids are held, the gap
+starts a clock; after ``gap_timeout`` (0: never) :meth:`expire` skips to the
+lowest held id. A new gap starts its own clock when it becomes the first one.
+The buffer never holds more than ``limit`` items: the push that would exceed
+it skips the oldest gap at once.
+
+Learning the first id. With ``first_id=None`` the buffer holds everything for
+``settle`` after the first push, then starts from the lowest id seen.
+"""
+
+from __future__ import annotations
+
+import heapq
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+
+# What push() did with an id besides holding or releasing it.
+DUPLICATE = "duplicate"  # the id is already held
+BELOW_SENT = "below_sent"  # the id is below the next expected one: sent, or skipped
+
+
+class ReorderBuffer(Generic[T]):
+    """Holds items by integer id and releases them in strictly increasing id order."""
+
+    __slots__ = (
+        "_gap_since",
+        "_heap",
+        "_held",
+        "_settle_until",
+        "below_sent",
+        "duplicates",
+        "gap_timeout",
+        "limit",
+        "next_id",
+        "released",
+        "settle",
+        "skipped",
+        "skips",
+    )
+
+    def __init__(
+        self,
+        first_id: int | None = None,
+        *,
+        gap_timeout: float = 0,
+        limit: int = 1_000_000,
+        settle: float = 0,
+    ) -> None:
+        if limit < 1:
+            raise ValueError("limit must be >= 1")
+        # The id the next release starts with; None until learned.
+        self.next_id: int | None = first_id
+        self.gap_timeout = gap_timeout
+        self.limit = limit
+        self.settle = settle
+        self._held: dict[int, T] = {}
+        self._heap: list[int] = []
+        self._gap_since: float | None = None  # when the current first gap began holding
+        self._settle_until: float | None = None
+        self.released = 0  # items handed out
+        self.duplicates = 0  # pushes dropped: id already held
+        self.below_sent = 0  # pushes dropped: id below next_id
+        self.skipped = 0  # ids given up on (gap timeout or limit)
+        self.skips = 0  # times a gap was skipped
+
+    def __len__(self) -> int:
+        """Items held now."""
+        return len(self._held)
+
+    @property
+    def deadline(self) -> float | None:
+        """When :meth:`expire` has work to do (settle end or gap timeout), or None."""
+        if self.next_id is None:
+            return self._settle_until
+        if self._gap_since is not None and self.gap_timeout > 0:
+            return self._gap_since + self.gap_timeout
+        return None
+
+    def push(self, id_: int, item: T, now: float) -> list[T] | str:
+        """Take one item; return the run it completes (often ``[]``), or why it was dropped.
+
+        The drop reasons are :data:`DUPLICATE` and :data:`BELOW_SENT`; they are
+        also counted in :attr:`duplicates` and :attr:`below_sent`.
+        """
+        next_id = self.next_id
+        held = self._held
+        if id_ == next_id:
+            if not held:  # the fast path: in order, nothing waiting
+                self.next_id = id_ + 1
+                self.released += 1
+                return [item]
+            run = [item]
+            self._release_from(id_ + 1, run, now)
+            return run
+        if next_id is not None and id_ < next_id:
+            self.below_sent += 1
+            return BELOW_SENT
+        if id_ in held:
+            self.duplicates += 1
+            return DUPLICATE
+        held[id_] = item
+        heapq.heappush(self._heap, id_)
+        if next_id is None:
+            if self._settle_until is None:
+                self._settle_until = now + self.settle
+            if len(held) > self.limit:  # no time to settle: start from what we have
+                return self._start(now)
+            return []
+        if self._gap_since is None:
+            self._gap_since = now
+        if len(held) > self.limit:
+            return self._skip_gap(now)
+        return []
+
+    def expire(self, now: float) -> list[T]:
+        """Settle or skip the first gap if its time has come; return what that releases."""
+        deadline = self.deadline
+        if deadline is None or now < deadline:
+            return []
+        if self.next_id is None:
+            return self._start(now)
+        return self._skip_gap(now)
+
+    def drain(self) -> list[T]:
+        """Skip every gap and release everything held, in order (the end of a stream)."""
+        run: list[T] = []
+        if self.next_id is None and self._held:
+            run.extend(self._start(0))
+        while self._held:
+            run.extend(self._skip_gap(0))
+        return run
+
+    def _start(self, now: float) -> list[T]:
+        self._settle_until = None
+        first = self._heap[0]
+        run: list[T] = [self._held.pop(first)]
+        self._release_from(first + 1, run, now)
+        return run
+
+    def _skip_gap(self, now: float) -> list[T]:
+        assert self.next_id is not None
+        lowest = self._heap[0]
+        self.skipped += lowest - self.next_id
+        self.skips += 1
+        run: list[T] = [self._held.pop(lowest)]
+        self._release_from(lowest + 1, run, now)
+        return run
+
+    def _release_from(self, id_: int, run: list[T], now: float) -> None:
+        """Append the held run starting at ``id_`` to ``run``; ``run`` already holds its head."""
+        held = self._held
+        pop = held.pop
+        while id_ in held:
+            run.append(pop(id_))
+            id_ += 1
+        self.next_id = id_
+        self.released += len(run)
+        if held:
+            heap = self._heap
+            while heap[0] < id_:  # released ids are the lowest in the heap
+                heapq.heappop(heap)
+            self._gap_since = now  # a new first gap starts waiting now
+        else:
+            self._gap_since = None
+            self._heap.clear()
