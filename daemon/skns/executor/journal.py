@@ -1,0 +1,233 @@
+"""A shard's journal: append-only segments, group-committed, compacted by snapshot.
+
+Everything a shard appends goes to one in-memory buffer; a single flusher
+task writes the buffer and fsyncs it in a helper thread while the event loop
+keeps taking events, so all the events that arrive during one fsync share the
+next one (group commit). After each fsync the flusher reports the highest seq
+now durable; the shard acks up to it.
+
+Completions (``D``/``F`` records) ride along with the next write and are not
+waited for: a completion lost in a crash only makes the event run again.
+
+Compaction: when the segment grows past ``compact_bytes`` (or an eighth of it
+with nothing pending), the flusher starts a new segment holding only the
+high-water seq and the unfinished events (taken from the shard's memory),
+fsyncs it and its directory, and deletes the older segments. A crash in
+between leaves both, and replaying both gives the same result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import orjson
+
+from . import records
+from .records import Replay, Wire
+
+log = logging.getLogger("skns.executor.journal")
+
+SNAPSHOT_CHUNK = 10_000  # events per A record in a snapshot
+
+
+def _segment_name(generation: int) -> str:
+    return f"journal-{generation:012d}.log"
+
+
+def _generation(path: Path) -> int:
+    return int(path.stem.split("-", 1)[1])
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class Journal:
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        fsync: bool,
+        interval: float,
+        compact_bytes: int,
+        on_durable: Callable[[int], None],
+        snapshot: Callable[[], tuple[list[Wire], int]],
+        pending_count: Callable[[], int],
+    ) -> None:
+        self.directory = directory
+        self._fsync = fsync
+        self._interval = interval
+        self._compact_bytes = compact_bytes
+        self._on_durable = on_durable
+        self._snapshot = snapshot  # () -> (unfinished events, highest seq accepted)
+        self._pending_count = pending_count
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="journal")
+        self._buf = bytearray()
+        self._done: list[int] = []
+        self._failed: list[int] = []
+        self._appended = 0  # highest seq in the buffer or written
+        self.durable = 0  # highest seq written and fsynced
+        self._fd = -1
+        self._generation = 0
+        self._old: list[Path] = []  # segments superseded but not yet deleted
+        self._wake = asyncio.Event()
+        self._flusher: asyncio.Task[None] | None = None
+        self.segment_bytes = 0
+        self.writes = 0
+        self.compactions = 0
+
+    # -- start --------------------------------------------------------------------------
+
+    def _segments(self) -> list[Path]:
+        return sorted(self.directory.glob("journal-*.log"), key=_generation)
+
+    def _recover(self) -> Replay:
+        """Blocking: replay every segment, then compact them into a fresh one."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        replay = Replay()
+        segments = self._segments()
+        for path in segments:
+            data = path.read_bytes()
+            found, end = records.scan(data)
+            if end != len(data):
+                log.warning("%s: ignoring %d bytes of torn tail", path, len(data) - end)
+            replay.apply_all(found)
+        self._generation = _generation(segments[-1]) if segments else 0
+        self._old = segments
+        self._start_segment(list(replay.unfinished()), replay.high)
+        self._appended = self.durable = replay.high
+        return replay
+
+    async def open(self) -> Replay:
+        """Replay the journal; return the unfinished events and the high-water seq."""
+        replay = await asyncio.get_running_loop().run_in_executor(self._pool, self._recover)
+        self._flusher = asyncio.create_task(self._flush_loop())
+        return replay
+
+    # -- appending ------------------------------------------------------------------------
+
+    def accept(self, body: bytes, high: int) -> None:
+        """Append events (an A record body) whose highest seq is ``high``."""
+        self._buf += records.record(records.ACCEPTED, body)
+        self._appended = high
+        self._wake.set()
+
+    def done(self, seq: int) -> None:
+        self._done.append(seq)
+        self._wake.set()
+
+    def failed(self, seq: int) -> None:
+        self._failed.append(seq)
+        self._wake.set()
+
+    @property
+    def size(self) -> int:
+        """Bytes on disk plus bytes waiting for the next write."""
+        return self.segment_bytes + len(self._buf)
+
+    # -- flushing ---------------------------------------------------------------------------
+
+    def _take(self) -> tuple[bytes, int]:
+        if self._done:
+            self._buf += records.seqs_record(records.DONE, self._done)
+            self._done = []
+        if self._failed:
+            self._buf += records.seqs_record(records.FAILED, self._failed)
+            self._failed = []
+        data = bytes(self._buf)
+        self._buf.clear()
+        return data, self._appended
+
+    def _write(self, data: bytes) -> None:
+        _write_all(self._fd, data)
+        if self._fsync:
+            os.fdatasync(self._fd)
+
+    async def _flush_once(self) -> None:
+        data, high = self._take()
+        if data:
+            await asyncio.get_running_loop().run_in_executor(self._pool, self._write, data)
+            self.segment_bytes += len(data)
+            self.writes += 1
+        if high > self.durable:
+            self.durable = high
+            self._on_durable(high)
+
+    async def _flush_loop(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            if self._interval:
+                await asyncio.sleep(self._interval)
+            await self._flush_once()
+            if self.segment_bytes >= self._compact_bytes or (
+                self.segment_bytes >= self._compact_bytes // 8 and not self._pending_count()
+            ):
+                await self.compact()
+
+    # -- compaction --------------------------------------------------------------------------
+
+    def _start_segment(self, unfinished: list[Wire], high: int) -> None:
+        """Blocking: write a new segment with ``unfinished``, switch to it, drop the old ones."""
+        data = bytearray(records.high_record(high))
+        for i in range(0, len(unfinished), SNAPSHOT_CHUNK):
+            body = orjson.dumps(unfinished[i : i + SNAPSHOT_CHUNK])
+            data += records.record(records.ACCEPTED, body)
+        self._generation += 1
+        path = self.directory / _segment_name(self._generation)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o600)
+        try:
+            _write_all(fd, bytes(data))
+            os.fsync(fd)
+            _fsync_dir(self.directory)
+        except BaseException:
+            os.close(fd)
+            raise
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._old.append(self.directory / _segment_name(self._generation - 1))
+        self._fd = fd
+        self.segment_bytes = len(data)
+        for old in self._old:
+            old.unlink(missing_ok=True)
+        self._old = []
+
+    async def compact(self) -> None:
+        """Rewrite the journal as the unfinished events only (called by the flusher)."""
+        unfinished, high = self._snapshot()
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._pool, self._start_segment, unfinished, high)
+        self.compactions += 1
+        log.debug("journal compacted to %d unfinished events", len(unfinished))
+
+    # -- stop ------------------------------------------------------------------------------------
+
+    async def close(self) -> None:
+        """Write and fsync what is buffered, then release the file."""
+        if self._flusher is not None:
+            self._flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._flusher
+            self._flusher = None
+            await self._flush_once()
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+        self._pool.shutdown(wait=True)

@@ -1,0 +1,368 @@
+"""The router child: WebSocket ingest, arrival seqs, routing to shards, acks.
+
+Each client frame gets exactly one answer, in the order the frames came on
+that connection: ``{"ack": seq}`` for a single event, ``{"ack": [seq, ...]}``
+for a batch (once every event of it is accepted), or ``{"error": reason}``
+(``"index"`` added for a bad event inside a batch) for a frame that is refused
+whole. A refused frame changes nothing else; the connection stays open.
+
+Events are stamped with the next arrival seq, routed by the ring, and coalesced
+per shard into one IPC frame per loop iteration. The router keeps every chunk
+until its shard acks it (the shard acks after its journal fsync), so when a
+shard restarts the router reconnects and sends the unacked chunks again; the
+shard drops the seqs it already holds.
+
+Back-pressure: while ``max_unacked`` events wait for shard acks the router stops
+reading client frames (TCP then pushes back on clients); a shard past
+``max_backlog`` stops reading the router, so its acks, and ours, slow down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http
+import logging
+import os
+from collections import Counter, deque
+from collections.abc import Callable
+from typing import Any, cast
+
+import orjson
+from websockets.asyncio.server import ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from ..child import ChildContext
+from ..config import Settings
+from ..errors import ProtocolError
+from . import ipc
+from .events import BadEvent, parse_frame
+from .ring import Ring
+from .sequence import Sequence
+
+log = logging.getLogger("skns.executor.router")
+
+# A client frame larger than this many times max_frame_bytes is refused by the
+# WebSocket layer itself (close 1009) so that it is never buffered whole.
+HARD_FRAME_FACTOR = 16
+# Answers a connection may owe before the router stops reading from it.
+MAX_ANSWERS = 10_000
+RECONNECT_DELAY = 0.05
+RECONNECT_DELAY_MAX = 1.0
+
+
+class Answer:
+    """What one client frame is owed: sent when ``remaining`` reaches 0."""
+
+    __slots__ = ("body", "client", "remaining")
+
+    def __init__(self, client: Client, remaining: int, body: bytes = b"") -> None:
+        self.client = client
+        self.remaining = remaining
+        self.body = body
+
+
+class Client:
+    """One ingest connection: its answers, sent in frame order by a writer task."""
+
+    def __init__(self, ws: ServerConnection) -> None:
+        self.ws = ws
+        self.answers: deque[Answer] = deque()
+        self.ready = asyncio.Event()  # an answer may be sendable
+        self.drained = asyncio.Event()  # fewer than MAX_ANSWERS are owed
+        self.drained.set()
+
+    def owe(self, answer: Answer) -> None:
+        self.answers.append(answer)
+        if answer.remaining == 0:
+            self.ready.set()
+        if len(self.answers) >= MAX_ANSWERS:
+            self.drained.clear()
+
+    async def write_answers(self) -> None:
+        answers = self.answers
+        while True:
+            await self.ready.wait()
+            self.ready.clear()
+            while answers and answers[0].remaining == 0:
+                await self.ws.send(answers.popleft().body, text=True)
+            if len(answers) < MAX_ANSWERS:
+                self.drained.set()
+
+
+class Chunk:
+    """Events sent to a shard in one IPC frame, kept until the shard acks them."""
+
+    __slots__ = ("answers", "count", "data", "high")
+
+    def __init__(self, high: int, data: bytes, count: int, answers: list[list[Any]]) -> None:
+        self.high = high
+        self.data = data
+        self.count = count
+        self.answers = answers  # [[Answer, events of it in this chunk], ...]
+
+
+class ShardLink(asyncio.Protocol):
+    """The router's connection to one shard, re-established whenever it drops."""
+
+    def __init__(
+        self,
+        index: int,
+        path: str,
+        on_acked: Callable[[Chunk], None],
+        on_held: Callable[[int], None],
+    ) -> None:
+        self.index = index
+        self.path = path
+        self._on_acked = on_acked
+        self._on_held = on_held  # the shard holds every seq up to this one
+        self.unacked: deque[Chunk] = deque()
+        self.backlog = 0  # events sent or waiting to be sent, not acked
+        self._outbox: list[list[Any]] = []
+        self._outbox_answers: list[list[Any]] = []
+        self._transport: asyncio.Transport | None = None
+        self._decoder = ipc.FrameDecoder()
+        self._lost = asyncio.Event()
+        self.connects = 0
+
+    @property
+    def connected(self) -> bool:
+        return self._transport is not None
+
+    def add(self, wire: list[Any], answer: Answer) -> None:
+        self._outbox.append(wire)
+        answers = self._outbox_answers
+        if answers and answers[-1][0] is answer:
+            answers[-1][1] += 1
+        else:
+            answers.append([answer, 1])
+
+    def flush(self) -> None:
+        outbox = self._outbox
+        if not outbox:
+            return
+        chunk = Chunk(
+            outbox[-1][0], ipc.frame(orjson.dumps(outbox)), len(outbox), self._outbox_answers
+        )
+        self._outbox = []
+        self._outbox_answers = []
+        self.unacked.append(chunk)
+        self.backlog += chunk.count
+        if self._transport is not None:
+            self._transport.write(chunk.data)
+
+    # -- connection ---------------------------------------------------------------------
+
+    async def keep_connected(self) -> None:
+        loop = asyncio.get_running_loop()
+        delay = RECONNECT_DELAY
+        while True:
+            try:
+                await loop.create_unix_connection(lambda: self, self.path)
+            except OSError:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RECONNECT_DELAY_MAX)
+                continue
+            delay = RECONNECT_DELAY
+            await self._lost.wait()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport = cast(asyncio.Transport, transport)
+        self._decoder = ipc.FrameDecoder()
+        self._lost.clear()
+        self.connects += 1
+        if self.unacked:
+            log.info("shard %d: resending %d unacked events", self.index, self.backlog)
+            transport.writelines([chunk.data for chunk in self.unacked])
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._transport is not None:
+            log.warning("lost shard %d: %s", self.index, exc or "closed")
+        self._transport = None
+        self._lost.set()
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            acks = [ipc.parse_ack(body) for body in self._decoder.feed(data)]
+        except ProtocolError as exc:
+            log.error("shard %d: %s; reconnecting", self.index, exc)
+            if self._transport is not None:
+                self._transport.close()
+            return
+        for seq in acks:
+            self._on_held(seq)
+            unacked = self.unacked
+            while unacked and unacked[0].high <= seq:
+                chunk = unacked.popleft()
+                self.backlog -= chunk.count
+                self._on_acked(chunk)
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+
+
+class Router:
+    def __init__(self, settings: Settings, shards: int) -> None:
+        self.settings = settings
+        self.config = settings.executor
+        self.ring = Ring(shards)
+        state = settings.service.state_dir / "executor"
+        self.sequence = Sequence(state / "router.seq")
+        runtime = settings.service.runtime_dir
+        self.links = [
+            ShardLink(i, str(ipc.socket_path(runtime, i)), self._acked, self.sequence.skip_past)
+            for i in range(shards)
+        ]
+        self.unacked = 0
+        self.room = asyncio.Event()  # fewer than max_unacked events wait for shards
+        self.room.set()
+        self._flush_pending = False
+        self.connections = 0
+        self.frames = 0
+        self.received = 0
+        self.accepted = 0
+        self.rejected: Counter[str] = Counter()
+        self.port = 0
+
+    # -- shard acks ---------------------------------------------------------------------
+
+    def _acked(self, chunk: Chunk) -> None:
+        self.unacked -= chunk.count
+        self.accepted += chunk.count
+        for answer, count in chunk.answers:
+            answer.remaining -= count
+            if answer.remaining == 0:
+                answer.client.ready.set()
+        if self.unacked < self.config.max_unacked:
+            self.room.set()
+
+    def _flush(self) -> None:
+        self._flush_pending = False
+        for link in self.links:
+            link.flush()
+
+    # -- clients ----------------------------------------------------------------------------
+
+    def _refuse(self, client: Client, error: BadEvent) -> None:
+        self.rejected[error.reason if error.index is None else "bad event in batch"] += 1
+        client.owe(Answer(client, 0, orjson.dumps(error.answer())))
+
+    def _take(self, client: Client, message: str | bytes) -> None:
+        self.frames += 1
+        if len(message) > self.config.max_frame_bytes:
+            self._refuse(client, BadEvent(f"frame exceeds {self.config.max_frame_bytes} bytes"))
+            return
+        try:
+            events, batch = parse_frame(message, self.config.max_batch)
+        except BadEvent as error:
+            self._refuse(client, error)
+            return
+        count = len(events)
+        first = self.sequence.take(count)
+        answer = Answer(client, count)
+        links = self.links
+        shard_of = self.ring.shard_of
+        seq = first
+        for account, event_id, payload in events:
+            links[shard_of(account)].add([seq, account, event_id, payload], answer)
+            seq += 1
+        if batch:
+            answer.body = orjson.dumps({"ack": list(range(first, first + count))})
+        else:
+            answer.body = b'{"ack":%d}' % first
+        client.owe(answer)
+        self.received += count
+        self.unacked += count
+        if not self._flush_pending:
+            self._flush_pending = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    async def _serve_client(self, ws: ServerConnection) -> None:
+        client = Client(ws)
+        writer = asyncio.create_task(client.write_answers())
+        self.connections += 1
+        room = self.room
+        max_unacked = self.config.max_unacked
+        try:
+            async for message in ws:
+                self._take(client, message)
+                if self.unacked >= max_unacked:
+                    room.clear()
+                    await room.wait()
+                if not client.drained.is_set():
+                    await client.drained.wait()
+        except ConnectionClosed:
+            pass
+        finally:
+            self.connections -= 1
+            writer.cancel()
+
+    def _health(self, connection: ServerConnection, request: Request) -> Response | None:
+        if request.path != "/health":
+            return None
+        connected = sum(link.connected for link in self.links)
+        ok = connected == len(self.links)
+        body = orjson.dumps(
+            {
+                "status": "ok" if ok else "degraded",
+                "shards": len(self.links),
+                "shards_connected": connected,
+                "in_flight": self.unacked,
+            }
+        )
+        status = http.HTTPStatus.OK if ok else http.HTTPStatus.SERVICE_UNAVAILABLE
+        headers = Headers(
+            [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
+        )
+        return Response(status.value, status.phrase, headers, body)
+
+    # -- the child ----------------------------------------------------------------------------
+
+    async def main(self, stop: asyncio.Event) -> None:
+        keepers = [asyncio.create_task(link.keep_connected()) for link in self.links]
+        listen = self.config.listen
+        try:
+            async with serve(
+                self._serve_client,
+                listen.host,
+                listen.port,
+                process_request=self._health,
+                max_size=self.config.max_frame_bytes * HARD_FRAME_FACTOR,
+                compression=None,
+            ) as server:
+                self.port = server.sockets[0].getsockname()[1]
+                log.info(
+                    "executor ingest on %s:%d, %d shards", listen.host, self.port, len(self.links)
+                )
+                await stop.wait()
+                server.close()
+                await server.wait_closed()
+        finally:
+            for task in keepers:
+                task.cancel()
+            await asyncio.gather(*keepers, return_exceptions=True)
+            for link in self.links:
+                link.close()
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "listen": f"{self.config.listen.host}:{self.port}",
+            "connections": self.connections,
+            "frames": self.frames,
+            "received": self.received,
+            "accepted": self.accepted,
+            "in_flight": self.unacked,
+            "rejected": dict(self.rejected),
+            "shards_connected": sum(link.connected for link in self.links),
+            "backlog": [link.backlog for link in self.links],
+            "next_seq": self.sequence.next,
+        }
+
+
+def run(ctx: ChildContext) -> None:
+    """ChildSpec target of the router (role ``executor-router``)."""
+    shards = ctx.settings.executor.shard_count(os.cpu_count())
+    router = Router(ctx.settings, shards)
+    ctx.serve(router.main, router.stats)

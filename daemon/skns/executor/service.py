@@ -1,0 +1,16 @@
+"""The executor's processes: one router and K shards."""
+
+from __future__ import annotations
+
+import os
+
+from ..child import ChildSpec
+from ..config import Settings
+from . import router, shard
+
+
+def children(settings: Settings) -> list[ChildSpec]:
+    count = settings.executor.shard_count(os.cpu_count())
+    specs = [ChildSpec("executor", "executor-router", 0, router.run)]
+    specs.extend(ChildSpec("executor", "executor-shard", i, shard.run) for i in range(count))
+    return specs

@@ -1,0 +1,291 @@
+"""A shard child: journal, per-account FIFOs, and the handler runs.
+
+The shard listens on a unix socket for the router. Each IPC frame (events in
+increasing seq order) is journaled as it came, queued per account and, since
+the handler's effects are at-least-once anyway, started at once without
+waiting for the fsync; the ack to the router waits for it. Seqs at or below
+the highest one held are dropped: they are the router resending what it sent
+before this shard restarted.
+
+An account with queued events has one runner task going through its queue,
+so accounts run concurrently and each account one event at a time, in seq
+order. On start the journal's unfinished events are queued first, in seq order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, cast
+
+import orjson
+
+from ..child import ChildContext
+from ..config import Settings
+from ..errors import ProtocolError
+from . import ipc
+from .events import Event
+from .handlers import HandlerEnv, resolve
+from .journal import Journal
+from .records import Wire
+from .schedule import Scheduler
+
+log = logging.getLogger("skns.executor.shard")
+
+RESUME_FRACTION = 0.9  # a paused shard reads again below this fraction of max_backlog
+
+
+class RouterLink(asyncio.Protocol):
+    """The shard's end of the router connection."""
+
+    def __init__(self, shard: Shard) -> None:
+        self.shard = shard
+        self.transport: asyncio.Transport | None = None
+        self._decoder = ipc.FrameDecoder()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        self.shard.attach(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.shard.detach(self)
+        self.transport = None
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            for body in self._decoder.feed(data):
+                self.shard.receive(body)
+        except (ProtocolError, orjson.JSONDecodeError, IndexError, TypeError, ValueError) as exc:
+            log.error("bad frame from the router (%s); dropping the connection", exc)
+            if self.transport is not None:
+                self.transport.close()
+
+    def set_reading(self, reading: bool) -> None:
+        """Back-pressure: stop (or go on) taking events from the router."""
+        if self.transport is not None and not self.transport.is_closing():
+            if reading:
+                self.transport.resume_reading()
+            else:
+                self.transport.pause_reading()
+
+    def send_ack(self, seq: int) -> None:
+        if self.transport is not None:
+            self.transport.write(ipc.ack_frame(seq))
+
+
+class Shard:
+    def __init__(self, settings: Settings, index: int) -> None:
+        config = settings.executor
+        self.config = config
+        self.index = index
+        self.directory = settings.service.state_dir / "executor" / f"shard-{index}"
+        self.socket_path = ipc.socket_path(settings.service.runtime_dir, index)
+        self.handler, self.handler_is_async = resolve(config.handler)
+        self.env = HandlerEnv(index, config.duration, self.directory)
+        self.scheduler: Scheduler[Event] = Scheduler()
+        self.pending: dict[int, Event] = {}  # accepted, not finished
+        self.high = 0  # highest seq accepted
+        self.links: set[RouterLink] = set()
+        self.paused = False
+        self.stopping = False
+        self.runners: set[asyncio.Task[None]] = set()
+        self.threads: ThreadPoolExecutor | None = None
+        self.journal: Journal | None = None
+        if config.journal:
+            self.journal = Journal(
+                self.directory,
+                fsync=config.fsync,
+                interval=config.fsync_interval,
+                compact_bytes=config.compact_bytes,
+                on_durable=self._durable,
+                snapshot=self._snapshot,
+                pending_count=lambda: len(self.pending),
+            )
+        self.accepted = 0
+        self.duplicates = 0
+        self.replayed = 0
+        self.running = 0
+        self.done = 0
+        self.failed = 0
+        self.retries = 0
+
+    # -- the router ---------------------------------------------------------------------
+
+    def attach(self, link: RouterLink) -> None:
+        self.links.add(link)
+        if self.paused:
+            link.set_reading(False)
+        # Tell the router what this shard holds: it drops acked chunks it resends.
+        link.send_ack(self.journal.durable if self.journal is not None else self.high)
+
+    def detach(self, link: RouterLink) -> None:
+        self.links.discard(link)
+
+    def _ack(self, seq: int) -> None:
+        for link in self.links:
+            link.send_ack(seq)
+
+    def _durable(self, seq: int) -> None:
+        self._ack(seq)
+
+    def _snapshot(self) -> tuple[list[Wire], int]:
+        return [event.wire() for event in self.pending.values()], self.high
+
+    def receive(self, body: bytes) -> None:
+        """One IPC frame from the router."""
+        wires = orjson.loads(body)
+        if not wires:
+            return
+        high = self.high
+        if wires[0][0] <= high:
+            fresh = [wire for wire in wires if wire[0] > high]
+            self.duplicates += len(wires) - len(fresh)
+            if not fresh:
+                durable = self.journal.durable if self.journal is not None else high
+                if durable >= wires[-1][0]:
+                    self._ack(durable)
+                return  # otherwise the fsync under way acks them
+            wires = fresh
+            body = orjson.dumps(wires)
+        env = self.env
+        pending = self.pending
+        for seq, account, event_id, payload in wires:
+            event = Event(seq, account, event_id, payload, env)
+            pending[seq] = event
+            self._admit(event)
+        self.high = wires[-1][0]
+        self.accepted += len(wires)
+        if self.journal is not None:
+            self.journal.accept(body, self.high)
+        else:
+            self._ack(self.high)
+        if not self.paused and self.scheduler.queued >= self.config.max_backlog:
+            self.paused = True
+            for link in self.links:
+                link.set_reading(False)
+
+    # -- running ------------------------------------------------------------------------------
+
+    def _admit(self, event: Event) -> None:
+        if self.scheduler.push(event.account_id, event):
+            runner = asyncio.create_task(self._run_account(event))
+            self.runners.add(runner)
+            runner.add_done_callback(self.runners.discard)
+
+    async def _run_account(self, event: Event | None) -> None:
+        scheduler = self.scheduler
+        while event is not None and not self.stopping:
+            await self._run(event)
+            event = scheduler.advance(event.account_id)
+            if self.paused and scheduler.queued < self.config.max_backlog * RESUME_FRACTION:
+                self.paused = False
+                for link in self.links:
+                    link.set_reading(True)
+
+    async def _call(self, event: Event) -> None:
+        if self.handler_is_async:
+            await self.handler(event)
+            return
+        if self.threads is None:
+            self.threads = ThreadPoolExecutor(self.config.threads, thread_name_prefix="handler")
+        await asyncio.get_running_loop().run_in_executor(self.threads, self.handler, event)
+
+    async def _run(self, event: Event) -> None:
+        config = self.config
+        self.running += 1
+        try:
+            while True:
+                try:
+                    await self._call(event)
+                except Exception as exc:
+                    if event.attempt > config.retries:
+                        self.failed += 1
+                        log.warning(
+                            "event %d of account %r failed after %d attempts: %r",
+                            event.seq,
+                            event.account_id,
+                            event.attempt,
+                            exc,
+                        )
+                        if self.journal is not None:
+                            self.journal.failed(event.seq)
+                        break
+                    self.retries += 1
+                    delay = config.retry_backoff * 2 ** (event.attempt - 1)
+                    event.attempt += 1
+                    await asyncio.sleep(min(delay, config.retry_backoff_max))
+                else:
+                    self.done += 1
+                    if self.journal is not None:
+                        self.journal.done(event.seq)
+                    break
+        finally:
+            self.running -= 1
+        del self.pending[event.seq]
+
+    # -- the child ------------------------------------------------------------------------------
+
+    async def main(self, stop: asyncio.Event) -> None:
+        if self.journal is not None:
+            replay = await self.journal.open()
+            self.high = replay.high
+            for seq, account, event_id, payload in replay.unfinished():
+                event = Event(seq, account, event_id, payload, self.env)
+                self.pending[seq] = event
+                self._admit(event)
+                self.replayed += 1
+            if self.replayed:
+                log.info("replaying %d unfinished events", self.replayed)
+        else:
+            self.directory.mkdir(parents=True, exist_ok=True)
+        self.socket_path.parent.mkdir(parents=True, exist_ok=True)
+        self.socket_path.unlink(missing_ok=True)
+        loop = asyncio.get_running_loop()
+        server = await loop.create_unix_server(lambda: RouterLink(self), str(self.socket_path))
+        try:
+            await stop.wait()
+        finally:
+            server.close()
+            for link in list(self.links):
+                if link.transport is not None:
+                    link.transport.close()
+            await self._drain()
+            if self.journal is not None:
+                await self.journal.close()
+            self.socket_path.unlink(missing_ok=True)
+            if self.threads is not None:
+                self.threads.shutdown(wait=False, cancel_futures=True)
+
+    async def _drain(self) -> None:
+        """Let running handlers finish for a while, then cancel them (they run again later)."""
+        self.stopping = True
+        if self.runners:
+            await asyncio.wait(set(self.runners), timeout=self.config.drain_timeout)
+        for runner in list(self.runners):
+            runner.cancel()
+        await asyncio.gather(*self.runners, return_exceptions=True)
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "shard": self.index,
+            "accepted": self.accepted,
+            "duplicates": self.duplicates,
+            "replayed": self.replayed,
+            "in_flight": self.running,
+            "backlog": self.scheduler.queued,
+            "accounts": self.scheduler.active,
+            "done": self.done,
+            "failed": self.failed,
+            "retries": self.retries,
+            "paused": self.paused,
+            "journal_bytes": self.journal.size if self.journal is not None else 0,
+            "journal_writes": self.journal.writes if self.journal is not None else 0,
+            "compactions": self.journal.compactions if self.journal is not None else 0,
+        }
+
+
+def run(ctx: ChildContext) -> None:
+    """ChildSpec target of shard ``ctx.spec.index`` (role ``executor-shard``)."""
+    shard = Shard(ctx.settings, ctx.spec.index)
+    ctx.serve(shard.main, shard.stats)
