@@ -181,6 +181,7 @@ class MetricsService:
     def status(self) -> dict[str, Any]:
         accepted, rejected = self.counters()
         return {
+            "accepted_per_worker": [block.counters()[0] for block in self.partials.blocks],
             "listen": f"{self.settings.metrics.listen.host}:{self.port}",
             "workers": self.count,
             "output": str(self.output.path),
