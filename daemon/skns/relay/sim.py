@@ -215,9 +215,13 @@ class Source:
 class SinkStream:
     """What ``/ordered-messages/{name}`` received over all its connections."""
 
-    def __init__(self, name: str, source: Source) -> None:
+    def __init__(
+        self, name: str, source: Source, *, drop_after: int = 0, record: bool = False
+    ) -> None:
         self.name = name
         self.source = source
+        self.drop_after = drop_after  # cut each connection after this many frames (0: never)
+        self.frames: list[bytes] | None = [] if record else None  # every frame, as received
         self.received = 0
         self.last_id: int | None = None
         self.out_of_order = 0  # an id not above the one before it (includes duplicates)
@@ -238,12 +242,19 @@ class SinkStream:
         seen = self.seen
         add = self.delays.add
         loads = orjson.loads
+        frames = self.frames
+        on_this_connection = 0
         try:
             while True:
                 frame = await ws.recv(False)
                 now = _clock()
                 self.received += 1
                 self.last_received = now
+                if frames is not None:
+                    frames.append(frame)
+                on_this_connection += 1
+                if on_this_connection == self.drop_after:
+                    ws.transport.abort()  # what the relay wrote after this frame is lost
                 try:
                     id_ = loads(frame)["id"]
                 except (orjson.JSONDecodeError, TypeError, KeyError):
@@ -306,10 +317,20 @@ class Simulator:
     free port, see :attr:`port`) until the block ends.
     """
 
-    def __init__(self, source: Source, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self,
+        source: Source,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        sink_drop_after: int = 0,
+        record: bool = False,
+    ) -> None:
         self.source = source
         self.host = host
         self.requested_port = port
+        self.sink_drop_after = sink_drop_after  # sinks cut each connection after this many
+        self.record = record  # sinks keep every frame they receive
         self.sinks: dict[str, SinkStream] = {}
         self._server: Server | None = None
 
@@ -329,7 +350,9 @@ class Simulator:
         """The stream of ``name``, created on first use (by a test or a connection)."""
         stream = self.sinks.get(name)
         if stream is None:
-            stream = self.sinks[name] = SinkStream(name, self.source)
+            stream = self.sinks[name] = SinkStream(
+                name, self.source, drop_after=self.sink_drop_after, record=self.record
+            )
         return stream
 
     async def __aenter__(self) -> Simulator:

@@ -1,0 +1,171 @@
+"""The relay against the simulator, over real WebSockets on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine
+from typing import Any
+
+import orjson
+import uvloop
+
+from skns.relay.relay import Relay
+from skns.relay.sim import Simulator, Source, SourcePlan
+
+TIMEOUT = 30  # seconds any one relay run may take
+
+
+def run(coro: Coroutine[Any, Any, Any]) -> Any:
+    return uvloop.run(asyncio.wait_for(coro, TIMEOUT))
+
+
+def relay_for(sim: Simulator, count: int, **options: Any) -> Relay:
+    options.setdefault("first_id", 0)
+    options.setdefault("reconnect_backoff_ms", 10)
+    return Relay(sim.source_url, sim.sink_url("test"), count=count, **options)
+
+
+async def relay_all(source: Source, count: int, **options: Any) -> tuple[Relay, dict[str, Any]]:
+    """Run a relay against a simulator until ``count`` are sent; return it and the sink report."""
+    async with Simulator(source) as sim:
+        relay = relay_for(sim, count, **options)
+        await relay.run(asyncio.Event())
+        return relay, sim.sink("test").report()
+
+
+def test_twenty_thousand_shuffled_delayed_messages_arrive_in_order_none_missing() -> None:
+    plan = SourcePlan(count=20_000, window=50, late=0.02, delay="exp", delay_ms=0.5, seed=4)
+    relay, sink = run(relay_all(Source(plan.frames()), 20_000))
+    assert sink["complete"], sink
+    assert sink["in_order"] and sink["missing"] == 0 and sink["duplicates"] == 0
+    assert sink["received"] == 20_000  # nothing sent twice
+    assert relay.sent == 20_000 and relay.buffer.skipped == 0
+    assert relay.holds.count == 20_000
+    assert relay.sink_close_code == 1000
+    stats = relay.stats()
+    assert stats["buffered"] == 0 and stats["outbox"] == 0
+    assert stats["hold"]["min_us"] <= stats["hold"]["p50_us"] <= stats["hold"]["max_us"]
+
+
+def test_source_dropping_the_connection_mid_stream_is_survived_without_resending() -> None:
+    plan = SourcePlan(count=10_000, window=30, late=0.01, delay_ms=0.2, seed=5)
+    # Every source connection is cut after 2,500 frames; the next one repeats 300.
+    source = Source(plan.frames(), drop_after=2_500, replay=300)
+    relay, sink = run(relay_all(source, 10_000))
+    assert source.connections >= 4
+    assert relay.source_connects == source.connections
+    assert sink["complete"] and sink["in_order"], sink
+    assert sink["received"] == 10_000 and sink["duplicates"] == 0
+    # The repeated frames were recognised, not forwarded.
+    repeated = relay.dropped["duplicate"] + relay.dropped["below_sent"]
+    assert repeated == relay.received - 10_000 > 0
+
+
+def script(*frames: bytes | dict[str, Any]) -> list[tuple[float, float, int | None, bytes]]:
+    """A source script sending ``frames`` at once, in this order."""
+    out: list[tuple[float, float, int | None, bytes]] = []
+    for frame in frames:
+        if isinstance(frame, dict):
+            id_ = frame.get("id")
+            out.append((0.0, 0.0, id_ if type(id_) is int else None, orjson.dumps(frame)))
+        else:
+            out.append((0.0, 0.0, None, frame))
+    return out
+
+
+def test_each_bad_input_is_dropped_and_counted_by_reason() -> None:
+    source = Source(
+        script(
+            {"id": 1, "text": 1},
+            b"not json",
+            {"id": 0, "text": 0},
+            b"[1, 2, 3]",
+            {"text": 5},
+            {"id": True, "text": 5},
+            {"id": 2.0, "text": 5},
+            {"id": "3", "text": 5},
+            {"id": 1, "text": 1},  # already sent
+            {"id": 3, "text": 3},
+            {"id": 3, "text": 3},  # already held
+            b"\xff\xfe",
+            {"id": 2, "text": 2},
+        )
+    )
+    relay, sink = run(relay_all(source, 4))
+    assert sink["complete"] and sink["in_order"], sink
+    assert sink["received"] == 4 and sink["not_messages"] == 0
+    assert relay.dropped == {
+        "not_json": 2,
+        "not_object": 1,
+        "missing_id": 1,
+        "bad_id": 3,
+        "duplicate": 1,
+        "below_sent": 1,
+    }
+    assert relay.received == 13 and relay.sent == 4
+
+
+def test_the_frames_reach_the_sink_byte_for_byte() -> None:
+    frames = [{"id": i, "text": i * 7, "note": "é"} for i in (2, 0, 1)]
+
+    async def go() -> list[bytes] | None:
+        async with Simulator(Source(script(*frames)), record=True) as sim:
+            await relay_for(sim, 3).run(asyncio.Event())
+            return sim.sink("test").frames
+
+    assert run(go()) == [orjson.dumps(f) for f in sorted(frames, key=lambda f: f["id"])]
+
+
+def test_gap_timeout_skips_dropped_ids_and_keeps_the_rest_in_order() -> None:
+    plan = SourcePlan(count=3_000, window=20, drops=0.01, late=0.0, seed=6)
+    source = Source(plan.frames())
+    expected = len(source.expected)
+    relay, sink = run(relay_all(source, expected, gap_timeout_ms=20))
+    assert sink["in_order"] and sink["complete"], sink
+    assert sink["received"] == expected
+    # Skipped: every id below the last one sent that the source never sent.
+    assert relay.buffer.skipped == max(source.expected) + 1 - expected
+    assert relay.buffer.skips >= 1
+
+
+def test_first_id_is_learned_from_the_lowest_id_while_settling() -> None:
+    plan = SourcePlan(count=2_000, start=1_000, window=40, late=0.0, seed=7)
+    relay, sink = run(relay_all(Source(plan.frames()), 2_000, first_id=None, settle_ms=100))
+    assert sink["complete"] and sink["in_order"], sink
+    assert relay.buffer.next_id == 3_000
+
+
+def test_sink_dropping_the_connection_means_at_most_once_never_out_of_order() -> None:
+    # Paced, so that the sink cuts connections while the stream is still flowing.
+    plan = SourcePlan(count=6_000, window=10, late=0.0, rate=30_000, seed=8)
+
+    async def go() -> tuple[Relay, dict[str, Any]]:
+        async with Simulator(Source(plan.frames()), sink_drop_after=2_000) as sim:
+            relay = relay_for(sim, 6_000)
+            await relay.run(asyncio.Event())
+            return relay, sim.sink("test").report()
+
+    relay, sink = run(go())
+    assert relay.sink_connects >= 3 and sink["connections"] == relay.sink_connects
+    assert sink["in_order"] and sink["duplicates"] == 0, sink
+    # What the sink got is what was sent, less frames lost with a cut connection.
+    assert relay.sent == 6_000
+    assert sink["received"] + sink["missing"] == 6_000
+
+
+def test_stats_name_every_figure_status_shows() -> None:
+    relay = Relay("ws://127.0.0.1:1/raw-messages", "ws://127.0.0.1:1/ordered-messages/x")
+    stats = relay.stats()
+    assert set(stats) >= {
+        "source",
+        "sink",
+        "received",
+        "sent",
+        "buffered",
+        "skipped",
+        "dropped",
+        "hold",
+        "run_s",
+    }
+    assert set(stats["hold"]) == {"count", "min_us", "p50_us", "p99_us", "max_us", "mean_us"}
+    orjson.dumps(stats)  # publishable as is
