@@ -233,7 +233,7 @@ class Supervisor:
     def _manage(self) -> None:
         assert self.slots is not None
         now = time.monotonic()
-        timeout_ns = self.settings.service.heartbeat_timeout * 1e9
+        timeout = self.settings.service.heartbeat_timeout
         for c in self.children:
             if c.retired:
                 continue
@@ -241,9 +241,7 @@ class Supervisor:
                 if now >= c.due:
                     self._spawn(c)
                 continue
-            beat = self.slots.slots[c.slot_index].heartbeat_ns()
-            last = max(beat, c.started_mono * 1e9)
-            if time.monotonic_ns() - last > timeout_ns:
+            if self._silent_for(c) > timeout:
                 log.error("%s (pid %d) missed its heartbeat: killing it", c.spec.name, c.pid)
                 self._kill(c, signal.SIGKILL)
         if not self.ready and all(self._is_up(c) for c in self.children if not c.retired):
@@ -259,9 +257,22 @@ class Supervisor:
         with contextlib.suppress(ProcessLookupError):
             os.kill(c.pid, signo)
 
+    def _silent_for(self, c: Child) -> float:
+        """Seconds since the running child ``c`` last beat (or started, if it has not yet)."""
+        assert self.slots is not None
+        beat = self.slots.slots[c.slot_index].heartbeat_ns() / 1e9
+        return time.monotonic() - max(beat, c.started_mono)
+
+    def _healthy(self) -> bool:
+        """No running child has gone twice its heartbeat timeout without a beat: one
+        that outlives its SIGKILL that long is stuck in the kernel, and the watchdog
+        should let systemd restart the whole service."""
+        limit = 2 * self.settings.service.heartbeat_timeout
+        return all(self._silent_for(c) < limit for c in self.children if c.running)
+
     def _report(self) -> None:
         now = time.monotonic()
-        if self.notifier.watchdog_due(now) == 0.0:
+        if self.notifier.watchdog_due(now) == 0.0 and self._healthy():
             self.notifier.ping(now)
         if now - self.last_status >= STATUS_EVERY:
             self.last_status = now

@@ -1,0 +1,100 @@
+"""skns-ctl against a running service and against none."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+
+def ctl(*args, cwd=None):
+    return subprocess.run(
+        [sys.executable, "-m", "skns.ctl", *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=cwd,
+    )
+
+
+def metrics(tmp_path):
+    return {
+        "listen": "127.0.0.1:0",
+        "workers": 2,
+        "window": 0.5,
+        "intervals": [0.5, 1.0],
+        "output": str(tmp_path / "m.jsonl"),
+    }
+
+
+def test_status_shows_every_child_and_json(start_service, tmp_path):
+    svc = start_service(metrics=metrics(tmp_path))
+    res = svc.ctl("status")
+    assert res.returncode == 0, res.stderr
+    assert "running" in res.stdout
+    for c in svc.children():
+        assert c["name"] in res.stdout
+        assert str(c["pid"]) in res.stdout
+    assert "kernel drops" in res.stdout
+    data = json.loads(svc.ctl("status", "--json").stdout)
+    assert data["service"]["pid"] == svc.pid
+    assert {c["name"] for c in data["children"]} == {"udp-worker 0", "udp-worker 1"}
+    child = data["children"][0]
+    for key in ("pid", "cpus", "cpu_percent", "rss", "uptime", "restarts"):
+        assert child[key] is not None, key
+
+
+def test_status_when_not_running_exits_3(tmp_path):
+    (tmp_path / "c.toml").write_text(f'[service]\ncontrol_socket = "{tmp_path}/none.sock"\n')
+    res = ctl("--config", str(tmp_path / "c.toml"), "status")
+    assert res.returncode == 3
+    assert "not running" in res.stderr
+
+
+def test_reload_reopen_and_tail(start_service, tmp_path):
+    svc = start_service(metrics=metrics(tmp_path))
+    assert svc.ctl("reopen").returncode == 0
+    res = svc.ctl("reload")
+    assert res.returncode == 0 and "reload" in res.stdout
+    time.sleep(1.2)
+    tail = svc.ctl("tail", "-n", "3")
+    assert tail.returncode == 0
+    rows = tail.stdout.splitlines()
+    assert rows[0].split() == ["WINDOW", "END", "TYPE", "COUNT", "A1_SUM", "A2_MAX", "A3_MIN"]
+    assert len(rows) == 4
+    assert "reloading" in svc.log()
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("[metrics\n", "not valid TOML"),
+        ("[metric]\n", "metric: unknown table"),
+        ("[metrics]\nwindw = 3\n", "metrics.windw: unknown key"),
+        ("[metrics]\nworkers = 'two'\n", "metrics.workers: expected an integer"),
+        ("[metrics]\nwindow = 0\n", "metrics.window: must be > 0"),
+        ("[metrics]\nlisten = 'nowhere'\n", "metrics.listen"),
+    ],
+)
+def test_check_config_names_the_key_and_the_reason(tmp_path, text, words):
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    res = ctl("check-config", str(path))
+    assert res.returncode == 2
+    assert words in res.stderr
+    assert str(path) in res.stderr
+
+
+def test_check_config_accepts_the_shipped_config():
+    res = ctl("check-config", str(Path(__file__).resolve().parent.parent / "config.toml"))
+    assert res.returncode == 0, res.stderr
+    assert "ok" in res.stdout
+
+
+def test_check_config_missing_file(tmp_path):
+    res = ctl("check-config", str(tmp_path / "nope.toml"))
+    assert res.returncode == 2 and "no such file" in res.stderr

@@ -1,0 +1,114 @@
+"""Supervision with real processes: heartbeats, restarts, failed starts."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import time
+
+
+def wait_for(predicate, timeout=15.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := predicate():
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def metrics(tmp_path, workers=2):
+    return {
+        "listen": "127.0.0.1:0",
+        "workers": workers,
+        "window": 0.5,
+        "intervals": [0.5],
+        "output": str(tmp_path / "m.jsonl"),
+    }
+
+
+def test_children_get_titles_and_pinned_cpus(start_service, tmp_path):
+    svc = start_service(metrics=metrics(tmp_path))
+    children = svc.children("udp-worker")
+    assert [c["index"] for c in children] == [0, 1]
+    ncpu = len(os.sched_getaffinity(0))
+    for c in children:
+        assert c["cpus"] == [sorted(os.sched_getaffinity(0))[c["index"] % ncpu]]
+        with open(f"/proc/{c['pid']}/cmdline", "rb") as f:
+            assert f.read().split(b"\0")[0] == f"skns-metrics: udp-worker {c['index']}".encode()
+
+
+def test_a_child_whose_heartbeat_stops_is_killed_and_restarted(start_service, tmp_path):
+    svc = start_service(service={"heartbeat_timeout": 1.0}, metrics=metrics(tmp_path))
+    victim = svc.children("udp-worker")[1]
+    os.kill(victim["pid"], signal.SIGSTOP)  # alive, but silent
+    reborn = wait_for(
+        lambda: next(
+            (
+                c
+                for c in svc.children("udp-worker")
+                if c["index"] == 1 and c["up"] and c["pid"] != victim["pid"]
+            ),
+            None,
+        ),
+        what="restart of the silent worker",
+    )
+    assert reborn["restarts"] == 1
+    assert "missed its heartbeat" in svc.log()
+    assert not os.path.exists(f"/proc/{victim['pid']}")
+
+
+def test_restarts_back_off_and_a_child_that_keeps_dying_at_start_stops_the_service(
+    start_service, tmp_path
+):
+    svc = start_service(
+        service={"start_period": 30.0, "start_failures": 3, "restart_backoff": 0.2},
+        metrics=metrics(tmp_path, workers=1),
+    )
+    times = []
+    for _ in range(2):
+        pid = svc.children("udp-worker")[0]["pid"]
+        os.kill(pid, signal.SIGKILL)
+        times.append(time.monotonic())
+        wait_for(
+            lambda pid=pid: (c := svc.children("udp-worker")[0])["up"] and c["pid"] != pid,
+            what="restart",
+        )
+        times.append(time.monotonic())
+    # The second restart waited about twice the first.
+    assert times[3] - times[2] > times[1] - times[0] + 0.1
+    os.kill(svc.children("udp-worker")[0]["pid"], signal.SIGKILL)
+    assert svc.proc.wait(15) == 1
+    assert "died within 30.0s of start 3 times" in svc.log()
+
+
+def test_sigterm_stops_every_child_and_removes_the_control_socket(start_service, tmp_path):
+    svc = start_service(metrics=metrics(tmp_path))
+    pids = [c["pid"] for c in svc.children()]
+    assert svc.stop() == 0
+    for pid in pids:
+        assert not os.path.exists(f"/proc/{pid}")
+    assert not svc.socket.exists()
+    assert "stopped" in svc.log()
+
+
+def test_a_second_service_on_the_same_control_socket_refuses_to_start(start_service, tmp_path):
+    shared = {"control_socket": str(tmp_path / "c.sock")}
+    first = start_service(service=shared, metrics=metrics(tmp_path))
+    second = start_service(service=shared, wait=False, metrics=metrics(tmp_path))
+    assert second.proc.wait(15) == 1
+    assert "another skns is running" in second.log()
+    assert first.status()["service"]["state"] == "running"
+
+
+def test_udp_port_held_across_worker_restart(start_service, tmp_path):
+    svc = start_service(metrics=metrics(tmp_path, workers=1))
+    port = int(svc.status()["subsystems"]["metrics"]["listen"].rpartition(":")[2])
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        probe.bind(("127.0.0.1", port))
+        raise AssertionError("the port should be taken by the service")
+    except OSError:
+        pass
+    finally:
+        probe.close()
