@@ -147,8 +147,11 @@ async def _run_sim(args: argparse.Namespace) -> dict[str, Any] | None:
             pass
         finally:
             watcher.cancel()
-        # Let the relay's close handshake finish before reporting.
-        await asyncio.sleep(0.05)
+        # Let the relay close its sink connections (the handshake confirms delivery).
+        for _ in range(200):
+            if not any(s.open_connections for s in sim.sinks.values()):
+                break
+            await asyncio.sleep(0.01)
         if not sim.sinks:
             return None
         best = max(sim.sinks.values(), key=lambda s: len(s.seen))

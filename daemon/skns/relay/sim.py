@@ -230,6 +230,7 @@ class SinkStream:
         self.missing = 0  # ids jumped over
         self.not_messages = 0  # frames without a usable id
         self.connections = 0
+        self.open_connections = 0
         self.last_received: int | None = None
         self.delays = HoldTimes()  # end to end: source write to sink receipt
         self.seen: set[int] = set()
@@ -237,6 +238,13 @@ class SinkStream:
 
     async def handle(self, ws: ServerConnection) -> None:
         self.connections += 1
+        self.open_connections += 1
+        try:
+            await self._receive(ws)
+        finally:
+            self.open_connections -= 1
+
+    async def _receive(self, ws: ServerConnection) -> None:
         expected = len(self.source.expected)
         first_sent = self.source.first_sent
         seen = self.seen
