@@ -79,22 +79,26 @@ def _record_fd(directory: Path) -> int:
     return fd
 
 
-async def record(event: Event) -> None:
-    """Sleep ``duration`` (none when 0), then append a line saying this event ran.
+def write_record(event: Event) -> None:
+    """Append a line saying ``event`` ran: ``[seq, account_id, pid, unix time, attempt]``.
 
-    The line is ``[seq, account_id, pid, unix time, attempt]`` in ``record.log``
-    in the shard's directory, written with one ``write(2)``: it reaches the
-    kernel before the completion is journaled, so it survives ``kill -9``.
-    The benchmark and the tests check ordering and exactly-once from it.
+    The line goes to ``record.log`` in the shard's directory with one
+    ``write(2)``: it reaches the kernel before the completion is journaled, so
+    it survives ``kill -9``. The benchmark and the tests check ordering and
+    exactly-once from it (see :mod:`skns.executor.checker`).
     """
-    env = event.env
-    if env.duration:
-        await asyncio.sleep(env.duration)
     line = orjson.dumps(
         [event.seq, event.account_id, os.getpid(), time.time(), event.attempt],
         option=orjson.OPT_APPEND_NEWLINE,
     )
-    os.write(_record_fd(env.directory), line)
+    os.write(_record_fd(event.env.directory), line)
+
+
+async def record(event: Event) -> None:
+    """Sleep ``duration`` (none when 0), then :func:`write_record`."""
+    if event.env.duration:
+        await asyncio.sleep(event.env.duration)
+    write_record(event)
 
 
 def read_records(state_dir: Path) -> list[list[Any]]:

@@ -53,6 +53,8 @@ class Family:
         for i, spec in enumerate(self.specs):
             if (names and spec.name not in names) or spec.name in self.pids:
                 continue
+            # As the supervisor does: a fresh slot, so stale stats of a dead child don't count.
+            self._table.slots[i].reset()
             pid = os.fork()
             if pid == 0:  # pragma: no cover - runs in the child
                 status = 1

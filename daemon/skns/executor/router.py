@@ -124,6 +124,7 @@ class ShardLink(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._decoder = ipc.FrameDecoder()
         self._lost = asyncio.Event()
+        self._closing = False
         self.connects = 0
 
     @property
@@ -177,7 +178,7 @@ class ShardLink(asyncio.Protocol):
             transport.writelines([chunk.data for chunk in self.unacked])
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self._transport is not None:
+        if self._transport is not None and not self._closing:
             log.warning("lost shard %d: %s", self.index, exc or "closed")
         self._transport = None
         self._lost.set()
@@ -199,6 +200,7 @@ class ShardLink(asyncio.Protocol):
                 self._on_acked(chunk)
 
     def close(self) -> None:
+        self._closing = True
         if self._transport is not None:
             self._transport.close()
 
@@ -364,5 +366,7 @@ class Router:
 def run(ctx: ChildContext) -> None:
     """ChildSpec target of the router (role ``executor-router``)."""
     shards = ctx.settings.executor.shard_count(os.cpu_count())
+    # One line per client connection is too much: keep websockets' warnings only.
+    logging.getLogger("websockets").setLevel(max(logging.WARNING, log.getEffectiveLevel()))
     router = Router(ctx.settings, shards)
     ctx.serve(router.main, router.stats)

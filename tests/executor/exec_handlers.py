@@ -1,0 +1,24 @@
+"""Handlers the executor tests load by name (``exec_handlers:...``) in forked shards."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from skns.executor.events import Event
+from skns.executor.handlers import write_record
+
+
+def sync_record(event: Event) -> None:
+    """A blocking handler: must run in the shard's thread pool, never on its loop."""
+    if threading.current_thread() is threading.main_thread():
+        raise RuntimeError("sync handler ran on the event loop thread")
+    time.sleep(event.env.duration)
+    write_record(event)
+
+
+async def flaky(event: Event) -> None:
+    """Fails the first ``payload["fail"]`` attempts, then records the event."""
+    if event.attempt <= event.payload.get("fail", 0):
+        raise ValueError(f"attempt {event.attempt} of {event.seq} fails on purpose")
+    write_record(event)

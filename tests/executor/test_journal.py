@@ -1,0 +1,150 @@
+import asyncio
+from pathlib import Path
+
+import orjson
+
+from skns.executor import records
+from skns.executor.journal import Journal
+from skns.executor.records import Replay, Wire
+
+
+class Owner:
+    """Stands in for a shard: holds the unfinished events and records the acks."""
+
+    def __init__(self) -> None:
+        self.pending: dict[int, Wire] = {}
+        self.high = 0
+        self.acks: list[int] = []
+
+    def journal(self, directory: Path, compact_bytes: int = 1 << 20) -> Journal:
+        return Journal(
+            directory,
+            fsync=True,
+            interval=0.0,
+            compact_bytes=compact_bytes,
+            on_durable=self.acks.append,
+            snapshot=lambda: (list(self.pending.values()), self.high),
+            pending_count=lambda: len(self.pending),
+        )
+
+    def accept(self, journal: Journal, *wires: Wire) -> None:
+        for wire in wires:
+            self.pending[wire[0]] = wire
+        self.high = wires[-1][0]
+        journal.accept(orjson.dumps(list(wires)), self.high)
+
+    def finish(self, journal: Journal, seq: int, ok: bool = True) -> None:
+        del self.pending[seq]
+        (journal.done if ok else journal.failed)(seq)
+
+
+def wire(seq: int, account: int | str = 1) -> Wire:
+    return [seq, account, f"e{seq}", {"n": seq}]
+
+
+async def reopen(directory: Path) -> Replay:
+    journal = Owner().journal(directory)
+    replay = await journal.open()
+    await journal.close()
+    return replay
+
+
+def test_unfinished_events_come_back_in_order(tmp_path: Path) -> None:
+    async def main() -> Replay:
+        owner = Owner()
+        journal = owner.journal(tmp_path)
+        assert (await journal.open()).pending == {}
+        owner.accept(journal, wire(1, "a"), wire(2, "b"))
+        owner.accept(journal, wire(3, "a"))
+        owner.finish(journal, 1)
+        owner.finish(journal, 2, ok=False)
+        await journal.close()
+        return await reopen(tmp_path)
+
+    replay = asyncio.run(main())
+    assert list(replay.unfinished()) == [wire(3, "a")]
+    assert replay.high == 3
+
+
+def test_acks_follow_fsync_and_group_commit(tmp_path: Path) -> None:
+    async def main() -> tuple[Owner, Journal]:
+        owner = Owner()
+        journal = owner.journal(tmp_path)
+        await journal.open()
+        for seq in range(1, 1001):  # all in one loop iteration: they share writes
+            owner.accept(journal, wire(seq, seq % 10))
+        assert owner.acks == []  # nothing is acked before its fsync
+        for _ in range(100):
+            await asyncio.sleep(0.01)
+            if owner.acks and owner.acks[-1] == 1000:
+                break
+        await journal.close()
+        return owner, journal
+
+    owner, journal = asyncio.run(main())
+    assert owner.acks[-1] == 1000
+    assert journal.writes <= 2  # 1000 events, one or two fsyncs
+
+
+def fill_and_finish(directory: Path, keep: set[int], small: int) -> Journal:
+    """Accept 3000 events (about 150 KB of journal), finish all but ``keep``.
+
+    Returns once the journal is under ``small`` bytes (or after 2 s).
+    """
+
+    async def main() -> Journal:
+        owner = Owner()
+        journal = owner.journal(directory, compact_bytes=65536)
+        await journal.open()
+        for seq in range(1, 3001):
+            owner.accept(journal, wire(seq, seq % 7))
+            if seq % 100 == 0:
+                await asyncio.sleep(0)
+        for seq in range(1, 3001):
+            if seq not in keep:
+                owner.finish(journal, seq)
+        for _ in range(200):
+            await asyncio.sleep(0.01)
+            if journal.writes > 1 and journal.size < small:
+                break
+        await journal.close()
+        return journal
+
+    return asyncio.run(main())
+
+
+def test_compaction_keeps_only_unfinished(tmp_path: Path) -> None:
+    journal = fill_and_finish(tmp_path, {1000, 2000, 3000}, 65536)
+    assert journal.compactions >= 1  # passed 64 KiB while accepting
+    assert journal.size < 65536
+    assert len(list(tmp_path.glob("journal-*.log"))) == 1
+    replay = asyncio.run(reopen(tmp_path))
+    assert [w[0] for w in replay.unfinished()] == [1000, 2000, 3000]
+    assert replay.high == 3000  # kept through compaction, for deduplication
+
+
+def test_idle_journal_shrinks(tmp_path: Path) -> None:
+    journal = fill_and_finish(tmp_path, set(), 100)
+    assert journal.size < 100  # just the high-water record
+    replay = asyncio.run(reopen(tmp_path))
+    assert replay.pending == {}
+    assert replay.high == 3000
+
+
+def test_torn_tail_is_ignored(tmp_path: Path) -> None:
+    async def write() -> None:
+        owner = Owner()
+        journal = owner.journal(tmp_path)
+        await journal.open()
+        owner.accept(journal, wire(1), wire(2))
+        await journal.close()
+
+    asyncio.run(write())
+    (segment,) = tmp_path.glob("journal-*.log")
+    whole = records.record(records.ACCEPTED, orjson.dumps([wire(3)]))
+    with segment.open("ab") as f:
+        f.write(whole[: len(whole) - 3])  # the crash cut the last append
+    replay = asyncio.run(reopen(tmp_path))
+    assert [w[0] for w in replay.unfinished()] == [1, 2]
+    # Reopening compacted the journal: the torn bytes are gone for good.
+    assert [w[0] for w in asyncio.run(reopen(tmp_path)).unfinished()] == [1, 2]

@@ -1,0 +1,141 @@
+"""The router over a real WebSocket: answers, bad input, health, back-pressure."""
+
+from __future__ import annotations
+
+import threading
+import time
+import urllib.error
+import urllib.request
+from typing import Any
+
+import orjson
+
+from conftest import send, wait_for
+from skns.executor.checker import verify
+
+BAD_FRAMES = [
+    (b"{not json", "not JSON"),
+    ("plain text", "not JSON"),
+    ({"payload": 1}, "missing account_id"),
+    ({"account_id": True}, "account_id must be an integer or a string"),
+    ({"account_id": 2.5}, "account_id must be an integer or a string"),
+    ({"account_id": {"id": 1}}, "account_id must be an integer or a string"),
+    ({"account_id": None}, "account_id must be an integer or a string"),
+    ([], "empty batch"),
+    ([{"account_id": 1}, {"account_id": []}], "account_id must be an integer or a string"),
+]
+
+
+def test_single_and_batch_acks_in_frame_order(executor: Any) -> None:
+    ex = executor()
+    with ex.connect() as ws:
+        first = send(ws, {"account_id": 1, "payload": "x"})
+        assert set(first) == {"ack"} and isinstance(first["ack"], int)
+        batch = send(ws, [{"account_id": i} for i in range(30)])
+        assert batch["ack"] == list(range(first["ack"] + 1, first["ack"] + 31))
+        # Pipelined frames over both shards are answered in the order they were sent.
+        for i in range(20):
+            ws.send(orjson.dumps({"account_id": f"acct-{i}"}))
+        answers = [orjson.loads(ws.recv(timeout=10))["ack"] for _ in range(20)]
+        assert answers == sorted(answers)
+    ex.wait_done(51)
+
+
+def test_bad_frames_get_an_error_and_the_connection_stays(executor: Any) -> None:
+    ex = executor()
+    acked: dict[int, str] = {}
+    with ex.connect() as ws:
+        for i, (frame, reason) in enumerate(BAD_FRAMES):
+            acked[send(ws, {"account_id": "good", "event_id": i})["ack"]] = "good"
+            answer = send(ws, frame)
+            assert answer["error"] == reason, frame
+            if isinstance(frame, list) and frame:
+                assert answer["index"] == 1  # the bad event of the batch
+        # Still the same connection, still served.
+        acked[send(ws, {"account_id": "good", "event_id": "last"})["ack"]] = "good"
+    runs = ex.wait_done(len(acked))
+    verdict = verify(acked, runs)  # nothing of a bad frame ran (not even a batch's good part)
+    assert verdict.ok, verdict.summary()
+    rejected = wait_for(
+        lambda: (
+            sum(ex.family.router().get("rejected", {}).values()) == len(BAD_FRAMES)
+            and ex.family.router()["rejected"]
+        ),
+        5,
+        "rejected counters",
+    )
+    assert rejected["not JSON"] == 2
+    assert rejected["bad event in batch"] == 1
+
+
+def test_oversized_frame_is_refused_not_fatal(executor: Any) -> None:
+    ex = executor(max_frame_bytes=1024)
+    with ex.connect() as ws:
+        big = {"account_id": 1, "payload": "x" * 5000}
+        assert send(ws, big) == {"error": "frame exceeds 1024 bytes"}
+        assert "ack" in send(ws, {"account_id": 1, "payload": "small"})
+    ex.wait_done(1)
+    time.sleep(0.6)
+    assert ex.records()[0][1] == 1
+    assert len(ex.records()) == 1
+    assert ex.family.router()["rejected"] == {"frame exceeds 1024 bytes": 1}
+
+
+def test_health(executor: Any) -> None:
+    ex = executor()
+    with urllib.request.urlopen(f"http://127.0.0.1:{ex.port}/health", timeout=5) as response:
+        assert response.status == 200
+        assert response.headers["Content-Type"] == "application/json"
+        body = orjson.loads(response.read())
+    assert body["status"] == "ok"
+    assert body["shards"] == body["shards_connected"] == 2
+    # With a shard down the router still answers, and says so.
+    ex.family.kill("executor-shard 1")
+    wait_for(lambda: _health_status(ex.port) == 503, 10, "health to report the lost shard")
+
+
+def _health_status(port: int) -> int:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as response:
+            return response.status
+    except urllib.error.HTTPError as error:
+        return error.code
+
+
+def test_back_pressure_slows_acks_and_bounds_memory(executor: Any) -> None:
+    ex = executor(duration=0.02, max_backlog=40, max_unacked=60)
+    accounts = [i % 20 for i in range(1200)]  # 60 per account: ~1.2 s of work each
+    frames = [
+        orjson.dumps([{"account_id": a} for a in accounts[i : i + 10]])
+        for i in range(0, len(accounts), 10)
+    ]
+    acked: dict[int, int] = {}
+    with ex.connect() as ws:
+
+        def receive() -> None:
+            for i in range(len(frames)):
+                answer = orjson.loads(ws.recv(timeout=30))
+                acked.update(zip(answer["ack"], accounts[i * 10 : i * 10 + 10], strict=True))
+
+        receiver = threading.Thread(target=receive)
+        receiver.start()
+        sender = threading.Thread(target=lambda: [ws.send(f) for f in frames])
+        sender.start()
+        samples = []
+        while receiver.is_alive():
+            stats = ex.family.stats()
+            samples.append((len(acked), stats))
+            time.sleep(0.05)
+        receiver.join()
+        sender.join(5)
+    # While shards were behind, acks lagged well behind what was sent ...
+    assert min(n for n, _ in samples[len(samples) // 4 :]) < len(accounts) - 200
+    # ... and neither the router nor a shard held more than its limits (plus one frame).
+    for _, stats in samples:
+        router = stats.get("executor-router 0", {})
+        assert router.get("in_flight", 0) <= 60 + 10
+        for i in range(2):
+            assert stats.get(f"executor-shard {i}", {}).get("backlog", 0) <= 40 + 60 + 10
+    assert any(s.get(f"executor-shard {i}", {}).get("paused") for _, s in samples for i in (0, 1))
+    verdict = verify(acked, ex.wait_done(len(accounts)))
+    assert verdict.ok, verdict.summary()
