@@ -71,6 +71,16 @@ class Cluster:
     def dsn(self) -> str:
         return f"host=127.0.0.1 port={self.port} user=postgres dbname=postgres"
 
+    @property
+    def postmaster_pid(self) -> int | None:
+        """The server's main process id while it runs (first line of postmaster.pid)."""
+        if self.dir is None:
+            return None
+        try:
+            return int((self.dir / "data" / "postmaster.pid").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+
     def _run(self, *args: str, timeout: float = 60.0) -> None:
         cmd = [str(self.bindir / args[0]), *args[1:]]
         if self._user:
@@ -134,9 +144,25 @@ class Cluster:
         self.remove()
 
 
+def create_database(dsn: str, name: str) -> str:
+    """Create database ``name`` on the server of ``dsn`` (afresh) and return its DSN."""
+    import psycopg
+    from psycopg import sql
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    return psycopg.conninfo.make_conninfo(dsn, dbname=name)
+
+
 @contextlib.contextmanager
-def database() -> Iterator[str]:
-    """A DSN to test against: ``$SKNS_TEST_PG_DSN`` if set, else a throwaway cluster's."""
+def server() -> Iterator[str]:
+    """A server DSN to work on: ``$SKNS_TEST_PG_DSN`` if set, else a throwaway cluster's.
+
+    Callers make a database of their own on it (:func:`create_database`).
+    """
     dsn = os.environ.get(ENV_DSN)
     if dsn:
         yield dsn

@@ -7,7 +7,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from .server import Replica, serve
-from .store import Store, StoreUnavailable
+from .store import Row, Store, StoreUnavailable
 
 if TYPE_CHECKING:
     from ..child import ChildContext
@@ -28,6 +28,16 @@ def make_store(settings: Settings) -> Store:
     from .sqlite import SqliteStore
 
     return SqliteStore(settings.service.state_dir / SQLITE_FILE, m.db_timeout)
+
+
+async def stored_rows(settings: Settings) -> list[Row]:
+    """Every row the configured database holds, by seq (for the checks of tests and bench)."""
+    store = make_store(settings)
+    await store.open()
+    try:
+        return await store.rows()
+    finally:
+        await store.close()
 
 
 def run(ctx: ChildContext) -> None:

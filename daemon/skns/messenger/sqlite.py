@@ -38,7 +38,8 @@ CREATE TABLE IF NOT EXISTS {TABLE} (
 
 
 def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="microseconds")
+    # The same RFC 3339 form as the PostgreSQL store's.
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 class SqliteStore:

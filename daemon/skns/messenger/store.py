@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from datetime import datetime
 from typing import Protocol
 
 from ..errors import SknsError
 
-# seq, sender, text, created_at, sender_count
-Row = tuple[int, str, str, datetime | str, int]
+# seq, sender, text, created_at (RFC 3339 text, UTC), sender_count
+Row = tuple[int, str, str, str, int]
 Post = tuple[str, str]  # sender, text
 
 
