@@ -22,6 +22,11 @@ class TasksSettings(Section):
     # Worker processes per queue; 0: one per CPU.
     soft_workers: int = 0
     hard_workers: int = 0
+    # Jobs handed to one worker at a time (the running one included): more than 1 lets a
+    # worker start its next job without waiting for the server; jobs behind a job that times
+    # out go back to the queue. Keep hard at 1: a big job would hold up the jobs behind it.
+    soft_prefetch: int = 4
+    hard_prefetch: int = 1
     # Larger numbers are refused with "Number too large" (1,000,000! has 5,565,709 digits).
     max_number: int = 1_000_000
     # Seconds a finished task's result (or its timeout) stays fetchable by id.
@@ -41,6 +46,8 @@ class TasksSettings(Section):
             self.require(
                 0 <= getattr(self, key) <= 256, key, "must be within 0..256 (0: one per CPU)"
             )
+        for key in ("soft_prefetch", "hard_prefetch"):
+            self.require(1 <= getattr(self, key) <= 64, key, "must be within 1..64")
         self.require(self.max_number >= 0, "max_number", "must be >= 0")
         # Jobs travel to the workers as unsigned 64-bit integers.
         self.require(self.max_number < 2**64, "max_number", "must be < 2**64")
@@ -55,3 +62,6 @@ class TasksSettings(Section):
 
     def limit(self, queue: str) -> float:
         return self.soft_limit if queue == "soft" else self.hard_limit
+
+    def prefetch(self, queue: str) -> int:
+        return self.soft_prefetch if queue == "soft" else self.hard_prefetch

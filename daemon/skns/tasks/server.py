@@ -1,0 +1,240 @@
+"""The task server: WebSocket connections in, jobs out to the two worker pools.
+
+One process (role ``tasks``) runs this on uvloop. Each request gets its one
+immediate answer from the connection's handler, in order; a job is handed to
+its pool only after its ``result`` acknowledgement is written, so the
+``success`` frame can never overtake it. Final frames (success, timeout,
+failure) reach every connection watching the task through a per-connection
+outbox drained by a writer task; a watcher that has gone is skipped, and the
+outcome is stored all the same for whoever fetches it later.
+
+``GET /health`` on the same port answers JSON: 200 while both pools have
+workers, 503 otherwise. Any other path is the WebSocket endpoint.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import http
+import logging
+import uuid
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from . import protocol
+from .pool import Pool
+from .settings import TasksSettings
+from .store import Store, Task
+
+if TYPE_CHECKING:
+    from ..child import ChildContext
+
+log = logging.getLogger("skns.tasks.server")
+
+_SWEEP_INTERVAL = 1.0
+
+
+class Outbox:
+    """Frames on their way to one client, written in order by one writer task."""
+
+    __slots__ = ("_frames", "_waiter", "closed", "ws")
+
+    def __init__(self, ws: ServerConnection) -> None:
+        self.ws = ws
+        self.closed = False
+        self._frames: list[bytes] = []
+        self._waiter: asyncio.Future[None] | None = None
+
+    def push(self, frame: bytes) -> None:
+        if self.closed:
+            return
+        self._frames.append(frame)
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            waiter.set_result(None)
+
+    async def write(self) -> None:
+        loop = asyncio.get_running_loop()
+        send = self.ws.send
+        try:
+            while True:
+                if not self._frames:
+                    self._waiter = loop.create_future()
+                    await self._waiter
+                frames, self._frames = self._frames, []
+                for frame in frames:
+                    await send(frame, text=True)
+        except ConnectionClosed:
+            self.closed = True
+
+
+class TaskServer:
+    def __init__(self, settings: TasksSettings) -> None:
+        self.settings = settings
+        self.store = Store(settings.result_ttl, settings.store_max_bytes)
+        self.pools: dict[str, Pool] = {}
+        self.port: int | None = None
+        self.connections = 0
+        self.connections_total = 0
+        self.submitted = 0
+        self.fetched = 0
+        self.refused: collections.Counter[str] = collections.Counter()
+
+    # -- the child's main ---------------------------------------------------
+
+    async def main(self, stop: asyncio.Event) -> None:
+        s = self.settings
+        # Fork the workers before listening: they inherit no client socket to close.
+        for queue in protocol.QUEUES:
+            self.pools[queue] = Pool(
+                queue, s.workers(queue), s.limit(queue), s.prefetch(queue), self._finished
+            )
+        try:
+            for pool in self.pools.values():
+                pool.start()
+            async with serve(
+                self._handler,
+                s.listen.host,
+                s.listen.port,
+                process_request=self._health,
+                compression=None,  # deflating megabyte results would stall the loop
+                max_size=s.max_request_bytes,
+            ) as server:
+                self.port = _bound_port(server)
+                log.info(
+                    "listening on %s:%d; soft: %d workers, %g s; hard: %d workers, %g s",
+                    s.listen.host,
+                    self.port,
+                    self.pools["soft"].size,
+                    s.soft_limit,
+                    self.pools["hard"].size,
+                    s.hard_limit,
+                )
+                sweeper = asyncio.create_task(self._sweep())
+                await stop.wait()
+                sweeper.cancel()
+                log.info("stopping: closing %d connections", self.connections)
+        finally:
+            for pool in self.pools.values():
+                pool.close()
+
+    async def _sweep(self) -> None:
+        while True:
+            await asyncio.sleep(_SWEEP_INTERVAL)
+            self.store.sweep()
+
+    # -- connections ----------------------------------------------------------
+
+    async def _handler(self, ws: ServerConnection) -> None:
+        outbox = Outbox(ws)
+        writer = asyncio.create_task(outbox.write())
+        self.connections += 1
+        self.connections_total += 1
+        try:
+            async for message in ws:
+                frame, task = self._answer(message, outbox)
+                try:
+                    await ws.send(frame, text=True)
+                finally:
+                    # Accepted is accepted: the job runs and its outcome is kept even if
+                    # the client has gone before reading the acknowledgement.
+                    if task is not None:
+                        self.pools[task.queue].submit(task)
+        except ConnectionClosed:
+            pass
+        finally:
+            self.connections -= 1
+            outbox.closed = True
+            writer.cancel()
+
+    def _answer(self, message: str | bytes, outbox: Outbox) -> tuple[bytes, Task | None]:
+        """The immediate answer to one request, and the task it submits, if any."""
+        s = self.settings
+        request = protocol.parse(message, s.soft_max, s.max_number)
+        if type(request) is protocol.Submit:
+            pool = self.pools[request.queue]
+            if pool.queued >= s.max_queued:
+                self.refused[protocol.SERVER_BUSY] += 1
+                return protocol.error_frame(
+                    protocol.SERVER_BUSY,
+                    detail=f"the {request.queue} queue holds {pool.queued} jobs; try again later",
+                ), None
+            task_id = str(uuid.uuid4())
+            task = Task(task_id, request.number, request.queue, [outbox])
+            self.store.add(task)
+            self.submitted += 1
+            return protocol.ack_frame(task_id), task
+        if type(request) is protocol.Fetch:
+            self.fetched += 1
+            task = self.store.get(request.task_id)
+            if task is None:
+                self.refused[protocol.TASK_NOT_FOUND] += 1
+                return protocol.not_found_frame(request.task_id), None
+            if task.finished:
+                return task.frame, None
+            # Still queued or running: say so, and push the outcome here too when it comes.
+            if outbox not in task.watchers:
+                task.watchers.append(outbox)
+            return protocol.pending_frame(task.id, task.state), None
+        assert type(request) is protocol.Refusal
+        self.refused[request.reason] += 1
+        return request.frame, None
+
+    def _finished(self, task: Task, state: str, frame: bytes) -> None:
+        watchers = task.watchers
+        self.store.finish(task, state, frame)
+        for outbox in watchers:
+            outbox.push(frame)
+
+    # -- health and stats -----------------------------------------------------
+
+    def health(self) -> dict[str, Any]:
+        healthy = all(p.stats()["workers"] > 0 for p in self.pools.values())
+        return {
+            "status": "ok" if healthy else "degraded",
+            "connections": self.connections,
+            **{
+                q: {k: p.stats()[k] for k in ("workers", "queued", "running")}
+                for q, p in self.pools.items()
+            },
+        }
+
+    def _health(self, connection: ServerConnection, request: Request) -> Response | None:
+        if request.path.partition("?")[0] != "/health":
+            return None
+        body = self.health()
+        status = (
+            http.HTTPStatus.OK if body["status"] == "ok" else http.HTTPStatus.SERVICE_UNAVAILABLE
+        )
+        response = connection.respond(status, orjson.dumps(body).decode())
+        del response.headers["Content-Type"]
+        response.headers["Content-Type"] = "application/json"
+        return response
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "port": self.port,
+            "connections": self.connections,
+            "connections_total": self.connections_total,
+            "submitted": self.submitted,
+            "fetched": self.fetched,
+            "refused": dict(self.refused),
+            **{queue: pool.stats() for queue, pool in self.pools.items()},
+            "store": self.store.stats(),
+        }
+
+
+def _bound_port(server: Server) -> int:
+    return next(iter(server.sockets)).getsockname()[1]
+
+
+def run(ctx: ChildContext) -> None:
+    """The target of the ``tasks`` child (see :mod:`skns.tasks.service`)."""
+    server = TaskServer(ctx.settings.tasks)
+    ctx.serve(server.main, server.stats)
