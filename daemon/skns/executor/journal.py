@@ -10,7 +10,7 @@ Completions (``D``/``F`` records) ride along with the next write and are not
 waited for: a completion lost in a crash only makes the event run again.
 
 Compaction: when the segment grows past ``compact_bytes`` (or an eighth of it
-with nothing pending), the flusher starts a new segment holding only the
+with nothing pending) and is mostly garbage, the flusher starts a new segment holding only the
 high-water seq and the unfinished events (taken from the shard's memory),
 fsyncs it and its directory, and deletes the older segments. A crash in
 between leaves both, and replaying both gives the same result.
@@ -90,6 +90,8 @@ class Journal:
         self._wake = asyncio.Event()
         self._flusher: asyncio.Task[None] | None = None
         self.segment_bytes = 0
+        self._base_bytes = 0  # size of the segment as compaction wrote it ...
+        self._base_count = 0  # ... and how many unfinished events it copied
         self.writes = 0
         self.compactions = 0
 
@@ -120,6 +122,15 @@ class Journal:
         replay = await asyncio.get_running_loop().run_in_executor(self._pool, self._recover)
         self._flusher = asyncio.create_task(self._flush_loop())
         return replay
+
+    async def failure(self) -> BaseException:
+        """Returns only if writing the journal failed (a full disk, an I/O error), with why.
+
+        The shard must not go on acking: it exits, and replays when restarted.
+        """
+        assert self._flusher is not None
+        await asyncio.wait([self._flusher])
+        return self._flusher.exception() or RuntimeError("journal writer stopped")
 
     # -- appending ------------------------------------------------------------------------
 
@@ -163,8 +174,8 @@ class Journal:
     async def _flush_once(self) -> None:
         data, high = self._take()
         if data:
+            self.segment_bytes += len(data)  # counted from now: size must not dip mid-write
             await asyncio.get_running_loop().run_in_executor(self._pool, self._write, data)
-            self.segment_bytes += len(data)
             self.writes += 1
         if high > self.durable:
             self.durable = high
@@ -177,10 +188,21 @@ class Journal:
             if self._interval:
                 await asyncio.sleep(self._interval)
             await self._flush_once()
-            if self.segment_bytes >= self._compact_bytes or (
-                self.segment_bytes >= self._compact_bytes // 8 and not self._pending_count()
-            ):
+            if self._worth_compacting():
                 await self.compact()
+
+    def _worth_compacting(self) -> bool:
+        """Past the size limit, and enough of the segment is garbage to pay for a rewrite.
+
+        The rewrite copies the unfinished events, so it waits until the segment
+        has doubled since the last one or half of the events that one copied
+        have finished: a large backlog is not rewritten on every write.
+        """
+        pending = self._pending_count()
+        limit = self._compact_bytes if pending else self._compact_bytes // 8
+        return self.segment_bytes >= limit and (
+            self.segment_bytes >= 2 * self._base_bytes or pending <= self._base_count // 2
+        )
 
     # -- compaction --------------------------------------------------------------------------
 
@@ -204,7 +226,8 @@ class Journal:
             os.close(self._fd)
             self._old.append(self.directory / _segment_name(self._generation - 1))
         self._fd = fd
-        self.segment_bytes = len(data)
+        self.segment_bytes = self._base_bytes = len(data)
+        self._base_count = len(unfinished)
         for old in self._old:
             old.unlink(missing_ok=True)
         self._old = []

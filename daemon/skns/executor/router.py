@@ -82,13 +82,20 @@ class Client:
 
     async def write_answers(self) -> None:
         answers = self.answers
-        while True:
-            await self.ready.wait()
-            self.ready.clear()
-            while answers and answers[0].remaining == 0:
-                await self.ws.send(answers.popleft().body, text=True)
-            if len(answers) < MAX_ANSWERS:
-                self.drained.set()
+        try:
+            while True:
+                await self.ready.wait()
+                self.ready.clear()
+                while answers and answers[0].remaining == 0:
+                    await self.ws.send(answers.popleft().body, text=True)
+                if len(answers) < MAX_ANSWERS:
+                    self.drained.set()
+        except ConnectionClosed:
+            pass  # the client left: what it is still owed goes nowhere
+
+    def release(self) -> None:
+        """Stop holding the reader back (the router is stopping)."""
+        self.drained.set()
 
 
 class Chunk:
@@ -221,7 +228,8 @@ class Router:
         self.room = asyncio.Event()  # fewer than max_unacked events wait for shards
         self.room.set()
         self._flush_pending = False
-        self.connections = 0
+        self.clients: set[Client] = set()
+        self.stopping = False
         self.frames = 0
         self.received = 0
         self.accepted = 0
@@ -284,21 +292,22 @@ class Router:
     async def _serve_client(self, ws: ServerConnection) -> None:
         client = Client(ws)
         writer = asyncio.create_task(client.write_answers())
-        self.connections += 1
+        self.clients.add(client)
         room = self.room
         max_unacked = self.config.max_unacked
         try:
             async for message in ws:
                 self._take(client, message)
-                if self.unacked >= max_unacked:
+                # Back-pressure: not reading leaves the frames in the client's TCP stream.
+                if self.unacked >= max_unacked and not self.stopping:
                     room.clear()
                     await room.wait()
-                if not client.drained.is_set():
+                if not client.drained.is_set() and not self.stopping:
                     await client.drained.wait()
         except ConnectionClosed:
             pass
         finally:
-            self.connections -= 1
+            self.clients.discard(client)
             writer.cancel()
 
     def _health(self, connection: ServerConnection, request: Request) -> Response | None:
@@ -339,6 +348,11 @@ class Router:
                     "executor ingest on %s:%d, %d shards", listen.host, self.port, len(self.links)
                 )
                 await stop.wait()
+                # Wake readers held back by back-pressure, so that closing ends them.
+                self.stopping = True
+                self.room.set()
+                for client in self.clients:
+                    client.release()
                 server.close()
                 await server.wait_closed()
         finally:
@@ -351,7 +365,7 @@ class Router:
     def stats(self) -> dict[str, Any]:
         return {
             "listen": f"{self.config.listen.host}:{self.port}",
-            "connections": self.connections,
+            "connections": len(self.clients),
             "frames": self.frames,
             "received": self.received,
             "accepted": self.accepted,

@@ -244,7 +244,7 @@ class Shard:
         loop = asyncio.get_running_loop()
         server = await loop.create_unix_server(lambda: RouterLink(self), str(self.socket_path))
         try:
-            await stop.wait()
+            await self._until_stopped(stop)
         finally:
             server.close()
             for link in list(self.links):
@@ -256,6 +256,19 @@ class Shard:
             self.socket_path.unlink(missing_ok=True)
             if self.threads is not None:
                 self.threads.shutdown(wait=False, cancel_futures=True)
+
+    async def _until_stopped(self, stop: asyncio.Event) -> None:
+        """Until asked to stop; raises if the journal cannot be written any more."""
+        if self.journal is None:
+            await stop.wait()
+            return
+        stopped = asyncio.create_task(stop.wait())
+        failed = asyncio.create_task(self.journal.failure())
+        done, _ = await asyncio.wait([stopped, failed], return_when=asyncio.FIRST_COMPLETED)
+        stopped.cancel()
+        failed.cancel()
+        if failed in done:
+            raise failed.result()
 
     async def _drain(self) -> None:
         """Let running handlers finish for a while, then cancel them (they run again later)."""
