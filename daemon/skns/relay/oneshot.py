@@ -19,6 +19,7 @@ async def relay_count(relay: Relay, idle_timeout: float) -> dict[str, Any]:
     """
     assert relay.count is not None
     stop = asyncio.Event()
+    cpu = time.process_time()
     task = asyncio.create_task(relay.run(stop))
     started = time.perf_counter_ns()
     while not task.done():
@@ -27,7 +28,9 @@ async def relay_count(relay: Relay, idle_timeout: float) -> dict[str, Any]:
         if (time.perf_counter_ns() - last) / 1e9 > idle_timeout:
             stop.set()
     await task
-    return report(relay)
+    stats = report(relay)
+    stats["cpu_s"] = round(time.process_time() - cpu, 3)  # the relay's CPU time for the run
+    return stats
 
 
 def report(relay: Relay) -> dict[str, Any]:

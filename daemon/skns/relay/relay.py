@@ -2,20 +2,21 @@
 
 The source side reads frames, takes each one's id (:mod:`.message`), and pushes
 it into the :class:`~.reorder.ReorderBuffer`; a run that the push completes
-goes to the outbox and is written to the sink right there, in the same task,
-with no hand-over to another task (a task switch per message costs more than
-the rest of the relay's work on that message). A timer expires gaps; a sink
-reconnect drains the outbox. Only one flush runs at a time, so the outbox
-leaves in order.
+goes through the outbox to the sink's :class:`~.writer.BatchWriter` right
+there, in the same task, with no hand-over to another task (a task switch per
+message costs more than the rest of the relay's work on that message). A timer
+expires gaps; a sink reconnect drains the outbox. When the sink's socket backs
+up, one drain runs at a time and the source is not read until it catches up,
+so the backlog waits in the source's socket, not in our memory.
 
 Either side reconnects on its own with backoff; the buffer and the outbox
 live in the relay, not in a connection, so nothing received is lost while the
-process lives. A message counts as sent once the sink connection accepted it
-for writing; it is never written again, even if that connection then fails
-(at most once, never twice, never out of order).
+process lives. A message counts as sent once it was written to a sink
+connection; it is never written again, even if that connection then fails (at
+most once, never twice, never out of order).
 
 Hold time is measured per message from the moment ``recv`` handed us the
-frame to the end of its ``send``.
+frame to the end of the write that put it on the sink's socket.
 """
 
 from __future__ import annotations
@@ -29,12 +30,12 @@ from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
-from websockets.protocol import State
 
 from .holdtime import HoldTimes
 from .message import BAD_ID, MISSING_ID, NOT_JSON, NOT_OBJECT, message_id
 from .reorder import BELOW_SENT, DUPLICATE, ReorderBuffer
 from .settings import RelaySettings
+from .writer import BatchWriter
 
 log = logging.getLogger("skns.relay")
 
@@ -46,9 +47,8 @@ _MAX_QUEUE = 1024
 # Connection failures worth a retry; anything else is a bug and propagates.
 _RETRY = (OSError, TimeoutError, InvalidHandshake, ConnectionClosed)
 
-_OUTBOX_HIGH = 256  # released messages waiting for a busy flush before reading pauses
-_CLOSE_WAIT = 5.0  # seconds a stop waits for the flush in progress
-_OPEN = State.OPEN
+_OUTBOX_HIGH = 256  # released messages waiting for a busy drain before reading pauses
+_CLOSE_WAIT = 5.0  # seconds a stop waits for the drain in progress
 _clock = time.perf_counter_ns  # CLOCK_MONOTONIC on Linux, nanoseconds
 
 
@@ -99,9 +99,10 @@ class Relay:
         self._outbox: collections.deque[tuple[bytes, int]] = collections.deque()
         self._sink: ClientConnection | None = None
         self._source: ClientConnection | None = None
-        self._flushing = False
-        self._flushed = asyncio.Event()  # set while no flush runs
-        self._flushed.set()
+        self._writer: BatchWriter | None = None  # for the sink connection now open
+        self._draining = False
+        self._drained = asyncio.Event()  # set while no drain runs
+        self._drained.set()
         self._sink_seen = asyncio.Event()  # the sink has been connected once
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: int | None = None
@@ -155,11 +156,13 @@ class Relay:
                     raise task.exception()  # type: ignore[misc]
 
     async def _close_sink(self, sink_task: asyncio.Task[None]) -> None:
-        """Finish the flush in progress, close the sink with a handshake, end its task."""
+        """Let the drain in progress finish, close the sink with a handshake, end its task."""
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._flushed.wait(), _CLOSE_WAIT)
+            await asyncio.wait_for(self._drained.wait(), _CLOSE_WAIT)
         ws = self._sink
         if ws is not None:
+            if self._writer is not None:
+                self._writer.write()  # the last batch goes before the close frame
             # The close handshake returns once the sink has read all we wrote.
             await ws.close()
             self.sink_close_code = ws.close_code
@@ -200,12 +203,13 @@ class Relay:
                     self.sink_url, proxy=None, compression=None, open_timeout=10
                 ) as ws:
                     self._sink = ws
+                    self._writer = BatchWriter(ws, self.holds, self._written)
                     self._sink_seen.set()
                     self.sink_connects += 1
                     log.info("sink connected: %s", self.sink_url)
                     backoff.reset()
-                    if not self._flushing:
-                        await self._flush()
+                    if not self._draining and self._pump():
+                        await self._drain()
                     # The sink has nothing to say to us; reading notices its close.
                     async for _ in ws:
                         pass
@@ -215,7 +219,10 @@ class Relay:
             except _RETRY as exc:
                 log.warning("sink %s: %s", self.sink_url, exc or type(exc).__name__)
             finally:
+                if self._writer is not None:
+                    self.sink_unconfirmed += self._writer.lost
                 self._sink = None
+                self._writer = None
             await asyncio.sleep(backoff.next())
 
     # -- the hot path
@@ -246,40 +253,50 @@ class Relay:
                 self._arm(now)
             if run:
                 outbox.extend(run)
-                if not self._flushing:
-                    await self._flush()
+                if not self._draining:
+                    if self._pump():
+                        await self._drain()
                 elif len(outbox) >= _OUTBOX_HIGH:
-                    # A flush runs elsewhere (timer, sink reconnect) and lags: stop
-                    # reading until it is done, so that the source, not our outbox,
-                    # holds the backlog.
-                    await self._flushed.wait()
+                    # A drain runs elsewhere (timer, sink reconnect): stop reading
+                    # until it is done, so the backlog stays in the source's socket.
+                    await self._drained.wait()
 
-    async def _flush(self) -> None:
-        """Send the outbox in order while a sink is open; one flush at a time."""
-        self._flushing = True
-        self._flushed.clear()
+    def _pump(self) -> bool:
+        """Move the outbox to the sink's writer; True if its socket backed up (drain it)."""
+        writer = self._writer
+        if writer is None or not writer.open:
+            return False  # the sink loop pumps again once it reconnects
         outbox = self._outbox
-        add = self.holds.add
-        clock = _clock
+        add = writer.add
+        popleft = outbox.popleft
+        while outbox:
+            if add(*popleft()) and writer.backed_up:
+                return True
+        return False
+
+    async def _drain(self) -> None:
+        """Wait for the sink's socket to take what we wrote, pumping, until the outbox is empty."""
+        self._draining = True
+        self._drained.clear()
         try:
-            while outbox:
-                ws = self._sink
-                if ws is None or ws.state is not _OPEN:
-                    return  # the sink loop flushes again once it reconnects
-                frame, received = outbox.popleft()
+            while (writer := self._writer) is not None:
+                writer.write()
                 try:
-                    await ws.send(frame, text=True)
-                except ConnectionClosed:
-                    self.sink_unconfirmed += 1  # written, then the connection failed
-                end = clock()
-                add(end - received)
-                self.sent += 1
-                self.last_send = end
-            if self.count is not None and self.sent >= self.count:
-                self._done.set()
+                    await writer.connection.drain()
+                except (ConnectionClosed, ConnectionError):
+                    return  # the sink loop reconnects and pumps the rest
+                if not self._pump():
+                    return
         finally:
-            self._flushing = False
-            self._flushed.set()
+            self._draining = False
+            self._drained.set()
+
+    def _written(self, frames: int, end: int) -> None:
+        """The writer put ``frames`` on the sink's socket at clock ``end``."""
+        self.sent += frames
+        self.last_send = end
+        if self.count is not None and self.sent >= self.count:
+            self._done.set()
 
     # -- gap and settle timer
 
@@ -305,8 +322,8 @@ class Relay:
         self._arm(now)
         if run:
             self._outbox.extend(run)
-            if not self._flushing:
-                asyncio.get_running_loop().create_task(self._flush())
+            if not self._draining and self._pump():
+                asyncio.get_running_loop().create_task(self._drain())
 
     # -- figures
 

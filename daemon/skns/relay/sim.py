@@ -146,6 +146,7 @@ class Source:
         self.pending: list[tuple[int, int, int | None, bytes]] = []
         self.connections = 0
         self.started: int | None = None  # clock at the first frame
+        self.started_cpu = 0.0  # process CPU time then
         self.first_sent: dict[int, int] = {}  # id -> clock when first written
         self.done = asyncio.Event()  # every frame of the script written
 
@@ -159,6 +160,7 @@ class Source:
         position = max(0, self.cursor - self.replay)
         if self.started is None:
             self.started = _clock()
+            self.started_cpu = time.process_time()
         started = self.started
         script = self.script
         pending = self.pending
@@ -315,6 +317,8 @@ class SinkStream:
             "total_s": None if total is None else round(total, 6),
             "per_s": round(got / total) if total else None,
             "end_to_end": self.delays.summary_us(),
+            # The simulator's CPU time since the stream started: near total_s, it was the limit.
+            "cpu_s": round(time.process_time() - self.source.started_cpu, 3),
         }
 
 
