@@ -2,7 +2,7 @@ import socket
 
 import pytest
 
-from skns.metrics.recvmmsg import BatchReceiver
+from skns.metrics.recvmmsg import DENSE, BatchReceiver
 
 
 @pytest.fixture
@@ -15,33 +15,48 @@ def pair():
     tx.close()
 
 
-def test_takes_a_batch_in_one_call_and_flags_truncation(pair):
+def receive_all(receiver, expected):
+    got = []
+    while len(got) < expected:
+        n = receiver.recv()
+        got += [(receiver.datagram(i), receiver.truncated(i)) for i in range(n)]
+        receiver.reset(n)
+    return got
+
+
+def test_short_long_and_truncated_datagrams(pair):
     rx, tx = pair
-    receiver = BatchReceiver(rx, batch=8, size=64)
-    payloads = [b"a" * n for n in (1, 10, 64)] + [b"b" * 100]
+    receiver = BatchReceiver(rx, batch=8, size=300)
+    payloads = [b"a", b"b" * DENSE, b"c" * (DENSE + 1), b"d" * 300, b"e" * 400]
     for p in payloads:
         tx.sendto(p, rx.getsockname())
-    got = []
-    while len(got) < len(payloads):
-        n = receiver.recv()
-        for i in range(n):
-            data = bytes(receiver.view[i * 64 : i * 64 + receiver.length(i)])
-            got.append((data, receiver.truncated(i)))
-    assert got[:3] == [(p, False) for p in payloads[:3]]
-    assert got[3] == (b"b" * 64, True)
+    got = receive_all(receiver, len(payloads))
+    assert got[:4] == [(p, False) for p in payloads[:4]]
+    assert got[4] == (b"e" * 300, True)
+
+
+def test_padding_is_restored_between_batches(pair):
+    rx, tx = pair
+    receiver = BatchReceiver(rx, batch=4, size=256)
+    tx.sendto(b"x" * 100, rx.getsockname())
+    receive_all(receiver, 1)
+    assert bytes(receiver.dense) == receiver.template
+    tx.sendto(b"yy", rx.getsockname())
+    assert receive_all(receiver, 1) == [(b"yy", False)]
 
 
 def test_empty_socket_returns_zero_without_blocking(pair):
     rx, _ = pair
-    assert BatchReceiver(rx, batch=4, size=64).recv() == 0
+    assert BatchReceiver(rx, batch=4, size=256).recv() == 0
 
 
 def test_batch_is_bounded(pair):
     rx, tx = pair
-    receiver = BatchReceiver(rx, batch=4, size=64)
+    receiver = BatchReceiver(rx, batch=4, size=256)
     for i in range(10):
         tx.sendto(b"%d" % i, rx.getsockname())
     counts = []
     while sum(counts) < 10:
         counts.append(receiver.recv())
+        receiver.reset(counts[-1])
     assert max(counts) == 4

@@ -1,8 +1,14 @@
 """Batched datagram receive with recvmmsg(2), which Python's socket module lacks.
 
-One ctypes call fills up to ``batch`` buffers; the per-datagram lengths and
-flags are then read through a flat uint32 view of the mmsghdr array, so the
-hot loop touches no ctypes objects.
+Each datagram is scattered over two buffers: its first ``SLOT - 2`` bytes into
+a slot of a dense region, the rest (if any) into an overflow buffer. The dense
+region is laid out so that, after a receive, it already reads as one JSON
+array (see :mod:`.batch`):
+
+    [ <datagram 0><"\\n" padding>, <datagram 1><"\\n" padding>, ... ]
+
+Lengths and flags are read through a flat uint32 view of the mmsghdr array,
+so the hot loop touches no ctypes objects.
 """
 
 from __future__ import annotations
@@ -15,16 +21,20 @@ import socket
 MSG_DONTWAIT = 0x40
 MSG_TRUNC = 0x20
 
+# Bytes per dense slot: SLOT - 2 of datagram, at least one "\n", then ",".
+SLOT = 128
+DENSE = SLOT - 2
 
-class _IOVec(ctypes.Structure):
+
+class IOVec(ctypes.Structure):
     _fields_ = (("iov_base", ctypes.c_void_p), ("iov_len", ctypes.c_size_t))
 
 
-class _MsgHdr(ctypes.Structure):
+class MsgHdr(ctypes.Structure):
     _fields_ = (
         ("msg_name", ctypes.c_void_p),
         ("msg_namelen", ctypes.c_uint32),
-        ("msg_iov", ctypes.POINTER(_IOVec)),
+        ("msg_iov", ctypes.POINTER(IOVec)),
         ("msg_iovlen", ctypes.c_size_t),
         ("msg_control", ctypes.c_void_p),
         ("msg_controllen", ctypes.c_size_t),
@@ -32,50 +42,54 @@ class _MsgHdr(ctypes.Structure):
     )
 
 
-class _MMsgHdr(ctypes.Structure):
-    _fields_ = (("msg_hdr", _MsgHdr), ("msg_len", ctypes.c_uint32))
+class MMsgHdr(ctypes.Structure):
+    _fields_ = (("msg_hdr", MsgHdr), ("msg_len", ctypes.c_uint32))
 
 
-_libc = ctypes.CDLL(None, use_errno=True)
-_recvmmsg = _libc.recvmmsg
+libc = ctypes.CDLL(None, use_errno=True)
+_recvmmsg = libc.recvmmsg
 _recvmmsg.argtypes = (ctypes.c_int, ctypes.c_void_p, ctypes.c_uint, ctypes.c_int, ctypes.c_void_p)
 _recvmmsg.restype = ctypes.c_int
 
 # Where msg_len and msg_flags sit, counted in uint32 units from each header's start.
-_STRIDE = ctypes.sizeof(_MMsgHdr) // 4
-_LEN_AT = _MMsgHdr.msg_len.offset // 4
-_FLAGS_AT = (_MMsgHdr.msg_hdr.offset + _MsgHdr.msg_flags.offset) // 4
+_STRIDE = ctypes.sizeof(MMsgHdr) // 4
+_LEN_AT = MMsgHdr.msg_len.offset // 4
+_FLAGS_AT = (MMsgHdr.msg_hdr.offset + MsgHdr.msg_flags.offset) // 4
 
 
 class BatchReceiver:
-    """Receives up to ``batch`` datagrams of up to ``size`` bytes each per call.
-
-    After ``recv()`` returns n, datagram i is ``view[i * size : i * size + length(i)]``;
-    ``truncated(i)`` tells whether it was longer than ``size``.
-    """
+    """Receives up to ``batch`` datagrams of up to ``size`` bytes each per call."""
 
     def __init__(self, sock: socket.socket, batch: int, size: int) -> None:
+        if size < SLOT:
+            raise ValueError(f"size must be at least {SLOT}")
         self._fd = sock.fileno()
         self.batch = batch
         self.size = size
-        self._data = (ctypes.c_char * (batch * size))()
-        self._iov = (_IOVec * batch)()
-        self._hdrs = (_MMsgHdr * batch)()
-        base = ctypes.addressof(self._data)
+        spill = size - DENSE
+        # "[" then the slots; the template restores the padding after each batch.
+        self.template = b"[" + (b"\n" * (SLOT - 1) + b",") * batch
+        self.dense = bytearray(self.template)
+        self.dense_view = memoryview(self.dense)
+        self.overflow = bytearray(batch * spill)
+        self._spill = spill
+        dense_at = ctypes.addressof((ctypes.c_char * len(self.dense)).from_buffer(self.dense))
+        over_at = ctypes.addressof((ctypes.c_char * len(self.overflow)).from_buffer(self.overflow))
+        self._iov = (IOVec * (2 * batch))()
+        self._hdrs = (MMsgHdr * batch)()
         for i in range(batch):
-            self._iov[i].iov_base = base + i * size
-            self._iov[i].iov_len = size
-            self._hdrs[i].msg_hdr.msg_iov = ctypes.pointer(self._iov[i])
-            self._hdrs[i].msg_hdr.msg_iovlen = 1
-        self.view = memoryview(self._data).cast("B")
+            first, rest = self._iov[2 * i], self._iov[2 * i + 1]
+            first.iov_base, first.iov_len = dense_at + 1 + i * SLOT, DENSE
+            rest.iov_base, rest.iov_len = over_at + i * spill, spill
+            self._hdrs[i].msg_hdr.msg_iov = ctypes.pointer(first)
+            self._hdrs[i].msg_hdr.msg_iovlen = 2
         self.words = memoryview(self._hdrs).cast("B").cast("I")
         self._hdr_ptr = ctypes.addressof(self._hdrs)
-        self.stride = _STRIDE
-        self.len_at = _LEN_AT
-        self.flags_at = _FLAGS_AT
 
     def recv(self) -> int:
-        """Take what is queued, without blocking: the number of datagrams (0 if none)."""
+        """Take what is queued, without blocking: the number of datagrams (0 if none).
+
+        Call :meth:`reset` with that number once the datagrams are consumed."""
         n = _recvmmsg(self._fd, self._hdr_ptr, self.batch, MSG_DONTWAIT, None)
         if n >= 0:
             return n
@@ -84,8 +98,29 @@ class BatchReceiver:
             return 0
         raise OSError(err, os.strerror(err))
 
+    def lengths(self, n: int) -> memoryview:
+        return self.words[_LEN_AT : n * _STRIDE : _STRIDE]
+
+    def flags(self, n: int) -> memoryview:
+        return self.words[_FLAGS_AT : n * _STRIDE : _STRIDE]
+
     def length(self, i: int) -> int:
-        return self.words[i * self.stride + self.len_at]
+        return self.words[i * _STRIDE + _LEN_AT]
 
     def truncated(self, i: int) -> bool:
-        return bool(self.words[i * self.stride + self.flags_at] & MSG_TRUNC)
+        return bool(self.words[i * _STRIDE + _FLAGS_AT] & MSG_TRUNC)
+
+    def datagram(self, i: int) -> bytes:
+        """Datagram i as received (cut at ``size`` if it was truncated)."""
+        n = min(self.length(i), self.size)
+        at = 1 + i * SLOT
+        if n <= DENSE:
+            return bytes(self.dense_view[at : at + n])
+        spill = i * self._spill
+        return bytes(self.dense_view[at : at + DENSE]) + bytes(
+            self.overflow[spill : spill + n - DENSE]
+        )
+
+    def reset(self, n: int) -> None:
+        """Restore the padding of the first n slots for the next receive."""
+        self.dense[1 : 1 + n * SLOT] = self.template[1 : 1 + n * SLOT]

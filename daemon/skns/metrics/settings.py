@@ -24,6 +24,8 @@ class MetricsSettings(Section):
     # Datagrams taken per recvmmsg call, and the largest datagram accepted whole.
     batch: int = 256
     max_datagram: int = 2048
+    # After a wake-up, wait this long for more datagrams before reading (0: read at once).
+    coalesce_ms: float = 2.0
 
     def validate(self) -> None:
         self.require(self.workers >= 0, "workers", "must be >= 0 (0: one per CPU)")
@@ -38,5 +40,6 @@ class MetricsSettings(Section):
             )
         self.require(len(set(self.intervals)) == len(self.intervals), "intervals", "has duplicates")
         self.require(self.recv_buffer_bytes >= 4096, "recv_buffer_bytes", "must be >= 4096")
+        self.require(0 <= self.coalesce_ms <= 50, "coalesce_ms", "must be within 0..50")
         self.require(1 <= self.batch <= 1024, "batch", "must be within 1..1024")
-        self.require(64 <= self.max_datagram <= 65535, "max_datagram", "must be within 64..65535")
+        self.require(128 <= self.max_datagram <= 65535, "max_datagram", "must be within 128..65535")

@@ -1,0 +1,388 @@
+"""``skns-ctl bench metrics``: what a datagram costs, and the highest rate with no loss.
+
+1. CPU time per accepted datagram in a UDP worker, read from the worker
+   process's own CPU time, beside a baseline measured in the same run: one
+   process doing ``recv`` + ``json.loads`` + the same aggregation.
+2. The zero-loss rate: the highest sustained send rate with zero kernel drops
+   and zero missing datagrams, with 1 and with 2 workers.
+
+The generator is a separate process sending with sendmmsg(2) from 16 connected
+sockets. On a 2-core machine it competes with the workers for CPU: the table
+says when it could not reach the rate asked of it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import json
+import math
+import multiprocessing as mp
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from ..control import request
+from ..errors import ControlError
+from .recvmmsg import IOVec, MMsgHdr, libc
+
+_sendmmsg = libc.sendmmsg
+_sendmmsg.argtypes = (ctypes.c_int, ctypes.c_void_p, ctypes.c_uint, ctypes.c_int)
+_sendmmsg.restype = ctypes.c_int
+
+BATCH = 64
+
+
+def payloads(n: int = 1024, seed: int = 1) -> list[bytes]:
+    rng = random.Random(seed)
+    return [
+        json.dumps(
+            {
+                "A1": rng.randint(-(10**9), 10**9),
+                "A2": rng.randint(-1000, 1000),
+                "A3": rng.randint(-1000, 1000),
+            }
+        ).encode()
+        for _ in range(n)
+    ]
+
+
+class Sender:
+    """Sends batches of prepared datagrams on one connected socket with sendmmsg."""
+
+    def __init__(self, sock: socket.socket, data: list[bytes]) -> None:
+        self.sock = sock
+        self._keep = [ctypes.create_string_buffer(d, len(d)) for d in data]
+        self._hdrs = (MMsgHdr * len(data))()
+        self._iov = (IOVec * len(data))()
+        for i, buf in enumerate(self._keep):
+            self._iov[i].iov_base = ctypes.addressof(buf)
+            self._iov[i].iov_len = len(data[i])
+            self._hdrs[i].msg_hdr.msg_iov = ctypes.pointer(self._iov[i])
+            self._hdrs[i].msg_hdr.msg_iovlen = 1
+        self._base = ctypes.addressof(self._hdrs)
+        self._size = ctypes.sizeof(MMsgHdr)
+        self._count = len(data)
+
+    def send(self, start: int, n: int) -> int:
+        """Send up to n datagrams beginning at prepared datagram ``start``; return how many went."""
+        n = min(n, self._count - start)
+        sent = _sendmmsg(self.sock.fileno(), self._base + start * self._size, n, 0)
+        return max(sent, 0)
+
+
+def generate(port: int, rate: float, seconds: float, sockets: int, result: Any) -> None:
+    """Child process: send at ``rate`` datagrams/s for ``seconds``; report (sent, cpu, elapsed)."""
+    data = payloads()
+    senders = []
+    for _ in range(sockets):
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
+        s.connect(("127.0.0.1", port))
+        senders.append(Sender(s, data))
+    cpu0 = time.process_time()
+    start = time.monotonic()
+    sent = 0
+    turn = 0
+    total = int(rate * seconds)
+    while sent < total:
+        due = min(total, int((time.monotonic() - start) * rate))
+        if due <= sent:
+            time.sleep(0.0005)
+            continue
+        while sent < due:
+            n = senders[turn % sockets].send(sent % (len(data) - BATCH), min(BATCH, due - sent))
+            turn += 1
+            sent += n
+            if not n:
+                break
+        if time.monotonic() - start > seconds * 1.5:  # cannot keep up: stop, report what went
+            break
+    result.put((sent, time.process_time() - cpu0, time.monotonic() - start))
+
+
+def run_generator(port: int, rate: float, seconds: float, sockets: int) -> tuple[int, float, float]:
+    ctx = mp.get_context("fork")
+    q = ctx.Queue()
+    p = ctx.Process(target=generate, args=(port, rate, seconds, sockets, q))
+    p.start()
+    try:
+        return q.get(timeout=seconds * 2 + 30)
+    finally:
+        p.join(10)
+
+
+# -- the service under test --------------------------------------------------------
+
+
+class Service:
+    def __init__(self, workers: int, root: Path) -> None:
+        root.mkdir(parents=True, exist_ok=True)
+        self.root = root
+        self.config = root / "config.toml"
+        self.socket = root / "control.sock"
+        self.config.write_text(
+            f'[service]\nstate_dir = "{root}/state"\ncontrol_socket = "{self.socket}"\n'
+            'log_level = "warning"\n'
+            f'[metrics]\nlisten = "127.0.0.1:0"\nworkers = {workers}\nwindow = 1\nintervals = [1]\n'
+            f'output = "{root}/metrics.jsonl"\n'
+            "[relay]\nenabled = false\n[executor]\nenabled = false\n"
+            "[messenger]\nenabled = false\n[tasks]\nenabled = false\n"
+        )
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "skns", "--config", str(self.config)],
+            stderr=(root / "log").open("wb"),
+        )
+        deadline = time.monotonic() + 30
+        while True:
+            with contextlib.suppress(ControlError):
+                status = request(self.socket, "status")
+                if status["service"]["state"] == "running":
+                    break
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                raise RuntimeError(f"service did not start: {(root / 'log').read_text()}")
+            time.sleep(0.05)
+        self.port = int(status["subsystems"]["metrics"]["listen"].rpartition(":")[2])
+        self.workers = [psutil.Process(c["pid"]) for c in status["children"]]
+
+    def metrics(self) -> dict[str, Any]:
+        return request(self.socket, "status")["subsystems"]["metrics"]
+
+    def worker_cpu(self) -> float:
+        return sum(sum(p.cpu_times()[:2]) for p in self.workers)
+
+    def settle(self, expected: int, timeout: float = 10.0) -> dict[str, Any]:
+        """Wait until the workers have taken everything queued (accepted stops moving)."""
+        deadline = time.monotonic() + timeout
+        last = -1
+        while time.monotonic() < deadline:
+            m = self.metrics()
+            if m["accepted"] >= expected or m["accepted"] == last:
+                return m
+            last = m["accepted"]
+            time.sleep(0.3)
+        return self.metrics()
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(30)
+
+
+# -- the baseline ----------------------------------------------------------------------
+
+
+def baseline(port_q: Any, result: Any, window: float = 1.0) -> None:
+    """Child process: the straightforward receiver, one datagram per recv, json.loads."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32 << 20)
+    s.bind(("127.0.0.1", 0))
+    port_q.put(s.getsockname()[1])
+    s.settimeout(1.0)
+    windows: dict[int, list[int]] = {}
+    accepted = 0
+    cpu0 = time.process_time()
+    while True:
+        try:
+            data = s.recv(65535)
+        except TimeoutError:
+            if accepted:  # the sender is done
+                break
+            continue
+        try:
+            obj = json.loads(data)
+            a1, a2, a3 = obj["A1"], obj["A2"], obj["A3"]
+        except (ValueError, KeyError, TypeError):
+            continue
+        if not all(type(v) is int and -(2**63) <= v < 2**63 for v in (a1, a2, a3)):
+            continue
+        w = math.floor(time.time() / window)
+        agg = windows.get(w)
+        if agg is None:
+            windows[w] = [1, a1, a2, a3]
+        else:
+            agg[0] += 1
+            agg[1] += a1
+            if a2 > agg[2]:
+                agg[2] = a2
+            if a3 < agg[3]:
+                agg[3] = a3
+        accepted += 1
+    # process_time counts CPU only: the final 1 s of waiting costs nothing
+    result.put((accepted, time.process_time() - cpu0))
+
+
+# -- measurements ----------------------------------------------------------------------
+
+
+def cpu_per_datagram(rate: float, seconds: float, sockets: int, tmp: Path) -> dict[str, Any]:
+    svc = Service(1, tmp / "cpu")
+    try:
+        before_cpu, before = svc.worker_cpu(), svc.metrics()["accepted"]
+        sent, _gen_cpu, _ = run_generator(svc.port, rate, seconds, sockets)
+        after = svc.settle(before + sent)
+        skns = (svc.worker_cpu() - before_cpu) / max(1, after["accepted"] - before)
+        skns_n = after["accepted"] - before
+    finally:
+        svc.stop()
+    ctx = mp.get_context("fork")
+    port_q, result = ctx.Queue(), ctx.Queue()
+    p = ctx.Process(target=baseline, args=(port_q, result))
+    p.start()
+    base_sent, _, _ = run_generator(port_q.get(timeout=10), rate, seconds, sockets)
+    base_n, base_cpu = result.get(timeout=seconds + 30)
+    p.join(10)
+    return {
+        "skns_us": skns * 1e6,
+        "skns_n": skns_n,
+        "sent": sent,
+        "base_us": base_cpu / max(1, base_n) * 1e6,
+        "base_n": base_n,
+        "base_sent": base_sent,
+    }
+
+
+def lossless(workers: int, rate: float, seconds: float, sockets: int, tmp: Path) -> dict[str, Any]:
+    """One run at ``rate``: did every datagram arrive, with no kernel drop?"""
+    svc = Service(workers, tmp / f"loss-{workers}-{int(rate)}")
+    try:
+        m0 = svc.metrics()
+        cpu0 = svc.worker_cpu()
+        sent, gen_cpu, elapsed = run_generator(svc.port, rate, seconds, sockets)
+        m1 = svc.settle(m0["accepted"] + sent)
+        cpu = svc.worker_cpu() - cpu0
+    finally:
+        svc.stop()
+    received = m1["accepted"] - m0["accepted"]
+    drops = m1["kernel_drops"] - m0["kernel_drops"]
+    achieved = sent / elapsed if elapsed else 0.0
+    return {
+        "rate": rate,
+        "achieved": achieved,
+        "sent": sent,
+        "missing": sent - received,
+        "drops": drops,
+        "ok": sent - received == 0 and drops == 0,
+        "generator_limited": achieved < rate * 0.97,
+        "worker_cpu_pct": cpu / elapsed * 100 if elapsed else 0.0,
+        "generator_cpu_pct": gen_cpu / elapsed * 100 if elapsed else 0.0,
+    }
+
+
+def search(
+    workers: int, rates: list[float], probe: float, confirm: float, sockets: int, tmp: Path
+) -> dict[str, Any]:
+    """Try ``rates`` in order; confirm the highest lossless one with a long run.
+
+    The result's "limit" says what ended the search: "loss" (the next rate lost
+    datagrams), "generator" (it could not send faster), or "range" (every rate passed).
+    """
+    best: dict[str, Any] | None = None
+    limit = "range"
+    for rate in rates:
+        r = lossless(workers, rate, probe, sockets, tmp)
+        mark = "ok" if r["ok"] else f"LOSS (missing {r['missing']}, drops {r['drops']})"
+        gen = ", generator-limited" if r["generator_limited"] else ""
+        print(
+            f"  workers={workers} {rate / 1000:>5.0f}k/s for {probe:g}s: "
+            f"achieved {r['achieved'] / 1000:.0f}k/s, {mark}{gen}",
+            flush=True,
+        )
+        if not r["ok"]:
+            limit = "loss"
+            break
+        best = r
+        if r["generator_limited"]:
+            limit = "generator"
+            break
+    if best is None:
+        return {"rate": 0.0, "achieved": 0.0, "ok": False, "limit": limit}
+    print(
+        f"  workers={workers} confirming {best['rate'] / 1000:.0f}k/s for {confirm:g}s", flush=True
+    )
+    final = lossless(workers, best["rate"], confirm, sockets, tmp)
+    if not final["ok"]:
+        print(
+            f"  confirmation lost: missing {final['missing']}, drops {final['drops']}", flush=True
+        )
+    return {**final, "limit": limit}
+
+
+LIMITS = {
+    "loss": "the next rate lost datagrams",
+    "generator": "the generator could not send faster",
+    "range": "the highest rate tried",
+}
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="skns-ctl bench metrics", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument(
+        "--cpu-rate", type=float, default=100_000, help="send rate for the CPU measurement"
+    )
+    parser.add_argument("--cpu-seconds", type=float, default=4.0)
+    parser.add_argument(
+        "--rates",
+        default="100000,150000,200000,250000,300000,350000",
+        help="rates tried in the zero-loss search, ascending",
+    )
+    parser.add_argument("--probe", type=float, default=4.0, help="seconds per search step")
+    parser.add_argument(
+        "--confirm", type=float, default=30.0, help="seconds of the final zero-loss run"
+    )
+    parser.add_argument("--sockets", type=int, default=16, help="generator source sockets")
+    parser.add_argument(
+        "--quick", action="store_true", help="short runs (a smoke test, not a figure)"
+    )
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.cpu_seconds, args.probe, args.confirm, args.rates = 1.0, 1.0, 2.0, "50000,100000"
+    rates = [float(r) for r in args.rates.split(",")]
+    with tempfile.TemporaryDirectory(prefix="skns-bench-") as tmp:
+        root = Path(tmp)
+        print(
+            f"metrics bench: {os.cpu_count()} CPUs; generator: {args.sockets} sockets, sendmmsg",
+            flush=True,
+        )
+        print(
+            f"[1/3] CPU per datagram at {args.cpu_rate / 1000:.0f}k/s for {args.cpu_seconds:g}s:"
+            " skns, then the baseline",
+            flush=True,
+        )
+        cpu = cpu_per_datagram(args.cpu_rate, args.cpu_seconds, args.sockets, root)
+        print("[2/3] zero-loss rate, 1 worker", flush=True)
+        one = search(1, rates, args.probe, args.confirm, args.sockets, root)
+        print("[3/3] zero-loss rate, 2 workers", flush=True)
+        two = search(2, rates, args.probe, args.confirm, args.sockets, root)
+    ratio = cpu["base_us"] / cpu["skns_us"] if cpu["skns_us"] else 0.0
+    print()
+    print("| measure | skns | baseline (recv + json.loads) | ratio | goal |")
+    print("|---|---|---|---|---|")
+    print(
+        f"| CPU per datagram, 1 worker | {cpu['skns_us']:.2f} µs | {cpu['base_us']:.2f} µs "
+        f"| {ratio:.1f}x cheaper | <= 1.5 µs, >= 3x |"
+    )
+    for n, r in ((1, one), (2, two)):
+        verdict = "verified" if r["ok"] else "NOT verified"
+        notes = [LIMITS[r["limit"]]]
+        if "worker_cpu_pct" in r:
+            notes.append(
+                f"workers {r['worker_cpu_pct']:.0f}% CPU, generator {r['generator_cpu_pct']:.0f}%"
+            )
+        goal = ">= 150k/s" if n == 2 else "-"
+        print(
+            f"| zero-loss rate, {n} worker(s), {args.confirm:g} s | "
+            f"{r['achieved'] / 1000:.0f}k/s ({verdict}) | - | - | {goal} ({'; '.join(notes)}) |"
+        )
+    return 0
