@@ -6,11 +6,14 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 
 from conftest import send, wait_for
+from skns.executor import records
 from skns.executor.checker import verify
 
 BAD_FRAMES = [
@@ -139,3 +142,29 @@ def test_back_pressure_slows_acks_and_bounds_memory(executor: Any) -> None:
     assert any(s.get(f"executor-shard {i}", {}).get("paused") for _, s in samples for i in (0, 1))
     verdict = verify(acked, ex.wait_done(len(accounts)))
     assert verdict.ok, verdict.summary()
+
+
+def test_stops_promptly_while_holding_clients_back(executor: Any) -> None:
+    ex = executor(duration=5.0, max_backlog=5, max_unacked=10, drain_timeout=0.2)
+    with ex.connect() as ws:
+        sender = threading.Thread(
+            target=lambda: [ws.send(orjson.dumps({"account_id": i})) for i in range(200)],
+            daemon=True,
+        )
+        sender.start()
+        wait_for(lambda: ex.family.router().get("in_flight", 0) >= 10, 10, "back-pressure")
+        start = time.monotonic()
+        ex.family.stop(timeout=10)
+        assert time.monotonic() - start < 5.0  # SIGTERM was enough: nothing hung
+
+
+def test_warns_of_journals_beyond_the_shard_count(
+    executor: Any, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    orphan = tmp_path / "state" / "executor" / "shard-5"
+    orphan.mkdir(parents=True)
+    (orphan / "journal-000000000001.log").write_bytes(
+        records.high_record(3) + records.record(records.ACCEPTED, b"[[3, 1, null, null]]")
+    )
+    executor()
+    assert "belongs to shard 5 but shards = 2" in capfd.readouterr().err

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import signal
+import socket
 import threading
 import time
 from typing import Any
@@ -11,6 +12,7 @@ from typing import Any
 import pytest
 
 from conftest import send, send_events, wait_for
+from skns.executor import ipc
 from skns.executor.checker import verify
 
 
@@ -87,3 +89,26 @@ def test_kill_9_shard_mid_run(executor: Any) -> None:
     assert stats[0]["replayed"] > 0  # the journal brought back what was unfinished
     # Only events whose completion was not yet durable ran twice.
     assert verdict.duplicates < 50
+
+
+def test_without_journal(executor: Any) -> None:
+    ex = executor(journal=False)
+    with ex.connect() as ws:
+        acked = send_events(ws, [i % 9 for i in range(300)])
+    verdict = verify(acked, ex.wait_done(300))
+    assert verdict.ok, verdict.summary()
+    assert not list(ex.state.glob("shard-*/journal-*.log"))
+
+
+def test_garbage_from_the_router_socket_drops_that_connection_only(executor: Any) -> None:
+    ex = executor()
+    path = ipc.socket_path(ex.settings.service.runtime_dir, 0)
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(10)
+        sock.connect(str(path))
+        assert ipc.parse_ack(sock.recv(12)[4:]) == 0  # the hello: what the shard holds
+        sock.sendall(ipc.frame(b"[[not json"))
+        assert sock.recv(100) == b""  # the shard hung up on us
+    with ex.connect() as ws:
+        acked = send_events(ws, list(range(50)))
+    assert verify(acked, ex.wait_done(50)).ok

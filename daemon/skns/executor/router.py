@@ -36,7 +36,7 @@ from websockets.http11 import Request, Response
 from ..child import ChildContext
 from ..config import Settings
 from ..errors import ProtocolError
-from . import ipc
+from . import ipc, records
 from .events import BadEvent, parse_frame
 from .ring import Ring
 from .sequence import Sequence
@@ -48,6 +48,8 @@ log = logging.getLogger("skns.executor.router")
 HARD_FRAME_FACTOR = 16
 # Answers a connection may owe before the router stops reading from it.
 MAX_ANSWERS = 10_000
+# A compacted journal with nothing unfinished holds just its high-water record.
+EMPTY_JOURNAL = len(records.high_record(0))
 RECONNECT_DELAY = 0.05
 RECONNECT_DELAY_MAX = 1.0
 
@@ -217,8 +219,8 @@ class Router:
         self.settings = settings
         self.config = settings.executor
         self.ring = Ring(shards)
-        state = settings.service.state_dir / "executor"
-        self.sequence = Sequence(state / "router.seq")
+        self.state = settings.service.state_dir / "executor"
+        self.sequence = Sequence(self.state / "router.seq")
         runtime = settings.service.runtime_dir
         self.links = [
             ShardLink(i, str(ipc.socket_path(runtime, i)), self._acked, self.sequence.skip_past)
@@ -331,7 +333,21 @@ class Router:
 
     # -- the child ----------------------------------------------------------------------------
 
+    def _warn_of_orphans(self) -> None:
+        """Journals of shards beyond K: their unfinished events wait until K is raised again."""
+        for journal in self.state.glob("shard-*/journal-*.log"):
+            index = int(journal.parent.name.split("-", 1)[1])
+            if index >= len(self.links) and journal.stat().st_size > EMPTY_JOURNAL:
+                log.warning(
+                    "%s belongs to shard %d but shards = %d: its unfinished events do not run "
+                    "(change shards only when the executor is idle)",
+                    journal,
+                    index,
+                    len(self.links),
+                )
+
     async def main(self, stop: asyncio.Event) -> None:
+        self._warn_of_orphans()
         keepers = [asyncio.create_task(link.keep_connected()) for link in self.links]
         listen = self.config.listen
         try:
