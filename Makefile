@@ -58,9 +58,9 @@ clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache
 
 # ---- sudo make install / uninstall / purge ---------------------------------------------------
-# Code goes under PREFIX (a virtual environment in $(PREFIX)/lib/skns/venv, the commands in
-# $(PREFIX)/bin); the unit, sysusers.d, tmpfiles.d and sysctl.d files go under /etc, where
-# systemd finds them whatever PREFIX is. DESTDIR stages the whole tree for packaging: the
+# Code goes under PREFIX (a virtual environment in $(PREFIX)/lib/skns/venv, its commands
+# linked into $(PREFIX)/bin); the unit, sysusers.d, tmpfiles.d and sysctl.d files go under
+# /etc, where systemd finds them whatever PREFIX is. DESTDIR stages the whole tree for packaging: the
 # venv is built under DESTDIR and its paths rewritten to the final ones, and nothing is
 # applied to the running system.
 PREFIX  ?= /usr/local
@@ -106,10 +106,8 @@ install: sysdeps
 	rm -rf $(DESTDIR)$(SKNS_VENV).old
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(UNITDIR) $(DESTDIR)/etc/sysusers.d \
 		$(DESTDIR)/etc/tmpfiles.d $(DESTDIR)/etc/sysctl.d $(DESTDIR)/etc/skns
-	for cmd in skns-metrics skns-ctl; do \
-		sed -e "s|@COMMAND@|$$cmd|g" -e 's|@VENV@|$(SKNS_VENV)|g' systemd/command.in \
-			> $(DESTDIR)$(PREFIX)/bin/$$cmd && chmod 0755 $(DESTDIR)$(PREFIX)/bin/$$cmd || exit 1; \
-	done
+	ln -sfn $(SKNS_VENV)/bin/skns-metrics $(DESTDIR)$(PREFIX)/bin/skns-metrics
+	ln -sfn $(SKNS_VENV)/bin/skns-ctl $(DESTDIR)$(PREFIX)/bin/skns-ctl
 	sed 's|@PREFIX@|$(PREFIX)|g' systemd/skns-metrics.service.in \
 		> $(DESTDIR)$(UNITDIR)/skns-metrics.service
 	chmod 0644 $(DESTDIR)$(UNITDIR)/skns-metrics.service

@@ -14,8 +14,11 @@ import os
 import platform
 import re
 import shutil
+import signal
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 from types import ModuleType
 
@@ -29,10 +32,8 @@ UNIT = "etc/systemd/system/skns-metrics.service"
 CONFIG = "etc/skns/config.toml"
 SYSCTL = "etc/sysctl.d/60-skns.conf"
 
-# Everything install lays out besides the venv, with its mode.
+# Everything install lays out besides the venv, with its mode ...
 FILES = {
-    "usr/local/bin/skns-metrics": 0o755,
-    "usr/local/bin/skns-ctl": 0o755,
     UNIT: 0o644,
     "etc/sysusers.d/skns.conf": 0o644,
     "etc/tmpfiles.d/skns.conf": 0o644,
@@ -40,6 +41,8 @@ FILES = {
     "etc/skns/config.toml.dist": 0o644,
     CONFIG: 0o640,
 }
+# ... and the commands on the PATH, linked to the venv's.
+LINKS = {f"usr/local/bin/{cmd}": f"{VENV}/bin/{cmd}" for cmd in ("skns-metrics", "skns-ctl")}
 # Directories a real system has anyway: uninstall leaves them.
 SYSTEM_DIRS = {
     "usr/local/bin",
@@ -60,6 +63,10 @@ def load_sandbox() -> ModuleType:
 
 
 sandbox = load_sandbox()
+needs_seccomp = pytest.mark.skipif(
+    platform.machine() != "x86_64" or ctypes.util.find_library("seccomp") is None,
+    reason="the sandbox emulation (tests/sandbox) needs libseccomp on x86_64",
+)
 
 
 def make(target: str, destdir: Path) -> str:
@@ -83,6 +90,19 @@ def paths(root: Path) -> tuple[set[str], set[str]]:
             (files if (Path(dirpath) / name).is_symlink() else dirs).add(str(base / name))
         files.update(str(base / name) for name in filenames)
     return files, dirs
+
+
+def inside(root: Path, path: Path) -> Path:
+    """Where an absolute path of the installed system is in the DESTDIR tree, symlinks followed
+    inside the tree (as systemd-analyze --root does); host paths outside PREFIX stay as they are.
+    """
+    if not str(path).startswith(PREFIX + "/"):
+        return path
+    here = root / str(path).lstrip("/")
+    while here.is_symlink():
+        target = Path(os.readlink(here))
+        here = inside(root, target) if target.is_absolute() else here.parent / target
+    return here
 
 
 def installed_python(root: Path) -> Path:
@@ -139,9 +159,12 @@ def settings(root: Path, cwd: Path) -> dict:
 def test_install_lays_out_every_file(root: Path) -> None:
     files, dirs = paths(root)
     venv = VENV.lstrip("/")
-    assert {f for f in files if not f.startswith(venv + "/")} == set(FILES)
+    assert {f for f in files if not f.startswith(venv + "/")} == set(FILES) | set(LINKS)
     for name, mode in FILES.items():
         assert (root / name).stat().st_mode & 0o777 == mode, name
+    for name, target in LINKS.items():
+        assert os.readlink(root / name) == target
+        assert os.access(inside(root, Path(target)), os.X_OK)
     assert (root / venv / "pyvenv.cfg").is_file()
     assert not any(d.endswith(("venv.new", "venv.old")) for d in dirs), "staging venv left over"
 
@@ -151,9 +174,6 @@ def test_venv_points_at_its_final_path_only(root: Path) -> None:
     for script in ("skns-ctl", "skns-metrics"):
         first = (venv / "bin" / script).read_text().splitlines()[0]
         assert first == f"#!{VENV}/bin/python", first
-        wrapper = (root / "usr/local/bin" / script).read_text()
-        assert f'exec {VENV}/bin/{script} "$@"' in wrapper
-        assert subprocess.run(["sh", "-n", str(root / "usr/local/bin" / script)]).returncode == 0
     # Nothing in the venv, byte-compiled files included, remembers where it was built.
     staged = str(root).encode()
     leaks = [
@@ -239,8 +259,7 @@ def test_unit_runs_the_installed_commands(root: Path, settings: dict) -> None:
         for line in unit[key]:
             command = line.split()[0].lstrip("-+!@:")
             assert command.startswith("/"), line
-            where = root / command.lstrip("/") if command.startswith(PREFIX) else Path(command)
-            assert os.access(where, os.X_OK), f"{key}: {command} is not executable"
+            assert os.access(inside(root, Path(command)), os.X_OK), f"{key}: {command}"
 
 
 @pytest.mark.skipif(
@@ -254,8 +273,7 @@ def test_systemd_analyze_verify(root: Path, tmp_path: Path) -> None:
     if not system_units.is_dir():
         pytest.skip("no /usr/lib/systemd/system on this machine: the unit's targets are missing")
     image = tmp_path / "image"
-    shutil.copytree(root / "etc", image / "etc", symlinks=True)
-    shutil.copytree(root / "usr/local/bin", image / "usr/local/bin", symlinks=True)
+    shutil.copytree(root, image, symlinks=True, copy_function=os.link)  # hard links: cheap
     shutil.copytree(system_units, image / "usr/lib/systemd/system", symlinks=True)
     proc = subprocess.run(
         ["systemd-analyze", "verify", "--man=no", f"--root={image}", "skns-metrics.service"],
@@ -305,10 +323,7 @@ def test_sysusers_and_tmpfiles_apply(root: Path, tmp_path: Path) -> None:
     assert (config.st_uid, config.st_gid, config.st_mode & 0o777) == (0, gid, 0o640)
 
 
-@pytest.mark.skipif(
-    platform.machine() != "x86_64" or ctypes.util.find_library("seccomp") is None,
-    reason="the sandbox emulation needs libseccomp on x86_64",
-)
+@needs_seccomp
 def test_installed_code_works_inside_the_units_sandbox(root: Path, tmp_path: Path) -> None:
     python = installed_python(root)
     probe = HERE / "sandbox/probe.py"
@@ -322,10 +337,112 @@ def test_installed_code_works_inside_the_units_sandbox(root: Path, tmp_path: Pat
     assert (proc.returncode, proc.stdout.strip()) == (0, "probe ok"), proc.stderr
 
 
+def notifications(sock: socket.socket, until: str, proc: subprocess.Popen, log: Path) -> list[str]:
+    """Datagrams on the test's $NOTIFY_SOCKET up to one holding the line ``until``."""
+    seen: list[str] = []
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            seen.append(sock.recv(4096).decode())
+        except TimeoutError:
+            if proc.poll() is not None:
+                break
+            continue
+        if until in seen[-1].splitlines():
+            return seen
+    raise AssertionError(f"no {until} (got {seen}); service log:\n{log.read_text()}")
+
+
+def counted(output: Path) -> bool:
+    """Has a window in metrics.jsonl counted a datagram? (Complete lines only.)"""
+    if not output.exists():
+        return False
+    lines = output.read_text().split("\n")[:-1]
+    return any(json.loads(line)["count"] > 0 for line in lines)
+
+
+@needs_seccomp
+def test_installed_service_runs_inside_the_units_sandbox(root: Path, tmp_path: Path) -> None:
+    """The whole installed service, every subsystem but the relay (it needs a source), in the
+    unit's sandbox: ready, serving, stopping cleanly; what systemd would see on $NOTIFY_SOCKET.
+    """
+    venv = root / VENV.lstrip("/")
+    config = tmp_path / "config.toml"
+    output = tmp_path / "state/metrics.jsonl"
+    config.write_text(
+        f'[service]\nstate_dir = "{tmp_path}/state"\n'
+        f'control_socket = "{tmp_path}/run/control.sock"\n'
+        '[metrics]\nlisten = "127.0.0.1:0"\nworkers = 2\nwindow = 0.5\nintervals = [0.5]\n'
+        f'output = "{output}"\n'
+        '[executor]\nlisten = "127.0.0.1:0"\n'
+        '[messenger]\nlisten = ["127.0.0.1:0"]\n'
+        '[tasks]\nlisten = "127.0.0.1:0"\n'
+    )
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(tmp_path / "notify"))
+    notify.settimeout(0.2)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))}
+    env |= {"NOTIFY_SOCKET": str(tmp_path / "notify"), "WATCHDOG_USEC": "2000000"}
+    log = tmp_path / "service.log"
+    command = [sys.executable, HERE / "sandbox/sandbox.py", root / UNIT, "--"]
+    command += [venv / "bin/python", venv / "bin/skns-metrics", "--config", config]
+    with log.open("wb") as out, notify:
+        proc = subprocess.Popen(command, stdout=out, stderr=out, env=env, cwd=tmp_path)
+        try:
+            notifications(notify, "READY=1", proc, log)
+            ctl = [venv / "bin/skns-ctl", "--config", config, "status", "--json"]
+            status = run_installed(root, *ctl, cwd=tmp_path)
+            assert status.returncode == 0, status.stderr
+            children = json.loads(status.stdout)["children"]
+            roles = {c["role"] for c in children}
+            assert {"udp-worker", "executor-router", "messenger", "tasks"} <= roles, roles
+            assert all(c["up"] for c in children), children
+
+            listen = json.loads(status.stdout)["subsystems"]["metrics"]["listen"]
+            host, _, port = listen.rpartition(":")
+            deadline = time.monotonic() + 15
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+                while not counted(output):
+                    assert time.monotonic() < deadline, f"nothing counted:\n{log.read_text()}"
+                    udp.sendto(b'{"A1": 1, "A2": 2, "A3": 3}', (host, int(port)))
+                    time.sleep(0.1)
+
+            proc.send_signal(signal.SIGTERM)
+            notifications(notify, "STOPPING=1", proc, log)
+            assert proc.wait(30) == 0, log.read_text()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
+def test_installed_ctl_reads_a_running_service(start_service, root: Path, tmp_path: Path) -> None:
+    """The installed skns-ctl speaks the protocol of the service (run from the checkout)."""
+    svc = start_service(
+        metrics={
+            "listen": "127.0.0.1:0",
+            "workers": 1,
+            "window": 0.5,
+            "intervals": [0.5],
+            "output": str(tmp_path / "m.jsonl"),
+        }
+    )
+    ctl = root / VENV.lstrip("/") / "bin/skns-ctl"
+    proc = run_installed(root, ctl, "--config", svc.config_path, "status", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "udp-worker 0" in proc.stdout
+    svc.stop()
+    proc = run_installed(root, ctl, "--config", svc.config_path, "status", cwd=tmp_path)
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+
+
 def test_upgrade_keeps_the_edited_config_and_uninstall_removes_only_its_own(
-    tmp_path: Path,
+    root: Path, tmp_path: Path
 ) -> None:
+    # Start from a copy of the first install (one venv build less), as a machine that has
+    # run skns for a while: an edited config, some state, and other software around it.
     destdir = tmp_path / "destdir"
+    shutil.copytree(root, destdir, symlinks=True)
     planted = {
         "usr/local/bin/other-tool": "#!/bin/sh\n",
         "usr/local/lib/other/keep.py": "x = 1\n",
@@ -335,8 +452,6 @@ def test_upgrade_keeps_the_edited_config_and_uninstall_removes_only_its_own(
     for name, text in planted.items():
         (destdir / name).parent.mkdir(parents=True, exist_ok=True)
         (destdir / name).write_text(text)
-
-    make("install", destdir)
     config = destdir / CONFIG
     edited = config.read_text().replace('log_level = "info"', 'log_level = "debug"')
     assert edited != config.read_text()
@@ -345,11 +460,13 @@ def test_upgrade_keeps_the_edited_config_and_uninstall_removes_only_its_own(
     state = destdir / "var/lib/skns/metrics.jsonl"  # what the running service wrote
     state.parent.mkdir(parents=True)
     state.write_text('{"timestamp": 10}\n')
+    old_venv_file = destdir / VENV.lstrip("/") / "from-the-old-venv"
+    old_venv_file.write_text("")
 
     make("install", destdir)  # the upgrade
     assert config.read_text() == edited
     assert (destdir / "etc/skns/config.toml.dist").read_text() != "stale\n"
-    assert installed_python(destdir).exists()
+    assert installed_python(destdir).exists() and not old_venv_file.exists()
     assert not list((destdir / "usr/local/lib/skns").glob("venv.*"))
 
     output = make("uninstall", destdir)
