@@ -21,7 +21,8 @@ def under_systemd() -> bool:
 
 
 class _RoleFilter(logging.Filter):
-    """Stamp every record with the process role and pid (journald fields ROLE and PID)."""
+    """Stamp every record with the process role: the journal field ROLE= (journald adds
+    _PID itself), and ``[role pid]`` on stderr."""
 
     def __init__(self, role: str) -> None:
         super().__init__()
@@ -29,7 +30,6 @@ class _RoleFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         record.role = self.role
-        record.ROLE = self.role
         return True
 
 
