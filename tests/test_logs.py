@@ -25,7 +25,7 @@ def test_journal_when_stderr_is_the_journal_stream(monkeypatch):
     (handler,) = logging.getLogger().handlers
     assert isinstance(handler, journal.JournalHandler)
     # journald is not running here (systemd is not PID 1): capture what would be sent.
-    handler.send = lambda message, **fields: sent.append((message, fields))
+    handler.send = lambda text, **fields: sent.append((text, fields))
     logging.getLogger("skns.relay").info("connected")
     message, fields = sent[-1]
     assert message == "relay 0: connected"
