@@ -117,7 +117,11 @@ def parse(message: str | bytes, soft_max: int, max_number: int) -> Request:
     try:
         obj = orjson.loads(message)
     except orjson.JSONDecodeError:
-        return _BAD_JSON
+        # orjson also refuses integers beyond a double's range: they are valid JSON.
+        try:
+            obj = _strict_loads(message)
+        except ValueError:
+            return _BAD_JSON
     if type(obj) is not dict:
         return _NOT_AN_OBJECT
     kind = obj.get("type")
@@ -135,35 +139,46 @@ def parse(message: str | bytes, soft_max: int, max_number: int) -> Request:
     return refuse(UNKNOWN_TASK, detail=f'{detail}; expected "factorial" or "result"')
 
 
-class _Float:
-    """Marks a float literal when a request is parsed again to classify its number."""
+class _BigInt(str):
+    """An integer literal too long to be worth converting: its text."""
 
 
-def _literal_kind(message: str | bytes) -> str:
-    """'int' or 'float': what the request wrote where orjson gave a float.
+def _parse_int(text: str) -> int | _BigInt:
+    return int(text) if len(text) <= 24 else _BigInt(text)
 
-    orjson turns integers beyond 64 bits into floats, so ``1e20`` and
-    ``100000000000000000000`` look alike; the stdlib parser (only on this
-    refusal path) tells them apart without building the huge int.
+
+def _not_json(text: str) -> None:
+    raise ValueError(f"{text} is not JSON")
+
+
+def _strict_loads(message: str | bytes) -> Any:
+    """The stdlib parser, for the rare requests orjson's answer is not enough for.
+
+    It keeps long integer literals as text (no huge int is built, no digit
+    limit is hit) and refuses NaN and Infinity, which are not JSON.
     """
-    obj = json.loads(message, parse_int=lambda _text: 0, parse_float=lambda _text: _Float())
-    return "float" if isinstance(obj.get("number"), _Float) else "int"
+    return json.loads(message, parse_int=_parse_int, parse_constant=_not_json)
 
 
 def _number_error(message: str | bytes, number: object, max_number: int) -> Refusal:
     expected = f"number must be an integer from 0 to {max_number}"
     if number is _MISSING:
         return refuse(INVALID_NUMBER, detail=f"missing number; {expected}")
+    if type(number) is float:
+        # orjson turns integers beyond 64 bits into floats: look at the literal again.
+        number = _strict_loads(message).get("number")
+    if type(number) is _BigInt:
+        if number.startswith("-"):
+            return refuse(INVALID_NUMBER, detail=f"{expected}, got a negative integer")
+        return refuse(
+            NUMBER_TOO_LARGE,
+            detail=f"{expected}, got an integer of {len(number)} digits",
+            max_number=max_number,
+        )
     if type(number) is int:
         if number < 0:
             return refuse(INVALID_NUMBER, detail=f"{expected}, got {number}")
         return refuse(NUMBER_TOO_LARGE, detail=f"{expected}, got {number}", max_number=max_number)
-    if type(number) is float and _literal_kind(message) == "int":
-        if number < 0:
-            return refuse(INVALID_NUMBER, detail=f"{expected}, got a negative integer")
-        return refuse(
-            NUMBER_TOO_LARGE, detail=f"{expected}, got {number:.3g}", max_number=max_number
-        )
     kind = {bool: "a boolean", float: "a float", str: "a string", type(None): "null"}.get(
         type(number), f"a JSON {'array' if type(number) is list else 'object'}"
     )

@@ -1,0 +1,138 @@
+"""Parsing requests and building frames, without a network."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import orjson
+import pytest
+
+from skns.tasks import protocol
+from skns.tasks.protocol import Fetch, Refusal, Submit
+
+SOFT_MAX = 1000
+MAX = 400_000
+
+
+def parse(message: str | bytes) -> protocol.Request:
+    return protocol.parse(message, SOFT_MAX, MAX)
+
+
+def refusal(message: str | bytes) -> dict:
+    request = parse(message)
+    assert isinstance(request, Refusal), request
+    frame = orjson.loads(request.frame)
+    assert frame["type"] == "error"
+    assert frame["result"] == request.reason
+    return frame
+
+
+def test_submit_goes_to_the_queue_of_its_size() -> None:
+    assert parse('{"type":"factorial","number":5}') == Submit(5, "soft")
+    assert parse(b'{"number":1000,"type":"factorial"}') == Submit(1000, "soft")
+    assert parse('{"type":"factorial","number":1001}') == Submit(1001, "hard")
+    assert parse('{"type":"factorial","number":0}') == Submit(0, "soft")
+    assert parse(f'{{"type":"factorial","number":{MAX}}}') == Submit(MAX, "hard")
+
+
+def test_fetch() -> None:
+    assert parse('{"task_id":"abc","type":"result"}') == Fetch("abc")
+
+
+@pytest.mark.parametrize(
+    ("message", "detail"),
+    [
+        ("not json", "not valid JSON"),
+        ('{"type":"factorial",', "not valid JSON"),
+        (b"\xff\xfe", "not valid JSON"),
+        ('{"type":"factorial","number":NaN}', "not valid JSON"),
+        ("[1, 2]", "expected a JSON object"),
+        ('"factorial"', "expected a JSON object"),
+        ("42", "expected a JSON object"),
+        ("null", "expected a JSON object"),
+    ],
+)
+def test_malformed_requests_are_a_json_decode_error(message: str | bytes, detail: str) -> None:
+    assert refusal(message) == {"type": "error", "result": "JSON decode error", "detail": detail}
+
+
+@pytest.mark.parametrize(
+    "message",
+    ['{"type":"square","number":5}', '{"number":5}', "{}", '{"type":null}', '{"type":["x"]}'],
+)
+def test_unknown_types_are_an_unknown_task(message: str) -> None:
+    frame = refusal(message)
+    assert frame["result"] == "Unknown task"
+    assert '"factorial"' in frame["detail"]
+
+
+@pytest.mark.parametrize(
+    ("number", "kind"),
+    [
+        ("-1", "got -1"),
+        ("-99999999999999999999999", "got -99999999999999999999999"),
+        ("-" + "9" * 400, "got a negative integer"),
+        ("1.5", "got a float"),
+        ("5.0", "got a float"),
+        ("1e3", "got a float"),
+        ("true", "got a boolean"),
+        ("false", "got a boolean"),
+        ('"5"', "got a string"),
+        ("null", "got null"),
+        ("[5]", "got a JSON array"),
+        ('{"n":5}', "got a JSON object"),
+    ],
+)
+def test_bad_numbers_are_an_invalid_number(number: str, kind: str) -> None:
+    frame = refusal(f'{{"type":"factorial","number":{number}}}')
+    assert frame["result"] == "Invalid number"
+    assert frame["detail"] == f"number must be an integer from 0 to {MAX}, {kind}"
+
+
+def test_a_valid_request_orjson_refuses_elsewhere_is_still_served() -> None:
+    assert parse('{"type":"factorial","number":7,"note":1e999}') == Submit(7, "soft")
+
+
+def test_a_missing_number_is_an_invalid_number() -> None:
+    frame = refusal('{"type":"factorial"}')
+    assert frame["result"] == "Invalid number"
+    assert frame["detail"].startswith("missing number")
+
+
+@pytest.mark.parametrize("number", [str(MAX + 1), str(2**63), str(2**64), "9" * 400, "9" * 5000])
+def test_numbers_over_the_maximum_are_refused(number: str) -> None:
+    frame = refusal(f'{{"type":"factorial","number":{number}}}')
+    assert frame["result"] == "Number too large"
+    assert frame["max_number"] == MAX
+
+
+@pytest.mark.parametrize("message", ['{"type":"result"}', '{"type":"result","task_id":5}'])
+def test_a_fetch_without_a_string_id_is_an_invalid_task_id(message: str) -> None:
+    assert refusal(message)["result"] == "Invalid task id"
+
+
+def test_frames_splice_digits_of_any_size() -> None:
+    digits = b"9" * 10_000  # far beyond 64 bits, and beyond Python's default str limit
+    frame = protocol.success_frame(b"id", digits)
+    old = sys.get_int_max_str_digits()
+    sys.set_int_max_str_digits(0)
+    try:
+        assert json.loads(frame) == {"type": "success", "task_id": "id", "result": int(digits)}
+    finally:
+        sys.set_int_max_str_digits(old)
+
+
+def test_frames_are_json() -> None:
+    assert orjson.loads(protocol.ack_frame("t-1")) == {"type": "result", "task_id": "t-1"}
+    assert orjson.loads(protocol.pending_frame("t-1", "running")) == {
+        "type": "pending",
+        "task_id": "t-1",
+        "status": "running",
+    }
+    timeout = orjson.loads(protocol.timeout_frame("t-1", 0.5))
+    assert timeout["type"] == "error"
+    assert timeout["result"] == "Timeout error"
+    assert timeout["task_id"] == "t-1"
+    # A client's id is echoed escaped, whatever it holds.
+    assert orjson.loads(protocol.not_found_frame('a"b\\'))["task_id"] == 'a"b\\'
