@@ -98,7 +98,7 @@ def test_through_the_supervisor_status_shows_the_relay(start_service, start_sim)
     wait_for(lambda: relay_stats().get("sent") == 2000)
     shown = svc.ctl("status")
     assert shown.returncode == 0
-    assert "relay" in shown.stdout
+    assert "relay 0" in shown.stdout and "sent 2000" in shown.stdout
 
 
 @pytest.mark.parametrize(
