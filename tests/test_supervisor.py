@@ -112,3 +112,18 @@ def test_udp_port_held_across_worker_restart(start_service, tmp_path):
         pass
     finally:
         probe.close()
+
+
+def test_reload_refuses_a_broken_config_and_applies_a_good_one(start_service, tmp_path):
+    svc = start_service(metrics=metrics(tmp_path))
+    good = svc.config_path.read_text()
+    svc.config_path.write_text(good + "\n[metrics\n")
+    os.kill(svc.pid, signal.SIGHUP)
+    wait_for(lambda: "reload refused" in svc.log(), what="the refusal")
+    assert svc.status()["service"]["state"] == "running"
+    svc.config_path.write_text(good.replace('log_level = "info"', 'log_level = "debug"'))
+    before = {c["pid"] for c in svc.children()}
+    assert svc.ctl("reload").returncode == 0
+    wait_for(lambda: svc.log().count("reloading") >= 2, what="the second reload")
+    time.sleep(0.3)
+    assert {c["pid"] for c in svc.children()} == before  # [metrics] unchanged: workers kept
