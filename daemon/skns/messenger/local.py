@@ -13,8 +13,10 @@ import contextlib
 import multiprocessing
 import os
 import signal
+import socket
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -56,7 +58,9 @@ class LocalReplicas:
     def urls(self) -> list[str]:
         return [f"http://{a.host}:{a.port}" for a in self.settings.messenger.listen]
 
-    def start(self, timeout: float = 30.0) -> None:
+    def start(self, timeout: float = 30.0, healthy: bool = True) -> None:
+        """Fork the replicas; return once each answers ``/healthz`` with 200 (or, without
+        ``healthy``, accepts connections: for replicas whose database is down)."""
         ctx = multiprocessing.get_context("fork")
         for spec, slot in zip(self.specs, self.slots.slots, strict=True):
 
@@ -67,8 +71,10 @@ class LocalReplicas:
             process.start()
             self.processes.append(process)
         deadline = time.monotonic() + timeout
-        for url, process in zip(self.urls, self.processes, strict=True):
-            while not healthy(url):
+        ready = is_healthy if healthy else is_listening
+        for address, process in zip(self.settings.messenger.listen, self.processes, strict=True):
+            url = f"http://{address.host}:{address.port}"
+            while not ready(url):
                 if not process.is_alive():
                     raise RuntimeError(f"replica {url} exited with {process.exitcode}")
                 if time.monotonic() > deadline:
@@ -107,10 +113,20 @@ class LocalReplicas:
 _opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
-def healthy(url: str, timeout: float = 2.0) -> bool:
+def is_healthy(url: str, timeout: float = 2.0) -> bool:
     """True when the replica at ``url`` answers ``GET /healthz`` with 200."""
     try:
         with _opener.open(f"{url}/healthz", timeout=timeout) as response:
             return response.status == 200
     except (urllib.error.URLError, OSError):
+        return False
+
+
+def is_listening(url: str) -> bool:
+    """True when the replica at ``url`` accepts TCP connections."""
+    address = urllib.parse.urlsplit(url)
+    try:
+        with socket.create_connection((address.hostname, address.port), timeout=1.0):
+            return True
+    except OSError:
         return False

@@ -1,0 +1,51 @@
+"""Request validation: what a 400 is given for."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from skns.messenger.message import BadMessage, parse_message
+
+
+def parse(body: bytes | object) -> tuple[str, str]:
+    raw = body if isinstance(body, bytes) else orjson.dumps(body)
+    return parse_message(raw, sender_max=8, text_max=20)
+
+
+def test_valid_message() -> None:
+    assert parse({"sender": "ann", "text": "hello"}) == ("ann", "hello")
+
+
+def test_extra_keys_are_ignored_and_unicode_counts_characters() -> None:
+    assert parse({"sender": "żółw", "text": "ü" * 20, "x": 1}) == ("żółw", "ü" * 20)
+
+
+def test_limits_are_inclusive() -> None:
+    assert parse({"sender": "s" * 8, "text": "t" * 20}) == ("s" * 8, "t" * 20)
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (b"", "not valid JSON"),
+        (b"{not json", "not valid JSON"),
+        (b"\xff\xfe", "not valid JSON"),
+        ([1, 2], "JSON object"),
+        ("just a string", "JSON object"),
+        (None, "JSON object"),
+        ({"text": "hi"}, "missing field 'sender'"),
+        ({"sender": "ann"}, "missing field 'text'"),
+        ({"sender": 5, "text": "hi"}, "'sender' must be a string"),
+        ({"sender": "ann", "text": None}, "'text' must be a string"),
+        ({"sender": "ann", "text": ["hi"]}, "'text' must be a string"),
+        ({"sender": "", "text": "hi"}, "'sender' must not be empty"),
+        ({"sender": "ann", "text": ""}, "'text' must not be empty"),
+        ({"sender": "s" * 9, "text": "hi"}, "'sender' is longer than 8"),
+        ({"sender": "ann", "text": "t" * 21}, "'text' is longer than 20"),
+        ({"sender": "a\x00b", "text": "hi"}, "NUL"),
+    ],
+)
+def test_bad_messages(body: object, reason: str) -> None:
+    with pytest.raises(BadMessage, match=reason):
+        parse(body)

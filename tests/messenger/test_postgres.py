@@ -1,0 +1,112 @@
+"""The PostgreSQL store against a real server."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import psycopg
+import pytest
+
+from skns.messenger.pgcluster import free_port
+from skns.messenger.postgres import PostgresStore
+from skns.messenger.rules import Message, check
+from skns.messenger.store import StoreUnavailable
+
+from .aio import run_async
+
+
+def store(dsn: str, pool_size: int = 2, timeout: float = 5.0) -> PostgresStore:
+    return PostgresStore(dsn, pool_size, timeout, reconnect_timeout=2.0)
+
+
+@run_async
+async def test_numbering_counts_and_history(pg_dsn: str) -> None:
+    s = store(pg_dsn)
+    await s.open()
+    try:
+        first = await s.commit([("ann", "a1"), ("bob", "b1"), ("ann", "a2")], history=10)
+        assert first.previous == []
+        assert [(r[0], r[1], r[2], r[4]) for r in first.new] == [
+            (1, "ann", "a1", 1),
+            (2, "bob", "b1", 1),
+            (3, "ann", "a2", 2),
+        ]
+        batch = [("bob", f"b{i}") for i in range(2, 13)]
+        second = await s.commit(batch, history=10)
+        assert [r[0] for r in second.previous] == [1, 2, 3]
+        assert [r[0] for r in second.new] == list(range(4, 15))
+        assert [r[4] for r in second.new] == list(range(2, 13))
+        third = await s.commit([("cid", "c1")], history=4)
+        assert [r[0] for r in third.previous] == [12, 13, 14]  # history - 1 rows before
+        stamps = [r[3] for r in await s.rows()]
+        assert stamps == sorted(stamps)  # created_at grows with seq
+        assert all(t.endswith("Z") and "T" in t for t in stamps)
+    finally:
+        await s.close()
+
+
+@run_async
+async def test_replicas_starting_at_once_create_the_schema_once(pg_dsn: str) -> None:
+    stores = [store(pg_dsn, pool_size=1) for _ in range(6)]
+    await asyncio.gather(*(s.open() for s in stores))
+    try:
+        results = await asyncio.gather(*(s.commit([("ann", "x")], 10) for s in stores))
+        assert sorted(r.new[0][0] for r in results) == [1, 2, 3, 4, 5, 6]
+    finally:
+        await asyncio.gather(*(s.close() for s in stores))
+
+
+@run_async
+async def test_concurrent_writers_keep_the_rules(pg_dsn: str) -> None:
+    """Four stores (separate connections, as separate replicas) write batches at once."""
+    stores = [store(pg_dsn) for _ in range(4)]
+    await asyncio.gather(*(s.open() for s in stores))
+    seen: list[Message] = []
+
+    async def writer(k: int, s: PostgresStore) -> None:
+        for i in range(25):
+            batch = [(f"s{(k + j) % 3}", f"w{k} {i}.{j}") for j in range(1 + i % 4)]
+            committed = await s.commit(batch, 10)
+            seen.extend(Message.from_row(r) for r in committed.previous + committed.new)
+
+    try:
+        await asyncio.gather(*(writer(k, s) for k, s in enumerate(stores)))
+        table = [Message.from_row(r) for r in await stores[0].rows()]
+    finally:
+        await asyncio.gather(*(s.close() for s in stores))
+    assert len(table) == 4 * sum(1 + i % 4 for i in range(25))
+    verdict = check([], table)
+    assert verdict.ok, verdict.examples
+    by_seq = {m.seq: m for m in table}
+    assert all(by_seq[m.seq] == m for m in seen)  # what each writer read is what was stored
+
+
+@run_async
+async def test_unreachable_database_is_unavailable_not_fatal() -> None:
+    s = store(f"host=127.0.0.1 port={free_port()} user=postgres connect_timeout=1", timeout=0.5)
+    await s.open()  # does not raise: the replica starts and answers 503
+    try:
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailable):
+            await s.commit([("ann", "x")], 10)
+        with pytest.raises(StoreUnavailable):
+            await s.ping()
+        assert time.monotonic() - started < 5
+    finally:
+        await s.close()
+
+
+@run_async
+async def test_durable_commits_even_if_the_database_default_is_not(pg_dsn: str) -> None:
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        dbname = conn.info.dbname
+        conn.execute(f'ALTER DATABASE "{dbname}" SET synchronous_commit = off')
+    s = store(pg_dsn, pool_size=1)
+    await s.open()
+    try:
+        async with s._pool.connection() as conn:
+            cur = await conn.execute("SHOW synchronous_commit")
+            assert await cur.fetchone() == ("on",)
+    finally:
+        await s.close()
