@@ -41,7 +41,7 @@ def test_twenty_thousand_shuffled_delayed_messages_arrive_in_order_none_missing(
     assert sink["received"] == 20_000  # nothing sent twice
     assert relay.sent == 20_000 and relay.buffer.skipped == 0
     assert relay.holds.count == 20_000
-    assert relay.sink_close_code == 1000
+    assert relay.sink_close_code == 1000 and relay.sink_drops == 0
     stats = relay.stats()
     assert stats["buffered"] == 0 and stats["outbox"] == 0
     assert stats["hold"]["min_us"] <= stats["hold"]["p50_us"] <= stats["hold"]["max_us"]
@@ -147,6 +147,7 @@ def test_sink_dropping_the_connection_means_at_most_once_never_out_of_order() ->
 
     relay, sink = run(go())
     assert relay.sink_connects >= 3 and sink["connections"] == relay.sink_connects
+    assert relay.sink_drops == relay.sink_connects - 1  # all but the one we closed
     assert sink["in_order"] and sink["duplicates"] == 0, sink
     # What the sink got is what was sent, less frames lost with a cut connection.
     assert relay.sent == 6_000

@@ -41,8 +41,11 @@ def report(relay: Relay) -> dict[str, Any]:
         problems.append(f"sent {relay.sent} of {relay.count}")
     if relay.buffer.skipped:
         problems.append(f"{relay.buffer.skipped} ids skipped")
-    if relay.sink_unconfirmed:
-        problems.append(f"{relay.sink_unconfirmed} sent on a sink connection that failed")
+    if relay.sink_drops:
+        problems.append(
+            f"the sink connection dropped {relay.sink_drops} time(s): what was in flight"
+            f" may be lost ({relay.sink_lost} surely)"
+        )
     if relay.sink_close_code != 1000:
         problems.append(f"sink close code {relay.sink_close_code} (1000 confirms delivery)")
     stats["count"] = relay.count

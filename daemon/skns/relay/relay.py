@@ -104,6 +104,7 @@ class Relay:
         self._drained = asyncio.Event()  # set while no drain runs
         self._drained.set()
         self._sink_seen = asyncio.Event()  # the sink has been connected once
+        self._closing = False  # we are closing the sink ourselves: not a drop
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: int | None = None
         self._done = asyncio.Event()  # count reached
@@ -112,9 +113,12 @@ class Relay:
         self.dropped = dict.fromkeys(DROP_REASONS, 0)
         self.source_connects = 0
         self.sink_connects = 0
-        # Messages handed to a sink connection that failed before it was closed
-        # cleanly: written once, never again, but their arrival is not known.
-        self.sink_unconfirmed = 0
+        # Messages released for a sink connection whose socket had already closed:
+        # counted as sent and never written again, so surely lost. (Messages
+        # written just before a connection failed may be lost too: only a clean
+        # close handshake confirms what the sink read; see sink_drops.)
+        self.sink_lost = 0
+        self.sink_drops = 0  # sink connections that ended without our close
         self.sink_close_code: int | None = None  # of the last sink connection we closed
         self.first_receipt: int | None = None
         self.last_receipt: int | None = None
@@ -164,6 +168,7 @@ class Relay:
             if self._writer is not None:
                 self._writer.write()  # the last batch goes before the close frame
             # The close handshake returns once the sink has read all we wrote.
+            self._closing = True
             await ws.close()
             self.sink_close_code = ws.close_code
         sink_task.cancel()
@@ -213,14 +218,16 @@ class Relay:
                     # The sink has nothing to say to us; reading notices its close.
                     async for _ in ws:
                         pass
-                    log.warning("sink %s closed the connection", self.sink_url)
+                    if not self._closing:
+                        log.warning("sink %s closed the connection", self.sink_url)
             except InvalidURI:
                 raise
             except _RETRY as exc:
                 log.warning("sink %s: %s", self.sink_url, exc or type(exc).__name__)
             finally:
                 if self._writer is not None:
-                    self.sink_unconfirmed += self._writer.lost
+                    self.sink_lost += self._writer.lost
+                    self.sink_drops += not self._closing
                 self._sink = None
                 self._writer = None
             await asyncio.sleep(backoff.next())
@@ -344,7 +351,8 @@ class Relay:
             "skipped": buffer.skipped,
             "skips": buffer.skips,
             "dropped": dict(self.dropped),
-            "sink_unconfirmed": self.sink_unconfirmed,
+            "sink_drops": self.sink_drops,
+            "sink_lost": self.sink_lost,
             "hold": self.holds.summary_us(),
             "run_s": round(run_s, 6),
             "sent_per_s": round(self.sent / run_s) if run_s > 0 else None,

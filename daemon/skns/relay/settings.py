@@ -25,7 +25,7 @@ class RelaySettings(Section):
     # Most messages held back at once; beyond it the oldest gap is skipped.
     buffer_limit: int = 1_000_000
     # Reconnect delay after a lost connection (either side): doubles from the first
-    # value up to the second; a connection that delivered a message resets it.
+    # value up to the second; a connection that opens resets it.
     reconnect_backoff_ms: int = 100
     reconnect_backoff_max_ms: int = 5000
 
