@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from helpers import metrics_table
+
 
 def ctl(*args, cwd=None):
     return subprocess.run(
@@ -21,18 +23,8 @@ def ctl(*args, cwd=None):
     )
 
 
-def metrics(tmp_path):
-    return {
-        "listen": "127.0.0.1:0",
-        "workers": 2,
-        "window": 0.5,
-        "intervals": [0.5, 1.0],
-        "output": str(tmp_path / "m.jsonl"),
-    }
-
-
 def test_status_shows_every_child_and_json(start_service, tmp_path):
-    svc = start_service(metrics=metrics(tmp_path))
+    svc = start_service(metrics=metrics_table(tmp_path, intervals=[0.5, 1.0]))
     res = svc.ctl("status")
     assert res.returncode == 0, res.stderr
     assert "running" in res.stdout
@@ -56,7 +48,7 @@ def test_status_when_not_running_exits_3(tmp_path):
 
 
 def test_reload_reopen_and_tail(start_service, tmp_path):
-    svc = start_service(metrics=metrics(tmp_path))
+    svc = start_service(metrics=metrics_table(tmp_path, intervals=[0.5, 1.0]))
     assert svc.ctl("reopen").returncode == 0
     res = svc.ctl("reload")
     assert res.returncode == 0 and "reload" in res.stdout

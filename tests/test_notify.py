@@ -10,6 +10,8 @@ import time
 
 import pytest
 
+from helpers import metrics_port, metrics_table
+
 
 class NotifySocket(threading.Thread):
     """Collects (time, fields) of every notification sent to $NOTIFY_SOCKET."""
@@ -58,19 +60,9 @@ def notify(tmp_path):
     n.close()
 
 
-def metrics(tmp_path):
-    return {
-        "listen": "127.0.0.1:0",
-        "workers": 2,
-        "window": 0.5,
-        "intervals": [0.5],
-        "output": str(tmp_path / "m.jsonl"),
-    }
-
-
 def test_ready_status_watchdog_reload_stopping(start_service, notify, tmp_path):
     env = {"NOTIFY_SOCKET": notify.path, "WATCHDOG_USEC": "400000"}
-    svc = start_service(env=env, wait=False, metrics=metrics(tmp_path))
+    svc = start_service(env=env, wait=False, metrics=metrics_table(tmp_path))
     _, ready = notify.wait("READY", "1")
     # READY is sent only once every child is up, and says so.
     assert ready["STATUS"].startswith("2/2 children up")
@@ -92,7 +84,7 @@ def test_ready_status_watchdog_reload_stopping(start_service, notify, tmp_path):
     notify.wait("WATCHDOG", "1", after=resumed)
 
     # STATUS follows the figures.
-    port = int(svc.status()["subsystems"]["metrics"]["listen"].rpartition(":")[2])
+    port = metrics_port(svc)
     socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(
         b'{"A1":1,"A2":1,"A3":1}', ("127.0.0.1", port)
     )
@@ -119,7 +111,7 @@ def test_ready_status_watchdog_reload_stopping(start_service, notify, tmp_path):
 
 
 def test_without_notify_socket_nothing_is_sent(start_service, notify, tmp_path):
-    svc = start_service(metrics=metrics(tmp_path))
+    svc = start_service(metrics=metrics_table(tmp_path))
     time.sleep(0.5)
     svc.stop()
     assert notify.messages == []

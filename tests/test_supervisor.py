@@ -7,28 +7,11 @@ import signal
 import socket
 import time
 
-
-def wait_for(predicate, timeout=15.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := predicate():
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def metrics(tmp_path, workers=2):
-    return {
-        "listen": "127.0.0.1:0",
-        "workers": workers,
-        "window": 0.5,
-        "intervals": [0.5],
-        "output": str(tmp_path / "m.jsonl"),
-    }
+from helpers import metrics_port, metrics_table, wait_for
 
 
 def test_children_get_titles_and_pinned_cpus(start_service, tmp_path):
-    svc = start_service(metrics=metrics(tmp_path))
+    svc = start_service(metrics=metrics_table(tmp_path))
     children = svc.children("udp-worker")
     assert [c["index"] for c in children] == [0, 1]
     ncpu = len(os.sched_getaffinity(0))
@@ -39,7 +22,7 @@ def test_children_get_titles_and_pinned_cpus(start_service, tmp_path):
 
 
 def test_a_child_whose_heartbeat_stops_is_killed_and_restarted(start_service, tmp_path):
-    svc = start_service(service={"heartbeat_timeout": 1.0}, metrics=metrics(tmp_path))
+    svc = start_service(service={"heartbeat_timeout": 1.0}, metrics=metrics_table(tmp_path))
     victim = svc.children("udp-worker")[1]
     os.kill(victim["pid"], signal.SIGSTOP)  # alive, but silent
     reborn = wait_for(
@@ -63,7 +46,7 @@ def test_restarts_back_off_and_a_child_that_keeps_dying_at_start_stops_the_servi
 ):
     svc = start_service(
         service={"start_period": 30.0, "start_failures": 3, "restart_backoff": 0.2},
-        metrics=metrics(tmp_path, workers=1),
+        metrics=metrics_table(tmp_path, workers=1),
     )
     times = []
     for _ in range(2):
@@ -83,7 +66,7 @@ def test_restarts_back_off_and_a_child_that_keeps_dying_at_start_stops_the_servi
 
 
 def test_sigterm_stops_every_child_and_removes_the_control_socket(start_service, tmp_path):
-    svc = start_service(metrics=metrics(tmp_path))
+    svc = start_service(metrics=metrics_table(tmp_path))
     pids = [c["pid"] for c in svc.children()]
     assert svc.stop() == 0
     for pid in pids:
@@ -94,16 +77,16 @@ def test_sigterm_stops_every_child_and_removes_the_control_socket(start_service,
 
 def test_a_second_service_on_the_same_control_socket_refuses_to_start(start_service, tmp_path):
     shared = {"control_socket": str(tmp_path / "c.sock")}
-    first = start_service(service=shared, metrics=metrics(tmp_path))
-    second = start_service(service=shared, wait=False, metrics=metrics(tmp_path))
+    first = start_service(service=shared, metrics=metrics_table(tmp_path))
+    second = start_service(service=shared, wait=False, metrics=metrics_table(tmp_path))
     assert second.proc.wait(15) == 1
     assert "another skns is running" in second.log()
     assert first.status()["service"]["state"] == "running"
 
 
 def test_udp_port_held_across_worker_restart(start_service, tmp_path):
-    svc = start_service(metrics=metrics(tmp_path, workers=1))
-    port = int(svc.status()["subsystems"]["metrics"]["listen"].rpartition(":")[2])
+    svc = start_service(metrics=metrics_table(tmp_path, workers=1))
+    port = metrics_port(svc)
     probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
         probe.bind(("127.0.0.1", port))
@@ -115,7 +98,7 @@ def test_udp_port_held_across_worker_restart(start_service, tmp_path):
 
 
 def test_reload_refuses_a_broken_config_and_applies_a_good_one(start_service, tmp_path):
-    svc = start_service(metrics=metrics(tmp_path))
+    svc = start_service(metrics=metrics_table(tmp_path))
     good = svc.config_path.read_text()
     svc.config_path.write_text(good + "\n[metrics\n")
     os.kill(svc.pid, signal.SIGHUP)

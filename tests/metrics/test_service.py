@@ -14,15 +14,7 @@ from pathlib import Path
 
 import pytest
 
-
-def wait_for(predicate, timeout=15.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
+from helpers import metrics_port, metrics_table, wait_for
 
 
 def sleep_until(t: float) -> None:
@@ -37,21 +29,6 @@ def lines(path: Path) -> list[dict]:
 
 def senders(n: int) -> list[socket.socket]:
     return [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(n)]
-
-
-def metrics_table(tmp: Path, **extra) -> dict:
-    return {
-        "listen": "127.0.0.1:0",
-        "workers": 2,
-        "window": 0.5,
-        "intervals": [0.5],
-        "output": str(tmp / "metrics.jsonl"),
-        **extra,
-    }
-
-
-def port_of(svc) -> int:
-    return int(svc.status()["subsystems"]["metrics"]["listen"].rpartition(":")[2])
 
 
 def closed_through(path: Path, t: float, label: str) -> list[dict]:
@@ -70,7 +47,7 @@ def test_statement_example_seven_lines(start_service, tmp_path):
     longer line (base 0.5 s, long 3 s here; 10 s and 60 s in production)."""
     out = tmp_path / "metrics.jsonl"
     svc = start_service(metrics=metrics_table(tmp_path, intervals=[0.5, 3.0]))
-    port = port_of(svc)
+    port = metrics_port(svc)
     t0 = math.ceil((time.time() + 0.3) / 3.0) * 3.0
     first = [{"A1": 1, "A2": 5, "A3": 9}, {"A1": 2, "A2": 7, "A3": 4}, {"A1": 3, "A2": 6, "A3": 8}]
     second = [
@@ -108,7 +85,7 @@ def test_statement_example_seven_lines(start_service, tmp_path):
 def test_many_senders_spread_over_workers_and_merge_exactly(start_service, tmp_path):
     out = tmp_path / "metrics.jsonl"
     svc = start_service(metrics=metrics_table(tmp_path))
-    port = port_of(svc)
+    port = metrics_port(svc)
     rng = random.Random(7)
     socks = senders(32)
     sent = []
@@ -146,7 +123,7 @@ BAD = [
 def test_each_rejection_is_counted_and_never_mixed_in(start_service, tmp_path):
     out = tmp_path / "metrics.jsonl"
     svc = start_service(metrics=metrics_table(tmp_path, max_datagram=128))
-    port = port_of(svc)
+    port = metrics_port(svc)
     tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     good = [{"A1": 1, "A2": 2, "A3": 3}, {"A1": 4, "A2": 5, "A3": 6}]
     for data, _ in BAD:
@@ -168,7 +145,7 @@ def test_each_rejection_is_counted_and_never_mixed_in(start_service, tmp_path):
 def test_a_flood_of_garbage_does_not_crowd_out_good_datagrams(start_service, tmp_path):
     out = tmp_path / "metrics.jsonl"
     svc = start_service(metrics=metrics_table(tmp_path))
-    port = port_of(svc)
+    port = metrics_port(svc)
     socks = senders(4)
     good = 0
     for i in range(20_000):
@@ -206,7 +183,7 @@ class Stream(threading.Thread):
 def test_kill_9_of_a_worker_loses_nothing_published(start_service, tmp_path):
     out = tmp_path / "metrics.jsonl"
     svc = start_service(metrics=metrics_table(tmp_path))
-    stream = Stream(port_of(svc))
+    stream = Stream(metrics_port(svc))
     stream.start()
     time.sleep(1.0)
     victim = svc.children("udp-worker")[0]
@@ -245,7 +222,7 @@ def test_sigterm_and_restart_inside_one_window_writes_it_once(start_service, tmp
     table = metrics_table(tmp_path, window=6.0, intervals=[6.0])
     for _attempt in range(3):
         first = start_service(service=shared, metrics=table)
-        port = port_of(first)
+        port = metrics_port(first)
         now = time.time()
         w_end = (math.floor(now / 6.0) + 1) * 6.0
         if w_end - now < 4.0:  # not enough of this window left for stop + start: wait for the next
@@ -258,7 +235,7 @@ def test_sigterm_and_restart_inside_one_window_writes_it_once(start_service, tmp
         assert first.stop() == 0
         second = start_service(service=shared, metrics=table)
         for _ in range(5):
-            tx.sendto(b'{"A1": 3, "A2": 1, "A3": 1}', ("127.0.0.1", port_of(second)))
+            tx.sendto(b'{"A1": 3, "A2": 1, "A3": 1}', ("127.0.0.1", metrics_port(second)))
         if time.time() < w_end - 0.2:
             break
         second.stop()  # too slow to stay inside the window on this busy machine: again
