@@ -88,6 +88,7 @@ class Journal:
         self._generation = 0
         self._old: list[Path] = []  # segments superseded but not yet deleted
         self._wake = asyncio.Event()
+        self._closing = False
         self._flusher: asyncio.Task[None] | None = None
         self.segment_bytes = 0
         self._base_bytes = 0  # size of the segment as compaction wrote it ...
@@ -185,9 +186,11 @@ class Journal:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            if self._interval:
+            if self._interval and not self._closing:
                 await asyncio.sleep(self._interval)
             await self._flush_once()
+            if self._closing:
+                return
             if self._worth_compacting():
                 await self.compact()
 
@@ -245,11 +248,12 @@ class Journal:
     async def close(self) -> None:
         """Write and fsync what is buffered, then release the file."""
         if self._flusher is not None:
-            self._flusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            # Let the flusher finish what it is doing (a write, a compaction) and one more flush.
+            self._closing = True
+            self._wake.set()
+            with contextlib.suppress(Exception):
                 await self._flusher
             self._flusher = None
-            await self._flush_once()
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
