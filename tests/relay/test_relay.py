@@ -137,16 +137,18 @@ def test_first_id_is_learned_from_the_lowest_id_while_settling() -> None:
 
 def test_sink_dropping_the_connection_means_at_most_once_never_out_of_order() -> None:
     # Paced, so that the sink cuts connections while the stream is still flowing.
-    plan = SourcePlan(count=6_000, window=10, late=0.0, rate=30_000, seed=8)
+    plan = SourcePlan(count=6_000, window=10, late=0.0, rate=20_000, seed=8)
 
     async def go() -> tuple[Relay, dict[str, Any]]:
-        async with Simulator(Source(plan.frames()), sink_drop_after=2_000) as sim:
+        async with Simulator(Source(plan.frames()), sink_drop_after=2_500) as sim:
             relay = relay_for(sim, 6_000)
             await relay.run(asyncio.Event())
             return relay, sim.sink("test").report()
 
     relay, sink = run(go())
-    assert relay.sink_connects >= 3 and sink["connections"] == relay.sink_connects
+    # The sink also discards what it had read but not handled when it cuts a
+    # connection, so how many connections it takes varies: at least two.
+    assert relay.sink_connects >= 2 and sink["connections"] == relay.sink_connects
     assert relay.sink_drops == relay.sink_connects - 1  # all but the one we closed
     assert sink["in_order"] and sink["duplicates"] == 0, sink
     # What the sink got is what was sent, less frames lost with a cut connection.
