@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 import orjson
 import psutil
 import pytest
-from websockets.exceptions import ConnectionClosedError
+from websockets.exceptions import ConnectionClosed, ConnectionClosedError
 from websockets.sync.client import ClientConnection, connect
 
 from skns.tasks.local import LocalServer
@@ -389,3 +389,19 @@ def test_workers_die_with_the_server(make_server: Callable[..., LocalServer]) ->
     assert len(pids) == 3
     psutil.Process(server.pid).kill()  # no chance to clean up: PR_SET_PDEATHSIG must
     assert wait_until(lambda: all(gone(pid) for pid in pids), timeout=5.0)
+
+
+def test_sigterm_stops_promptly_with_clients_and_jobs(
+    make_server: Callable[..., LocalServer],
+) -> None:
+    server = make_server()
+    pids = worker_pids(server, "soft") | worker_pids(server, "hard")
+    with connect(server.url) as ws:
+        submit(ws, LONG_JOB)
+        server.process.terminate()  # type: ignore[union-attr]
+        server.process.join(5.0)  # type: ignore[union-attr]
+        assert server.process.exitcode == 0  # type: ignore[union-attr]
+        with pytest.raises(ConnectionClosed) as info:
+            ws.recv(timeout=WAIT)
+    assert info.value.rcvd is not None and info.value.rcvd.code == 1001  # going away
+    assert all(gone(pid) for pid in pids)

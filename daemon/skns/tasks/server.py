@@ -105,6 +105,7 @@ class TaskServer:
                 process_request=self._health,
                 compression=None,  # deflating megabyte results would stall the loop
                 max_size=s.max_request_bytes,
+                logger=_connection_log(),
             ) as server:
                 self.port = _bound_port(server)
                 log.info(
@@ -195,15 +196,16 @@ class TaskServer:
     # -- health and stats -----------------------------------------------------
 
     def health(self) -> dict[str, Any]:
-        healthy = all(p.stats()["workers"] > 0 for p in self.pools.values())
-        return {
+        """Healthy while both pools have workers (a replacement may be starting)."""
+        pools = {queue: pool.stats() for queue, pool in self.pools.items()}
+        healthy = all(stats["workers"] > 0 for stats in pools.values())
+        body: dict[str, Any] = {
             "status": "ok" if healthy else "degraded",
             "connections": self.connections,
-            **{
-                q: {k: p.stats()[k] for k in ("workers", "queued", "running")}
-                for q, p in self.pools.items()
-            },
         }
+        for queue, stats in pools.items():
+            body[queue] = {key: stats[key] for key in ("workers", "queued", "running")}
+        return body
 
     def _health(self, connection: ServerConnection, request: Request) -> Response | None:
         if request.path.partition("?")[0] != "/health":
@@ -228,6 +230,14 @@ class TaskServer:
             **{queue: pool.stats() for queue, pool in self.pools.items()},
             "store": self.store.stats(),
         }
+
+
+def _connection_log() -> logging.Logger:
+    """websockets logs every connection opened and closed at INFO: only worth it in debug."""
+    connections = logging.getLogger("skns.tasks.connections")
+    debugging = logging.getLogger().getEffectiveLevel() <= logging.DEBUG
+    connections.setLevel(logging.DEBUG if debugging else logging.WARNING)
+    return connections
 
 
 def _bound_port(server: Server) -> int:
