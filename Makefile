@@ -60,9 +60,9 @@ clean:
 # ---- sudo make install / uninstall / purge ---------------------------------------------------
 # Code goes under PREFIX (a virtual environment in $(PREFIX)/lib/skns/venv, its commands
 # linked into $(PREFIX)/bin); the unit, sysusers.d, tmpfiles.d and sysctl.d files go under
-# /etc, where systemd finds them whatever PREFIX is. DESTDIR stages the whole tree for packaging: the
-# venv is built under DESTDIR and its paths rewritten to the final ones, and nothing is
-# applied to the running system.
+# /etc, where systemd finds them whatever PREFIX is. DESTDIR stages the whole tree for
+# packaging: the venv is built under DESTDIR with its paths rewritten to the final ones, and
+# nothing is applied to the running system.
 PREFIX  ?= /usr/local
 DESTDIR ?=
 # The venv outlives this checkout and its tools: build it on the distribution's python3.
@@ -73,37 +73,25 @@ UNITDIR ?= /etc/systemd/system
 SKNS_LIB  := $(PREFIX)/lib/skns
 SKNS_VENV := $(SKNS_LIB)/venv
 SKNS_STAGE := $(DESTDIR)$(SKNS_VENV).new
+# The venv is rebuilt when the package's sources are newer than it (force: make -B install).
+SKNS_BUILT := $(DESTDIR)$(SKNS_VENV)/.skns-built
+SKNS_SOURCES := pyproject.toml $(wildcard README.md) \
+	$(shell find daemon -type f -not -path '*/__pycache__/*' -not -path '*.egg-info/*')
 SKNS_ETC_FILES := $(UNITDIR)/skns-metrics.service /etc/sysusers.d/skns.conf \
 	/etc/tmpfiles.d/skns.conf /etc/sysctl.d/60-skns.conf /etc/skns/config.toml.dist
 # systemd is running as PID 1 (sd_booted(3)): only then daemon-reload, stop, disable.
 SYSTEMD_RUNNING := test -d /run/systemd/system
 
-.PHONY: install uninstall purge
+.PHONY: install uninstall purge root-check
+
+root-check:
+	@if [ -z "$(DESTDIR)" ] && [ "$$(id -u)" != 0 ]; then \
+		echo "make $(MAKECMDGOALS) writes to $(PREFIX) and /etc: run it with sudo (or set DESTDIR)" >&2; \
+		exit 1; fi
 
 # sysdeps checks (and on Debian installs) what building the venv needs, for INSTALL_PYTHON.
 install: PYTHON := $(INSTALL_PYTHON)
-install: sysdeps
-	@if [ -z "$(DESTDIR)" ] && [ "$$(id -u)" != 0 ]; then \
-		echo "make install writes to $(PREFIX) and /etc: run it with sudo (or set DESTDIR)" >&2; \
-		exit 1; fi
-	rm -rf $(SKNS_STAGE)
-	$(INSTALL_PYTHON) -m venv --prompt skns $(SKNS_STAGE)
-	@# Build from a clean copy: no build/ or egg-info left in the checkout (owned by root
-	@# under sudo), no stale build/lib modules, no races between two installs.
-	set -e; src=$$(mktemp -d); trap 'rm -rf "$$src"' EXIT; \
-	tar -c --exclude=__pycache__ --exclude='*.egg-info' pyproject.toml daemon \
-		$(wildcard README.md) | tar -x -C "$$src"; \
-	$(SKNS_STAGE)/bin/python -m pip install -q --no-compile $(PIP_ARGS) "$$src"
-	@# The venv was built at its staging path: point scripts and activate files at the final
-	@# one, and byte-compile with the final path in tracebacks.
-	grep -rlF '$(SKNS_STAGE)' $(SKNS_STAGE)/bin $(SKNS_STAGE)/pyvenv.cfg \
-		| xargs -r sed -i 's|$(SKNS_STAGE)|$(SKNS_VENV)|g'
-	$(SKNS_STAGE)/bin/python -m compileall -q -f -j 0 \
-		-s $(SKNS_STAGE) -p $(SKNS_VENV) $(SKNS_STAGE)/lib
-	@# Swap in the new venv in one rename; a running service keeps its open files.
-	if [ -d $(DESTDIR)$(SKNS_VENV) ]; then mv $(DESTDIR)$(SKNS_VENV) $(DESTDIR)$(SKNS_VENV).old; fi
-	mv $(SKNS_STAGE) $(DESTDIR)$(SKNS_VENV)
-	rm -rf $(DESTDIR)$(SKNS_VENV).old
+install: root-check $(SKNS_BUILT)
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(UNITDIR) $(DESTDIR)/etc/sysusers.d \
 		$(DESTDIR)/etc/tmpfiles.d $(DESTDIR)/etc/sysctl.d $(DESTDIR)/etc/skns
 	ln -sfn $(SKNS_VENV)/bin/skns-metrics $(DESTDIR)$(PREFIX)/bin/skns-metrics
@@ -133,7 +121,7 @@ install: sysdeps
 	set -e; \
 	systemd-sysusers /etc/sysusers.d/skns.conf; \
 	systemd-tmpfiles --create /etc/tmpfiles.d/skns.conf; \
-	systemd-sysctl /etc/sysctl.d/60-skns.conf \
+	/lib/systemd/systemd-sysctl /etc/sysctl.d/60-skns.conf \
 		|| echo "warning: net.core.rmem_max not raised now (container?); it applies at boot" >&2; \
 	if $(SYSTEMD_RUNNING); then \
 		systemctl daemon-reload; \
@@ -142,13 +130,31 @@ install: sysdeps
 		else echo "start it with: sudo systemctl enable --now skns-metrics"; fi; \
 	else echo "systemd is not running as init here: skipped systemctl daemon-reload"; fi
 
+$(SKNS_BUILT): $(SKNS_SOURCES) | root-check sysdeps
+	rm -rf $(SKNS_STAGE)
+	$(INSTALL_PYTHON) -m venv --prompt skns $(SKNS_STAGE)
+	@# Build from a clean copy: no build/ or egg-info left in the checkout (owned by root
+	@# under sudo), no stale build/lib modules, no races between two installs.
+	set -e; src=$$(mktemp -d); trap 'rm -rf "$$src"' EXIT; \
+	tar -c --exclude=__pycache__ --exclude='*.egg-info' pyproject.toml daemon \
+		$(wildcard README.md) | tar -x -C "$$src"; \
+	$(SKNS_STAGE)/bin/python -m pip install -q --no-compile $(PIP_ARGS) "$$src"
+	@# The venv was built at its staging path: point scripts and activate files at the final
+	@# one, and byte-compile with the final path in tracebacks.
+	grep -rlF '$(SKNS_STAGE)' $(SKNS_STAGE)/bin $(SKNS_STAGE)/pyvenv.cfg \
+		| xargs -r sed -i 's|$(SKNS_STAGE)|$(SKNS_VENV)|g'
+	$(SKNS_STAGE)/bin/python -m compileall -q -f -j 0 \
+		-s $(SKNS_STAGE) -p $(SKNS_VENV) $(SKNS_STAGE)/lib
+	touch $(SKNS_STAGE)/.skns-built
+	@# Swap in the new venv in one rename; a running service keeps its open files.
+	if [ -d $(DESTDIR)$(SKNS_VENV) ]; then mv $(DESTDIR)$(SKNS_VENV) $(DESTDIR)$(SKNS_VENV).old; fi
+	mv $(SKNS_STAGE) $(DESTDIR)$(SKNS_VENV)
+	rm -rf $(DESTDIR)$(SKNS_VENV).old
+
 # Removes the code, the commands, the unit and its companions. Keeps /etc/skns/config.toml
 # (your settings), /var/lib/skns (your data) and the skns user; `make purge` removes the
 # config and the data too.
-uninstall:
-	@if [ -z "$(DESTDIR)" ] && [ "$$(id -u)" != 0 ]; then \
-		echo "make uninstall writes to $(PREFIX) and /etc: run it with sudo (or set DESTDIR)" >&2; \
-		exit 1; fi
+uninstall: root-check
 	@if [ -z "$(DESTDIR)" ] && $(SYSTEMD_RUNNING); then \
 		systemctl disable --now skns-metrics.service 2>/dev/null || true; \
 	elif [ -e $(DESTDIR)$(UNITDIR)/skns-metrics.service ]; then \

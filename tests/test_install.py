@@ -165,7 +165,7 @@ def test_install_lays_out_every_file(root: Path) -> None:
     for name, target in LINKS.items():
         assert os.readlink(root / name) == target
         assert os.access(inside(root, Path(target)), os.X_OK)
-    assert (root / venv / "pyvenv.cfg").is_file()
+    assert (root / venv / "pyvenv.cfg").is_file() and (root / venv / ".skns-built").is_file()
     assert not any(d.endswith(("venv.new", "venv.old")) for d in dirs), "staging venv left over"
 
 
@@ -436,6 +436,38 @@ def test_installed_ctl_reads_a_running_service(start_service, root: Path, tmp_pa
     assert proc.returncode == 3, proc.stdout + proc.stderr
 
 
+def can_unshare() -> str | None:
+    """Why the pretend machine cannot run here, or None."""
+    if os.geteuid() != 0:
+        return "needs root (mount namespaces, systemd-sysusers, setpriv)"
+    for tool in ("unshare", "setpriv", "ip"):
+        if shutil.which(tool) is None:
+            return f"{tool} is not installed"
+    probe = subprocess.run(["unshare", "--mount", "--net", "true"], capture_output=True)
+    if probe.returncode != 0:
+        return f"no namespaces here: {probe.stderr.decode().strip()}"
+    return None
+
+
+@needs_seccomp
+def test_sudo_make_install_start_reload_stop_uninstall(root: Path, tmp_path: Path) -> None:
+    """The real thing, on a pretend machine (tests/sandbox/machine.py says what it does)."""
+    if reason := can_unshare():
+        pytest.skip(reason)
+    proc = subprocess.run(
+        [
+            *("unshare", "--mount", "--propagation", "private", sys.executable),
+            *(HERE / "sandbox/machine.py", REPO, tmp_path, root),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    log = tmp_path / "service.log"
+    detail = proc.stdout + proc.stderr + (log.read_text()[-4000:] if log.exists() else "")
+    assert (proc.returncode, proc.stdout.splitlines()[-1:]) == (0, ["machine ok"]), detail
+
+
 def test_upgrade_keeps_the_edited_config_and_uninstall_removes_only_its_own(
     root: Path, tmp_path: Path
 ) -> None:
@@ -462,6 +494,8 @@ def test_upgrade_keeps_the_edited_config_and_uninstall_removes_only_its_own(
     state.write_text('{"timestamp": 10}\n')
     old_venv_file = destdir / VENV.lstrip("/") / "from-the-old-venv"
     old_venv_file.write_text("")
+    # The sources changed since (a git pull): the venv must be rebuilt.
+    os.utime(destdir / VENV.lstrip("/") / ".skns-built", (0, 0))
 
     make("install", destdir)  # the upgrade
     assert config.read_text() == edited
