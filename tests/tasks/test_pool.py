@@ -90,24 +90,25 @@ def test_jobs_behind_a_timed_out_one_are_requeued_not_lost() -> None:
 
 
 def test_a_prefetched_job_gets_its_whole_limit_from_its_own_start() -> None:
-    # Calibrate on this machine: each job takes t, the limit is 2.5 t, four jobs in a row 4 t.
-    number = 40_000
+    # Calibrate on this machine: each job takes t, the limit is 3 t, five jobs in a row 5 t.
+    # Counted from when it was sent, the last job would time out.
+    number = 60_000
     t0 = time.perf_counter()
     decimal_digits(math.factorial(number))
     single = time.perf_counter() - t0
-    limit = max(0.1, 2.5 * single)
+    limit = max(0.1, 3 * single)
 
     async def main() -> None:
         outcomes: list[Outcome] = []
-        pool = Pool("hard", 1, limit, 4, lambda *o: outcomes.append(o))
+        pool = Pool("hard", 1, limit, 5, lambda *o: outcomes.append(o))
         pool.start()
         try:
-            for _ in range(4):
+            for _ in range(5):
                 pool.submit(task(number))
-            await until(lambda: len(outcomes) == 4)
+            await until(lambda: len(outcomes) == 5)
         finally:
             pool.close()
-        assert [state for _, state, _ in outcomes] == [DONE] * 4
+        assert [state for _, state, _ in outcomes] == [DONE] * 5
 
     run(main)
 

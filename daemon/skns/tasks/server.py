@@ -90,7 +90,7 @@ class TaskServer:
 
     async def main(self, stop: asyncio.Event) -> None:
         s = self.settings
-        # Fork the workers before listening: they inherit no client socket to close.
+        # The first workers are forked before listening; later ones close what they inherit.
         for queue in protocol.QUEUES:
             self.pools[queue] = Pool(
                 queue, s.workers(queue), s.limit(queue), s.prefetch(queue), self._finished
