@@ -223,6 +223,7 @@ class Pool:
             else:
                 self.failed += 1
                 detail = payload.decode(errors="replace")
+                log.warning("%s job %s (n=%d) failed: %s", self.queue, task.id, task.number, detail)
                 self._finish(task, FAILED, protocol.failed_frame(task.id, detail))
         if self._pending:
             self._dispatch()
@@ -232,6 +233,14 @@ class Pool:
         w.timer = None
         task, _sent = w.jobs.popleft()
         os.kill(w.pid, signal.SIGKILL)  # first of all: the job stops computing now
+        log.info(
+            "%s job %s (n=%d) passed its %g s limit: worker %d killed and replaced",
+            self.queue,
+            task.id,
+            task.number,
+            self.limit,
+            w.pid,
+        )
         self.timed_out += 1
         self._finish(task, TIMED_OUT, protocol.timeout_frame(task.id, self.limit))
         self._replace(w)
