@@ -24,7 +24,7 @@ STATS_KEYS = {
     "failed_transactions",
     "mean_batch",
     "largest_batch",
-    "db_busy_seconds",
+    "transaction_seconds",
     "last_unavailable",
 }
 

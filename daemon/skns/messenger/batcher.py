@@ -40,7 +40,7 @@ class GroupCommit(Generic[P, R]):
         self.posts = 0
         self.failed_batches = 0
         self.largest_batch = 0
-        self.busy_seconds = 0.0  # time with a transaction in flight
+        self.transaction_seconds = 0.0  # summed over transactions (they overlap without batching)
 
     async def submit(self, post: P) -> R:
         """Store ``post`` (with whoever else is waiting) and return its result."""
@@ -55,7 +55,7 @@ class GroupCommit(Generic[P, R]):
                 self.batches += 1
                 self.posts += 1
                 self.largest_batch = max(self.largest_batch, 1)
-                self.busy_seconds += time.perf_counter() - started
+                self.transaction_seconds += time.perf_counter() - started
             return result
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         self._waiting.append((post, future))
@@ -91,7 +91,7 @@ class GroupCommit(Generic[P, R]):
                     future.cancel()
             raise exc
         finally:
-            self.busy_seconds += time.perf_counter() - started
+            self.transaction_seconds += time.perf_counter() - started
         for (_, future), result in zip(batch, results, strict=True):
             if not future.done():  # its request may have been cancelled meanwhile
                 future.set_result(result)

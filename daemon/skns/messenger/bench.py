@@ -217,8 +217,12 @@ def _details(runs: list[Run]) -> list[str]:
             for example in run.verdict.examples[rule]:
                 out.append(f"{run.label}: {rule}: {example}")
         if run.cpu:
-            parts = ", ".join(f"{k} {v:.0f}%" for k, v in run.cpu.items())
-            out.append(f"{run.label}: CPU during the run (100% = one core): {parts}")
+            share = ", ".join(f"{k} {v:.0f}%" for k, v in run.cpu.items())
+            # CPU seconds per request: steadier than req/s on a machine shared with others.
+            per = run.result.elapsed / max(run.result.requests, 1) * 1e6 / 100
+            cost = ", ".join(f"{k} {v * per:.0f}" for k, v in run.cpu.items())
+            out.append(f"{run.label}: CPU during the run (100% = one core): {share}")
+            out.append(f"{run.label}: CPU per request, microseconds: {cost}")
     return out
 
 

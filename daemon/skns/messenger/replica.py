@@ -53,7 +53,8 @@ def run(ctx: ChildContext) -> None:
         except StoreUnavailable as exc:  # served as 503 until the database is back
             log.warning("database not available at start: %s", exc)
         try:
-            await serve(replica, address.host, address.port, stop)
+            # A request in flight waits at most db_timeout for the database.
+            await serve(replica, address.host, address.port, stop, grace=m.db_timeout + 1.0)
         finally:
             await store.close()
 

@@ -111,14 +111,18 @@ class Replica:
             "failed_transactions": g.failed_batches,
             "mean_batch": round(g.posts / g.batches, 2) if g.batches else 0.0,
             "largest_batch": g.largest_batch,
-            "db_busy_seconds": round(g.busy_seconds, 3),
+            "transaction_seconds": round(g.transaction_seconds, 3),
             "last_unavailable": self.unavailable_reason[:200],
         }
 
 
-async def serve(replica: Replica, host: str, port: int, stop: asyncio.Event) -> None:
-    """Serve until ``stop`` is set, then finish the requests in flight."""
-    runner = web.AppRunner(replica.app(), access_log=None, handle_signals=False)
+async def serve(
+    replica: Replica, host: str, port: int, stop: asyncio.Event, grace: float = 10.0
+) -> None:
+    """Serve until ``stop`` is set, then give the requests in flight ``grace`` s to finish."""
+    runner = web.AppRunner(
+        replica.app(), access_log=None, handle_signals=False, shutdown_timeout=grace
+    )
     await runner.setup()
     try:
         site = web.TCPSite(runner, host, port, backlog=1024, reuse_address=True)
