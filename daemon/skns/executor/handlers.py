@@ -67,15 +67,26 @@ async def noop(event: Event) -> None:
     """Zero-cost handler, for measuring the executor itself."""
 
 
-_record_fds: dict[tuple[int, Path], int] = {}
+# The record file of each shard directory, opened once per process; a forked child
+# (the shards are forked) starts with none and its own pid.
+_record_fds: dict[Path, int] = {}
+_pid = os.getpid()
+
+
+def _after_fork() -> None:
+    global _pid
+    _record_fds.clear()
+    _pid = os.getpid()
+
+
+os.register_at_fork(after_in_child=_after_fork)
 
 
 def _record_fd(directory: Path) -> int:
-    key = (os.getpid(), directory)
-    fd = _record_fds.get(key)
+    fd = _record_fds.get(directory)
     if fd is None:
         fd = os.open(directory / RECORD_FILE, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        _record_fds[key] = fd
+        _record_fds[directory] = fd
     return fd
 
 
@@ -88,7 +99,7 @@ def write_record(event: Event) -> None:
     exactly-once from it (see :mod:`skns.executor.checker`).
     """
     line = orjson.dumps(
-        [event.seq, event.account_id, os.getpid(), time.time(), event.attempt],
+        [event.seq, event.account_id, _pid, time.time(), event.attempt],
         option=orjson.OPT_APPEND_NEWLINE,
     )
     os.write(_record_fd(event.env.directory), line)

@@ -40,6 +40,7 @@ from . import ipc, records
 from .events import BadEvent, parse_frame
 from .ring import Ring
 from .sequence import Sequence
+from .tuning import tune_gc
 
 log = logging.getLogger("skns.executor.router")
 
@@ -399,4 +400,5 @@ def run(ctx: ChildContext) -> None:
     # One line per client connection is too much: keep websockets' warnings only.
     logging.getLogger("websockets").setLevel(max(logging.WARNING, log.getEffectiveLevel()))
     router = Router(ctx.settings, shards)
+    tune_gc()
     ctx.serve(router.main, router.stats)

@@ -30,6 +30,7 @@ from .handlers import HandlerEnv, resolve
 from .journal import Journal
 from .records import Wire
 from .schedule import Scheduler
+from .tuning import tune_gc
 
 log = logging.getLogger("skns.executor.shard")
 
@@ -301,4 +302,5 @@ class Shard:
 def run(ctx: ChildContext) -> None:
     """ChildSpec target of shard ``ctx.spec.index`` (role ``executor-shard``)."""
     shard = Shard(ctx.settings, ctx.spec.index)
+    tune_gc()
     ctx.serve(shard.main, shard.stats)
