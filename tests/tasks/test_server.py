@@ -140,7 +140,7 @@ def test_a_job_past_its_limit_is_a_timeout_error_at_the_limit(client: Connect) -
     assert frame["task_id"] == task_id
     # At the limit, not later (the goal is 100 ms; the margin is for a loaded machine),
     # and not before it.
-    assert HARD_LIMIT - 0.01 <= elapsed < HARD_LIMIT + 0.4, elapsed
+    assert HARD_LIMIT <= elapsed < HARD_LIMIT + 0.4, elapsed
     # The outcome is stored like a result.
     assert ask(ws, {"type": "result", "task_id": task_id}) == frame
 
@@ -306,7 +306,7 @@ def test_a_hard_job_is_stopped_at_its_limit_while_soft_jobs_go_on(
     assert not worker.is_alive()
 
     assert frame["result"] == "Timeout error" and frame["task_id"] == task_id
-    assert HARD_LIMIT - 0.01 <= elapsed < HARD_LIMIT + 0.4, elapsed
+    assert HARD_LIMIT <= elapsed < HARD_LIMIT + 0.4, elapsed
     # Soft jobs were never held up by the hard one: each took milliseconds.
     assert len(soft_latencies) == 40
     assert max(soft_latencies) < 0.5, soft_latencies

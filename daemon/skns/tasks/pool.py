@@ -46,7 +46,7 @@ _RESPAWN_DELAY = 1.0  # after a failed fork
 class _Worker:
     """The server's end of one worker process."""
 
-    __slots__ = ("index", "jobs", "pid", "pidfd", "reader", "sock", "timer")
+    __slots__ = ("deadline", "index", "jobs", "pid", "pidfd", "reader", "sock", "timer")
 
     def __init__(self, index: int, pid: int, sock: socket.socket) -> None:
         self.index = index
@@ -57,6 +57,7 @@ class _Worker:
         # (task, monotonic time it was sent), oldest first; the first one is running.
         self.jobs: deque[tuple[Task, float]] = deque()
         self.timer: asyncio.TimerHandle | None = None
+        self.deadline = 0.0  # monotonic time the running job must end by
 
 
 class Pool:
@@ -193,8 +194,8 @@ class Pool:
     def _started(self, w: _Worker, at: float) -> None:
         """The first job of ``w`` started at monotonic time ``at``: arm its deadline."""
         w.jobs[0][0].state = RUNNING
-        delay = at + self.limit - time.monotonic()
-        w.timer = self._loop.call_later(max(0.0, delay), self._expired, w)
+        w.deadline = at + self.limit
+        w.timer = self._loop.call_later(max(0.0, w.deadline - time.monotonic()), self._expired, w)
 
     def _readable(self, w: _Worker) -> None:
         try:
@@ -230,6 +231,10 @@ class Pool:
 
     def _expired(self, w: _Worker) -> None:
         """The running job is past its limit: kill the worker, tell the client now."""
+        remaining = w.deadline - time.monotonic()
+        if remaining > 0:  # the loop's timers are coarser than the clock: never kill early
+            w.timer = self._loop.call_later(remaining, self._expired, w)
+            return
         w.timer = None
         task, _sent = w.jobs.popleft()
         os.kill(w.pid, signal.SIGKILL)  # first of all: the job stops computing now
