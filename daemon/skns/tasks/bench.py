@@ -86,7 +86,7 @@ class Progress:
         sys.stderr.flush()
 
 
-def _expected_frames(maximum: int) -> list[bytes]:
+def _factorial_digits(maximum: int) -> list[bytes]:
     """The decimal digits of n! for n in 0..maximum, to check every answer."""
     sys.set_int_max_str_digits(0)
     digits = []
@@ -119,7 +119,7 @@ async def _round_trips(
             expected = b'{"type":"success","task_id":"%s","result":%s}' % (_task_id(ack), digits[n])
             if done != expected:
                 result.errors += 1
-            elif t0 >= measure_from:
+            elif measure_from <= t0 and t1 <= until:
                 result.tasks += 1
                 result.latencies.append(t1 - t0)
 
@@ -140,10 +140,10 @@ def _cpu_seconds(process: psutil.Process) -> tuple[float, float]:
 async def measure_throughput(
     server: LocalServer, clients: int, duration: float, warmup: float, progress: Progress
 ) -> Throughput:
-    digits = _expected_frames(server.settings.tasks.soft_max)
+    digits = _factorial_digits(server.settings.tasks.soft_max)
     result = Throughput()
-    loop_clock = time.perf_counter
-    start = loop_clock()
+    clock = time.perf_counter
+    start = clock()
     measure_from = start + warmup
     until = measure_from + duration
     proc = psutil.Process(server.pid)
@@ -151,19 +151,21 @@ async def measure_throughput(
         asyncio.create_task(_round_trips(server.url, until, measure_from, result, digits, seed))
         for seed in range(clients)
     ]
-    await asyncio.sleep(max(0.0, measure_from - loop_clock()))
+    await asyncio.sleep(max(0.0, measure_from - clock()))
     cpu0 = time.process_time()
     server0, workers0 = _cpu_seconds(proc)
-    t0 = loop_clock()
-    while (now := loop_clock()) < until and not all(j.done() for j in jobs):
+    t0 = clock()
+    while (now := clock()) < until and not all(j.done() for j in jobs):
         rate = result.tasks / (now - t0) if now > t0 else 0.0
         progress.show(now - start, f"{result.tasks:,} tasks  {rate:,.0f}/s")
         await asyncio.sleep(0.25)
     server1, workers1 = _cpu_seconds(proc)
     cpu1 = time.process_time()
-    wall = loop_clock() - t0
-    await asyncio.gather(*jobs)
-    result.wall = min(wall, duration) if wall > 0 else duration
+    wall = clock() - t0
+    for outcome in await asyncio.gather(*jobs, return_exceptions=True):
+        if isinstance(outcome, Exception):  # a connection failed: its client stopped
+            result.errors += 1
+    result.wall = duration
     result.client_cpu = (cpu1 - cpu0) / wall
     result.server_cpu = (server1 - server0) / wall
     result.workers_cpu = (workers1 - workers0) / wall
@@ -214,7 +216,7 @@ def run_one(
             args.clients,
             args.duration,
             args.warmup,
-            Progress(f"{label}", args.warmup + args.duration),
+            Progress(label, args.warmup + args.duration),
         )
         enforcement = await measure_enforcement(
             server, args.samples, Progress(f"{label} t/o", args.samples)
