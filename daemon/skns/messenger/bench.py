@@ -33,6 +33,7 @@ from .replica import stored_rows
 
 GOAL_THROUGHPUT = 3000.0  # req/s with group commit, client included, on 2 cores
 GOAL_RATIO = 5.0  # over one transaction per request
+OTHERS = "other processes"
 
 
 @dataclasses.dataclass
@@ -81,7 +82,9 @@ class CpuMeter:
     """Share of a core each party used between start() and stop() (100% = one core).
 
     A party is a list of pids; with ``tree`` its descendants count too (PostgreSQL's
-    backends under the postmaster), as found at start and at stop.
+    backends under the postmaster), as found at start and at stop. The machine's
+    busy time beyond the parties' is reported as ``OTHERS``: on a shared machine,
+    the cores other programs took from the run.
     """
 
     def __init__(self, parties: dict[str, list[int]], tree: frozenset[str] = frozenset()) -> None:
@@ -90,6 +93,12 @@ class CpuMeter:
         self._procs: dict[int, psutil.Process] = {}
         self._before: dict[int, float] = {}
         self._started = 0.0
+        self._machine = 0.0
+
+    @staticmethod
+    def _machine_busy() -> float:
+        t = psutil.cpu_times()
+        return t.user + t.nice + t.system + t.irq + t.softirq + getattr(t, "steal", 0.0)
 
     def _pids(self, party: str) -> set[int]:
         pids = set()
@@ -112,6 +121,7 @@ class CpuMeter:
 
     def start(self) -> None:
         self._started = time.perf_counter()
+        self._machine = self._machine_busy()
         for party in self.parties:
             for pid in self._pids(party):
                 self._before[pid] = self._cpu(pid) or 0.0
@@ -126,6 +136,8 @@ class CpuMeter:
                 if now is not None:
                     used += now - self._before.get(pid, 0.0)
             out[party] = 100 * used / wall
+        machine = 100 * (self._machine_busy() - self._machine) / wall
+        out[OTHERS] = max(0.0, machine - sum(out.values()))
         return out
 
 
@@ -220,22 +232,36 @@ def _details(runs: list[Run]) -> list[str]:
             share = ", ".join(f"{k} {v:.0f}%" for k, v in run.cpu.items())
             # CPU seconds per request: steadier than req/s on a machine shared with others.
             per = run.result.elapsed / max(run.result.requests, 1) * 1e6 / 100
-            cost = ", ".join(f"{k} {v * per:.0f}" for k, v in run.cpu.items())
+            cost = ", ".join(f"{k} {v * per:.0f}" for k, v in run.cpu.items() if k != OTHERS)
             out.append(f"{run.label}: CPU during the run (100% = one core): {share}")
             out.append(f"{run.label}: CPU per request, microseconds: {cost}")
+            ours = sum(v for k, v in run.cpu.items() if k != OTHERS) * per
+            if run.cpu.get(OTHERS, 0.0) >= 25 and ours > 0:
+                # Other programs took cores from the run: say what the cost implies.
+                ceiling = (psutil.cpu_count() or 1) * 1e6 / ours
+                out.append(
+                    f"{run.label}: other processes took {run.cpu[OTHERS]:.0f}% of a core;"
+                    f" at {ours:.0f} us of CPU per request, {psutil.cpu_count()} idle cores"
+                    f" would cap this run near {ceiling:.0f} req/s (an estimate, not a measurement)"
+                )
     return out
 
 
-def _client_limit(runs: list[Run]) -> str | None:
-    """Say so when the load client's own process used (nearly) a whole core."""
-    busy = [run for run in runs if run.cpu.get("client", 0) >= 85]
-    if busy:
-        labels = ", ".join(run.label for run in busy)
-        return (
-            f"note: the load client (one process) used ~a whole core in: {labels}; it is a"
-            " limit there, and shares the 2 cores with the replicas and PostgreSQL."
-        )
-    return None
+def _client_limit(runs: list[Run]) -> list[str]:
+    """Whether the load client limited the figures: it runs in one process, on the same cores."""
+    out = []
+    for run in runs:
+        client = run.cpu.get("client", 0.0)
+        total = sum(v for k, v in run.cpu.items() if k != OTHERS)
+        if not total:
+            continue
+        if client >= 85:
+            verdict = "one process at ~a whole core: the client is the limit here"
+        else:
+            verdict = "not saturated, but it takes that share of the cores from the server side"
+        share = f"{client / total:.0%} of the CPU the run spent"
+        out.append(f"{run.label}: the load client used {share} ({verdict})")
+    return out
 
 
 def _bench(args: argparse.Namespace) -> int:
@@ -279,9 +305,8 @@ def _bench(args: argparse.Namespace) -> int:
     )
     for line in _details(runs):
         print(line)
-    note = _client_limit(runs)
-    if note:
-        print(note)
+    for line in _client_limit(runs):
+        print(line)
     return _status(runs)
 
 
@@ -296,9 +321,8 @@ def _against(args: argparse.Namespace) -> int:
     print(_table([run]))
     for line in _details([run]):
         print(line)
-    note = _client_limit([run])
-    if note:
-        print(note)
+    for line in _client_limit([run]):
+        print(line)
     return _status([run])
 
 
