@@ -1,4 +1,4 @@
-"""Handlers the executor tests load by name (``exec_handlers:...``) in forked shards."""
+"""Handlers the executor tests load by name (``executor.exec_handlers:...``) in forked shards."""
 
 from __future__ import annotations
 

@@ -12,9 +12,10 @@ from typing import Any
 import orjson
 import pytest
 
-from conftest import send, wait_for
 from skns.executor import records
 from skns.executor.checker import verify
+
+from .exec_support import send, wait_for
 
 BAD_FRAMES = [
     (b"{not json", "not JSON"),

@@ -11,13 +11,16 @@ from typing import Any
 
 import pytest
 
-from conftest import send, send_events, wait_for
 from skns.executor import ipc
 from skns.executor.checker import verify
 
+from .exec_support import send, send_events, wait_for
+
 
 @pytest.mark.parametrize(
-    "handler", ["skns.executor.handlers:record", "exec_handlers:sync_record"], ids=["async", "sync"]
+    "handler",
+    ["skns.executor.handlers:record", "executor.exec_handlers:sync_record"],
+    ids=["async", "sync"],
 )
 def test_each_account_in_order_accounts_concurrently(executor: Any, handler: str) -> None:
     ex = executor(handler=handler, duration=0.01, threads=16)
@@ -36,7 +39,7 @@ def test_each_account_in_order_accounts_concurrently(executor: Any, handler: str
 
 
 def test_failing_handler_retried_then_failed_order_kept(executor: Any) -> None:
-    ex = executor(handler="exec_handlers:flaky", retries=2, retry_backoff=0.01)
+    ex = executor(handler="executor.exec_handlers:flaky", retries=2, retry_backoff=0.01)
     frames = [
         {"account_id": "a", "event_id": 1, "payload": {}},
         {"account_id": "a", "event_id": 2, "payload": {"fail": 1}},  # succeeds on attempt 2
