@@ -189,7 +189,8 @@ class ShardLink(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._transport is not None and not self._closing:
-            log.warning("lost shard %d: %s", self.index, exc or "closed")
+            # A stopping or crashed shard; the supervisor reports which. Its events wait here.
+            log.info("shard %d disconnected (%s); reconnecting", self.index, exc or "closed")
         self._transport = None
         self._lost.set()
 
