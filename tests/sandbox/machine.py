@@ -68,12 +68,9 @@ def pretend_machine(work: Path, staged: Path) -> None:
 
 
 def as_skns(*command: str | Path) -> list[str]:
-    """User=skns, Group=skns, then the unit's sandbox, then the command."""
-    return [
-        *("setpriv", "--reuid=skns", "--regid=skns", "--init-groups", "--"),
-        *(VENV_PYTHON, str(HERE / "sandbox.py"), str(UNIT), "--"),
-        *(str(c) for c in command),
-    ]
+    """The command as the unit runs it: its file-system view, User=skns, its sandbox."""
+    sandbox = [VENV_PYTHON, str(HERE / "sandbox.py"), "--filesystem", "--user", str(UNIT), "--"]
+    return [*sandbox, *(str(c) for c in command)]
 
 
 class Notify:
@@ -144,6 +141,22 @@ def serve(work: Path) -> None:
         "NOTIFY_SOCKET": str(NOTIFY),
         "WATCHDOG_USEC": "30000000",
     }
+    # The emulated view is in force: a directory skns owns outside the state and runtime
+    # directories is read-only (EROFS, not EACCES), /tmp is private.
+    owned = Path("/var/lib/skns-owned")
+    owned.mkdir()
+    os.chown(owned, skns.pw_uid, skns.pw_gid)
+    view = (
+        "import errno, os; from pathlib import Path\n"
+        "def write(p):\n"
+        "    try: Path(p, '.probe').write_text(''); Path(p, '.probe').unlink(); return 0\n"
+        "    except OSError as e: return e.errno\n"
+        "assert os.getuid() != 0 and not os.listdir('/tmp')\n"
+        "assert [write(p) for p in ('/var/lib/skns', '/run/skns', '/tmp')] == [0, 0, 0]\n"
+        f"assert write('{owned}') == errno.EROFS, write('{owned}')\n"
+    )
+    run(*as_skns(VENV_PYTHON, "-c", view), cwd=STATE, env=env)
+    owned.rmdir()
     for line in unit["ExecStartPre"]:
         run(*as_skns(*line.split()), cwd=STATE, env=env)
     notify = Notify(NOTIFY)

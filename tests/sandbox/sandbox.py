@@ -13,16 +13,24 @@ libseccomp, the library systemd itself uses, and then execs the command:
   command runs without any, even as root;
 - ``NoNewPrivileges=yes`` (seccomp needs it without CAP_SYS_ADMIN anyway).
 
-Usage: ``python sandbox.py UNIT_FILE -- COMMAND [ARG ...]``. Seccomp filters stack and
-survive execve, so each rule set is its own filter and the strictest answer wins.
+With ``--filesystem`` (root only), in a new mount namespace: ``ProtectSystem=strict`` (every
+mount read-only but /dev, /proc, /sys and the ``StateDirectory=``/``RuntimeDirectory=``/
+``ReadWritePaths=`` ones), ``PrivateTmp=``, ``ProtectHome=``, ``ProtectKernelTunables=`` and
+``ProtectControlGroups=``. With ``--user`` (root only): ``User=`` and ``Group=``.
+
+Usage: ``python sandbox.py [--filesystem] [--user] UNIT_FILE -- COMMAND [ARG ...]``.
+Seccomp filters stack and survive execve, so each rule set is its own filter and the
+strictest answer wins.
 """
 
 from __future__ import annotations
 
 import ctypes
 import errno
+import grp
 import mmap
 import os
+import pwd
 import socket
 import subprocess
 import sys
@@ -34,6 +42,7 @@ CMP_GT = 6
 CMP_MASKED_EQ = 7
 PR_SET_NO_NEW_PRIVS = 38
 PR_CAPBSET_DROP = 24
+CLONE_NEWNS = 0x00020000
 SHM_EXEC = 0o100000
 FAMILIES = {"AF_UNIX": socket.AF_UNIX, "AF_INET": socket.AF_INET, "AF_INET6": socket.AF_INET6}
 
@@ -141,6 +150,64 @@ def allowed_syscalls(settings: dict[str, list[str]]) -> set[str]:
     return allowed
 
 
+def yes(settings: dict[str, list[str]], key: str) -> bool:
+    return settings.get(key, ["no"])[-1] in ("yes", "true", "strict", "full")
+
+
+def mount(*args: str) -> None:
+    subprocess.run(["mount", *args], check=True, capture_output=True)
+
+
+def mount_points() -> list[str]:
+    with open("/proc/self/mountinfo") as f:
+        points = {line.split()[4].encode().decode("unicode_escape") for line in f}
+    return sorted(points)
+
+
+def protect_filesystem(settings: dict[str, list[str]]) -> None:
+    """The unit's file-system view, in a new mount namespace of this process."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.unshare(CLONE_NEWNS) != 0:
+        raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWNS)")
+    mount("--make-rprivate", "/")
+    writable = [f"/var/lib/{d}" for v in settings.get("StateDirectory", []) for d in v.split()]
+    writable += [f"/run/{d}" for v in settings.get("RuntimeDirectory", []) for d in v.split()]
+    writable += [p for v in settings.get("ReadWritePaths", []) for p in v.split()]
+    for path in writable:
+        mount("--bind", path, path)  # a mount of its own, left writable below
+    if yes(settings, "PrivateTmp"):
+        for path in ("/tmp", "/var/tmp"):
+            mount("-t", "tmpfs", "-o", "mode=1777", "tmpfs", path)
+        writable += ["/tmp", "/var/tmp"]
+    if yes(settings, "ProtectHome"):
+        for path in ("/home", "/root", "/run/user"):
+            if os.path.isdir(path):
+                mount("-t", "tmpfs", "-o", "mode=000", "tmpfs", path)
+    api = ("/dev", "/proc", "/sys")
+    strict = settings.get("ProtectSystem", ["no"])[-1] == "strict"
+    for point in mount_points():
+        if point in writable or any(point == a or point.startswith(a + "/") for a in api):
+            continue
+        if strict:
+            mount("-o", "remount,bind,ro", point)
+    for key, path in (
+        ("ProtectKernelTunables", "/proc/sys"),
+        ("ProtectControlGroups", "/sys/fs/cgroup"),
+    ):
+        if yes(settings, key) and os.path.isdir(path):
+            mount("--bind", path, path)
+            mount("-o", "remount,bind,ro", path)
+
+
+def switch_user(settings: dict[str, list[str]]) -> None:
+    user = pwd.getpwnam(settings["User"][-1])
+    gid = grp.getgrnam(settings["Group"][-1]).gr_gid if "Group" in settings else user.pw_gid
+    os.initgroups(user.pw_name, gid)
+    os.setgid(gid)
+    os.setuid(user.pw_uid)
+    os.environ.update(USER=user.pw_name, LOGNAME=user.pw_name, HOME=user.pw_dir)
+
+
 def drop_capabilities() -> None:
     """Empty the bounding set: after execve the command holds no capability, root or not."""
     libc = ctypes.CDLL(None, use_errno=True)
@@ -150,9 +217,14 @@ def drop_capabilities() -> None:
             raise OSError(ctypes.get_errno(), f"prctl(PR_CAPBSET_DROP, {cap})")
 
 
-def apply(settings: dict[str, list[str]]) -> None:
+def apply(settings: dict[str, list[str]], filesystem: bool = False, user: bool = False) -> None:
+    # In systemd's order: mounts, capabilities, user, then seccomp (which refuses mount()).
+    if filesystem:
+        protect_filesystem(settings)
     if settings.get("CapabilityBoundingSet", [None])[-1] == "":
         drop_capabilities()
+    if user:
+        switch_user(settings)
     if ctypes.CDLL(None).prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
         raise OSError("prctl(PR_SET_NO_NEW_PRIVS) failed")
     if settings.get("MemoryDenyWriteExecute", ["no"])[-1] == "yes":
@@ -183,10 +255,15 @@ def apply(settings: dict[str, list[str]]) -> None:
 
 
 def main(argv: list[str]) -> int:
+    flags = {"--filesystem", "--user"}
+    options = set()
+    while argv and argv[0] in flags:
+        options.add(argv.pop(0))
     if len(argv) < 3 or argv[1] != "--":
         print(__doc__, file=sys.stderr)
         return 2
-    apply(unit_settings(Path(argv[0])))
+    settings = unit_settings(Path(argv[0]))
+    apply(settings, filesystem="--filesystem" in options, user="--user" in options)
     os.execv(argv[2], argv[2:])
     return 127  # not reached: execv replaces this process or raises
 
