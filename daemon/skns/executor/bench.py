@@ -40,8 +40,6 @@ from .handlers import read_records
 from .launch import Family
 from .ring import Ring
 
-WINDOW = 64  # client frames in flight before waiting for acks
-
 
 @dataclass
 class Outcome:
@@ -117,11 +115,15 @@ def _frames(accounts: list[int], batch: int) -> Iterator[tuple[bytes, list[int]]
 
 
 async def _send_all(
-    url: str, frames: list[tuple[bytes, list[int]]], acked: dict[int, int], sent: list[int]
+    url: str,
+    frames: list[tuple[bytes, list[int]]],
+    window: int,
+    acked: dict[int, int],
+    sent: list[int],
 ) -> float:
-    """Send every frame with up to WINDOW in flight; fill ``acked``; return the last-ack time."""
+    """Send every frame with up to ``window`` unacked; fill ``acked``; return the last-ack time."""
     async with connect(url, compression=None, max_size=None) as ws:
-        room = asyncio.Semaphore(WINDOW)
+        room = asyncio.Semaphore(window)
         pending: asyncio.Queue[list[int] | None] = asyncio.Queue()
 
         async def receive() -> None:
@@ -150,14 +152,15 @@ async def _send_all(
 
 
 async def _drive(
-    family: Family, url: str, frames: list[tuple[bytes, list[int]]], total: int, label: str
+    family: Family, url: str, frames: list[tuple[bytes, list[int]]], plan: Plan
 ) -> tuple[dict[int, int], float, float, float]:
     acked: dict[int, int] = {}
     sent = [0]
-    progress = Progress(label, total)
+    total = plan.events
+    progress = Progress(plan.name, total)
     cpu0 = time.process_time()
     start = time.time()
-    sender = asyncio.create_task(_send_all(url, frames, acked, sent))
+    sender = asyncio.create_task(_send_all(url, frames, plan.window, acked, sent))
     ingest_end = 0.0
     while True:
         stats = family.stats()
@@ -172,18 +175,23 @@ async def _drive(
     return acked, start, ingest_end, time.process_time() - cpu0
 
 
-def run_once(
-    name: str,
-    events: int,
-    accounts: int,
-    duration: float,
-    shards: int,
-    skew: float,
-    batch: int,
-    seed: int,
-) -> Outcome:
-    chosen = choose_accounts(events, accounts, skew, random.Random(seed))
-    frames = list(_frames(chosen, batch))
+@dataclass(frozen=True)
+class Plan:
+    name: str
+    events: int
+    accounts: int
+    duration: float  # handler seconds
+    shards: int
+    skew: float  # 0: uniform accounts
+    batch: int  # events per client frame
+    window: int  # client frames sent and not yet acked
+    journal: bool
+    seed: int
+
+
+def run_once(plan: Plan) -> Outcome:
+    chosen = choose_accounts(plan.events, plan.accounts, plan.skew, random.Random(plan.seed))
+    frames = list(_frames(chosen, plan.batch))
     counts = Counter(chosen)
     tmp = Path(tempfile.mkdtemp(prefix="skns-bench-executor-"))
     try:
@@ -197,9 +205,10 @@ def run_once(
                 },
                 "executor": {
                     "listen": f"127.0.0.1:{port}",
-                    "shards": shards,
+                    "shards": plan.shards,
                     "handler": "skns.executor.handlers:record",
-                    "duration": duration,
+                    "duration": plan.duration,
+                    "journal": plan.journal,
                 },
             },
             tmp / "bench.toml",
@@ -207,21 +216,21 @@ def run_once(
         with Family(settings) as family:
             family.wait_ready()
             url = f"ws://127.0.0.1:{port}/"
-            acked, start, ingest_end, cpu = asyncio.run(_drive(family, url, frames, events, name))
+            acked, start, ingest_end, cpu = asyncio.run(_drive(family, url, frames, plan))
         verdict = verify(acked, read_records(tmp / "executor"))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return Outcome(
-        name=name,
-        events=events,
-        accounts=accounts,
-        duration=duration,
+        name=plan.name,
+        events=plan.events,
+        accounts=plan.accounts,
+        duration=plan.duration,
         shards=family.shards,
         total=verdict.last - start,
         ingest=ingest_end - start,
         client_cpu=cpu,
-        lower_bound=max(counts.values()) * duration,
-        one_consumer=one_consumer_per_shard(counts, family.shards, duration),
+        lower_bound=max(counts.values()) * plan.duration,
+        one_consumer=one_consumer_per_shard(counts, family.shards, plan.duration),
         verdict=verdict,
     )
 
@@ -312,36 +321,32 @@ def main(argv: list[str]) -> int:
     )
     parser.add_argument("--shards", type=int, default=0, help="0: one per CPU")
     parser.add_argument("--batch", type=int, default=100, help="events per client frame")
+    parser.add_argument("--window", type=int, default=64, help="client frames awaiting acks")
+    parser.add_argument("--no-journal", action="store_true", help="run without the journal")
     parser.add_argument("--fast-events", type=int, default=200_000, help="zero-cost run events")
     parser.add_argument("--only", choices=("ordered", "fast"), help="run just one of the two")
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args(argv)
-    shards = args.shards or os.cpu_count() or 1
+    common = {
+        "accounts": args.accounts,
+        "shards": args.shards or os.cpu_count() or 1,
+        "skew": args.skew,
+        "batch": args.batch,
+        "window": args.window,
+        "journal": not args.no_journal,
+        "seed": args.seed,
+    }
     ordered = fast = None
     if args.only != "fast":
-        ordered = run_once(
-            "ordered",
-            args.events,
-            args.accounts,
-            args.duration,
-            shards,
-            args.skew,
-            args.batch,
-            args.seed,
-        )
+        ordered = run_once(Plan("ordered", args.events, duration=args.duration, **common))
     if args.only != "ordered":
-        fast = run_once(
-            "zero-cost",
-            args.fast_events,
-            args.accounts,
-            0.0,
-            shards,
-            args.skew,
-            args.batch,
-            args.seed,
-        )
+        fast = run_once(Plan("zero-cost", args.fast_events, duration=0.0, **common))
     print()
-    print("executor: journal on (fsync), handler skns.executor.handlers:record")
+    print(
+        f"executor: journal {'off' if args.no_journal else 'on (fsync)'}, "
+        f"{args.batch} events per frame, {args.window} frames in flight, "
+        "handler skns.executor.handlers:record"
+    )
     print(report(ordered, fast, 1.02, 30_000))
     ok = True
     for outcome in (ordered, fast):
