@@ -1,7 +1,7 @@
 """``skns-ctl bench tasks``: the task server under load, beside the straightforward design.
 
-Two servers are measured in the same run, each started here in its own process
-on a free loopback port and stopped at the end:
+Two servers are measured in the same run, both started here in processes of
+their own on free loopback ports and stopped at the end:
 
 * skns: the real server (:mod:`skns.tasks.server`) with its own worker pools;
 * baseline: the same protocol over ``ProcessPoolExecutor`` + ``run_in_executor``
@@ -9,8 +9,10 @@ on a free loopback port and stopped at the end:
 
 For each: (1) throughput and latency of small factorials (numbers 1..1000) from
 ``--clients`` concurrent connections, each doing round trips (request, ``result``
-acknowledgement, ``success``) for ``--duration`` seconds, every result checked
-digit for digit; (2) time-limit enforcement: a hard job that runs past a short
+acknowledgement, ``success``), every result checked digit for digit, for
+``--duration`` seconds in all, split into ``--rounds`` that alternate between
+the two servers, so that a change in the machine's load (it is shared) weighs
+on both alike; (2) time-limit enforcement: a hard job that runs past a short
 limit (0.5 s): the overshoot from the limit to the "Timeout error" frame, and
 how long until the hard queue (one worker) serves the next job.
 """
@@ -32,6 +34,7 @@ from pathlib import Path
 import psutil
 from websockets.asyncio.client import ClientConnection, connect
 
+from ..config import Settings
 from .baseline import run_baseline
 from .local import LocalServer, local_settings
 
@@ -41,17 +44,23 @@ LONG_JOB = 300_000  # its factorial takes well over HARD_LIMIT (about 2 s here)
 
 @dataclass
 class Throughput:
+    """Round trips measured against one server, summed over the rounds."""
+
     tasks: int = 0
     errors: int = 0
     latencies: list[float] = field(default_factory=list)  # seconds
-    wall: float = 0.0
-    client_cpu: float = 0.0  # fraction of one core used by this load generator
-    server_cpu: float = 0.0  # fraction of one core: the server process
-    workers_cpu: float = 0.0  # fraction of one core: its worker processes together
+    wall: float = 0.0  # seconds measured
+    # CPU seconds while measured: this load generator, the server process, its workers.
+    client_cpu: float = 0.0
+    server_cpu: float = 0.0
+    workers_cpu: float = 0.0
 
     @property
     def rate(self) -> float:
         return self.tasks / self.wall if self.wall else 0.0
+
+    def cores(self, cpu_seconds: float) -> float:
+        return cpu_seconds / self.wall if self.wall else 0.0
 
     def percentile(self, q: float) -> float:
         if not self.latencies:
@@ -69,19 +78,24 @@ class Enforcement:
 
 
 class Progress:
-    """A one-line progress bar on stderr."""
+    """A one-line progress bar on stderr over a phase of ``total`` units (seconds, samples)."""
 
     def __init__(self, label: str, total: float) -> None:
         self.label = label
         self.total = total
+        self.done = 0.0  # units finished in earlier steps
 
-    def show(self, done: float, note: str) -> None:
-        frac = min(1.0, done / self.total) if self.total else 1.0
+    def advance(self, within_step: float, note: str) -> None:
+        frac = min(1.0, (self.done + within_step) / self.total) if self.total else 1.0
         bar = "#" * int(frac * 30)
-        sys.stderr.write(f"\r  {self.label:<9} [{bar:<30}] {frac:4.0%}  {note:<40}")
+        sys.stderr.write(f"\r  {self.label:<12} [{bar:<30}] {frac:4.0%}  {note:<44}")
         sys.stderr.flush()
 
-    def end(self) -> None:
+    def commit(self, step: float) -> None:
+        self.done += step
+
+    def end(self, note: str) -> None:
+        self.advance(0.0, note)
         sys.stderr.write("\n")
         sys.stderr.flush()
 
@@ -138,15 +152,22 @@ def _cpu_seconds(process: psutil.Process) -> tuple[float, float]:
 
 
 async def measure_throughput(
-    server: LocalServer, clients: int, duration: float, warmup: float, progress: Progress
-) -> Throughput:
-    digits = _factorial_digits(server.settings.tasks.soft_max)
-    result = Throughput()
+    server: LocalServer,
+    clients: int,
+    duration: float,
+    warmup: float,
+    result: Throughput,
+    digits: list[bytes],
+    progress: Progress,
+    label: str,
+) -> None:
+    """One round: ``clients`` connections for ``warmup`` + ``duration`` s, added to ``result``."""
     clock = time.perf_counter
     start = clock()
     measure_from = start + warmup
     until = measure_from + duration
     proc = psutil.Process(server.pid)
+    tasks_before = result.tasks
     jobs = [
         asyncio.create_task(_round_trips(server.url, until, measure_from, result, digits, seed))
         for seed in range(clients)
@@ -156,22 +177,22 @@ async def measure_throughput(
     server0, workers0 = _cpu_seconds(proc)
     t0 = clock()
     while (now := clock()) < until and not all(j.done() for j in jobs):
-        rate = result.tasks / (now - t0) if now > t0 else 0.0
-        progress.show(now - start, f"{result.tasks:,} tasks  {rate:,.0f}/s")
+        done = result.tasks - tasks_before
+        rate = done / (now - t0) if now > t0 else 0.0
+        progress.advance(now - start, f"{label}: {done:,} tasks  {rate:,.0f}/s")
         await asyncio.sleep(0.25)
     server1, workers1 = _cpu_seconds(proc)
     cpu1 = time.process_time()
-    wall = clock() - t0
+    wall = max(clock() - t0, 1e-9)
     for outcome in await asyncio.gather(*jobs, return_exceptions=True):
         if isinstance(outcome, Exception):  # a connection failed: its client stopped
             result.errors += 1
-    result.wall = duration
-    result.client_cpu = (cpu1 - cpu0) / wall
-    result.server_cpu = (server1 - server0) / wall
-    result.workers_cpu = (workers1 - workers0) / wall
-    progress.show(warmup + duration, f"{result.tasks:,} tasks  {result.rate:,.0f}/s")
-    progress.end()
-    return result
+    # CPU is sampled over the loop above; the rate counts round trips within `duration`.
+    result.wall += duration
+    result.client_cpu += (cpu1 - cpu0) * duration / wall
+    result.server_cpu += (server1 - server0) * duration / wall
+    result.workers_cpu += (workers1 - workers0) * duration / wall
+    progress.commit(warmup + duration)
 
 
 async def _submit(ws: ClientConnection, number: int) -> bytes:
@@ -179,12 +200,15 @@ async def _submit(ws: ClientConnection, number: int) -> bytes:
     return await ws.recv(decode=False)
 
 
-async def measure_enforcement(server: LocalServer, samples: int, progress: Progress) -> Enforcement:
+async def measure_enforcement(
+    server: LocalServer, samples: int, progress: Progress, label: str
+) -> Enforcement:
     result = Enforcement()
     small_hard = server.settings.tasks.soft_max + 1
     async with connect(server.url, max_size=None, compression=None) as ws:
         for i in range(samples):
-            progress.show(i, f"sample {i + 1} of {samples}")
+            progress.advance(0.0, f"{label}: sample {i + 1} of {samples}")
+            progress.commit(1)
             t0 = time.perf_counter()
             ack = await _submit(ws, LONG_JOB)
             answer = await ws.recv(decode=False)
@@ -200,34 +224,50 @@ async def measure_enforcement(server: LocalServer, samples: int, progress: Progr
             elif not answer.startswith(b'{"type":"success"'):
                 result.errors += 1
             result.recoveries.append(time.perf_counter() - t1)
-    progress.show(samples, f"{samples} samples")
-    progress.end()
     return result
 
 
-def run_one(
-    label: str, server: LocalServer, args: argparse.Namespace
-) -> tuple[Throughput, Enforcement]:
+Servers = dict[str, LocalServer]
+Results = dict[str, tuple[Throughput, Enforcement]]
+
+
+def run_all(servers: Servers, args: argparse.Namespace) -> Results:
+    """Start every server, measure them round by round, stop them."""
     import uvloop
 
-    async def phases() -> tuple[Throughput, Enforcement]:
-        throughput = await measure_throughput(
-            server,
-            args.clients,
-            args.duration,
-            args.warmup,
-            Progress(label, args.warmup + args.duration),
-        )
-        enforcement = await measure_enforcement(
-            server, args.samples, Progress(f"{label} t/o", args.samples)
-        )
-        return throughput, enforcement
+    async def phases() -> Results:
+        soft_max = next(iter(servers.values())).settings.tasks.soft_max
+        digits = _factorial_digits(soft_max)
+        throughput = {label: Throughput() for label in servers}
+        segment = args.duration / args.rounds
+        progress = Progress("throughput", args.rounds * len(servers) * (args.warmup + segment))
+        for round_no in range(1, args.rounds + 1):
+            for label, server in servers.items():
+                await measure_throughput(
+                    server,
+                    args.clients,
+                    segment,
+                    args.warmup,
+                    throughput[label],
+                    digits,
+                    progress,
+                    f"{label} round {round_no}/{args.rounds}",
+                )
+        progress.end(", ".join(f"{k}: {t.rate:,.0f}/s" for k, t in throughput.items()))
+        progress = Progress("timeouts", args.samples * len(servers))
+        enforcement = {}
+        for label, server in servers.items():
+            enforcement[label] = await measure_enforcement(server, args.samples, progress, label)
+        progress.end(f"{args.samples} samples each")
+        return {label: (throughput[label], enforcement[label]) for label in servers}
 
-    server.start()
     try:
+        for server in servers.values():
+            server.start()
         return uvloop.run(phases())
     finally:
-        server.stop()
+        for server in servers.values():
+            server.stop()
 
 
 def _ms(seconds: float) -> str:
@@ -286,8 +326,9 @@ def report(
     lines = [
         "",
         f"tasks: factorials of 1..{args.max_soft} from {args.clients} concurrent clients, "
-        f"{args.duration:g} s each; timeouts: {LONG_JOB}! against a {HARD_LIMIT:g} s hard limit, "
-        f"{args.samples} samples; {len(os.sched_getaffinity(0))} CPUs",
+        f"{args.duration:g} s each in {args.rounds} alternating rounds; timeouts: {LONG_JOB}! "
+        f"against a {HARD_LIMIT:g} s hard limit, {args.samples} samples; "
+        f"{len(os.sched_getaffinity(0))} CPUs, load average {os.getloadavg()[0]:.1f}",
         "",
         "| measure | skns pool | baseline (ProcessPoolExecutor + wait_for) | skns better by |",
         "|---|---:|---:|---:|",
@@ -313,10 +354,11 @@ def report(
     for name, th in (("skns", t), ("baseline", bt)):
         if th is None:
             continue
-        limit = "yes" if th.client_cpu >= 0.9 else "no"
+        client = th.cores(th.client_cpu)
+        limit = "yes" if client >= 0.9 else "no"
         lines.append(
-            f"{name}: CPU in cores: load generator {th.client_cpu:.2f} (the limit: {limit}), "
-            f"server {th.server_cpu:.2f}, workers {th.workers_cpu:.2f}"
+            f"{name}: CPU in cores: load generator {client:.2f} (the limit: {limit}), "
+            f"server {th.cores(th.server_cpu):.2f}, workers {th.cores(th.workers_cpu):.2f}"
         )
     lines.append(f"wrong answers from skns: {t.errors + e.errors}")
     if bt and be:
@@ -328,7 +370,8 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="skns-ctl bench tasks", description=__doc__)
     parser.add_argument("--clients", type=int, default=100, help="concurrent connections")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds measured per server")
-    parser.add_argument("--warmup", type=float, default=1.0, help="seconds not measured first")
+    parser.add_argument("--rounds", type=int, default=5, help="alternations between the servers")
+    parser.add_argument("--warmup", type=float, default=0.5, help="unmeasured seconds per round")
     parser.add_argument("--samples", type=int, default=5, help="timed-out jobs per server")
     parser.add_argument("--max-soft", type=int, default=1000, help="largest number submitted")
     parser.add_argument("--no-baseline", action="store_true", help="measure skns only")
@@ -336,35 +379,23 @@ def main(argv: list[str]) -> int:
     with tempfile.TemporaryDirectory(prefix="skns-bench-tasks-") as tmp:
         # One hard worker, so a job left running past its limit holds up the queue
         # (the baseline's flaw) instead of hiding behind a second idle worker.
-        settings = local_settings(
-            Path(tmp),
-            soft_max=args.max_soft,
-            hard_limit=HARD_LIMIT,
-            hard_workers=1,
-            result_ttl=60.0,
-        )
+        def settings() -> Settings:
+            return local_settings(
+                Path(tmp), soft_max=args.max_soft, hard_limit=HARD_LIMIT, hard_workers=1
+            )
+
+        servers: Servers = {"skns": LocalServer(settings())}
+        if not args.no_baseline:
+            baseline = settings()
+            servers["baseline"] = LocalServer(baseline, target=lambda: run_baseline(baseline.tasks))
         print(
-            f"tasks bench: {args.clients} clients, {args.duration:g} s per server; "
-            f"skns first, then the baseline",
+            f"tasks bench: {args.clients} clients, {args.duration:g} s per server "
+            f"in {args.rounds} alternating rounds, then {args.samples} timeouts each",
             file=sys.stderr,
         )
-        ours = run_one("skns", LocalServer(settings), args)
-        base = None
-        if not args.no_baseline:
-            baseline_settings = local_settings(
-                Path(tmp),
-                soft_max=args.max_soft,
-                hard_limit=HARD_LIMIT,
-                hard_workers=1,
-            )
-            base = run_one(
-                "baseline",
-                LocalServer(
-                    baseline_settings, target=lambda: run_baseline(baseline_settings.tasks)
-                ),
-                args,
-            )
-    print(report(args, ours, base))
+        results = run_all(servers, args)
+    ours = results["skns"]
+    print(report(args, ours, results.get("baseline")))
     return 1 if ours[0].errors + ours[1].errors else 0
 
 
