@@ -98,15 +98,20 @@ async def test_unreachable_database_is_unavailable_not_fatal() -> None:
 
 
 @run_async
-async def test_durable_commits_even_if_the_database_default_is_not(pg_dsn: str) -> None:
+async def test_session_settings_hold_whatever_the_database_defaults(pg_dsn: str) -> None:
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
         dbname = conn.info.dbname
         conn.execute(f'ALTER DATABASE "{dbname}" SET synchronous_commit = off')
+        conn.execute(f'ALTER DATABASE "{dbname}" SET default_transaction_isolation = serializable')
     s = store(pg_dsn, pool_size=1)
     await s.open()
     try:
         async with s._pool.connection() as conn:
-            cur = await conn.execute("SHOW synchronous_commit")
-            assert await cur.fetchone() == ("on",)
+            cur = await conn.execute(
+                "SELECT current_setting('synchronous_commit'),"
+                " current_setting('transaction_isolation')"
+            )
+            assert await cur.fetchone() == ("on", "read committed")
+        await s.commit([("ann", "x")], 10)
     finally:
         await s.close()

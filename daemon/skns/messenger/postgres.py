@@ -125,11 +125,14 @@ class PostgresStore:
         )
 
     async def _configure(self, conn: psycopg.AsyncConnection) -> None:
-        # A 200 promises durability whatever the server's defaults say, and a
-        # hung statement becomes a 503 rather than a stuck request.
+        # Whatever the server's defaults say: a 200 promises durability; READ
+        # COMMITTED is what gives the statement after the lock a fresh snapshot
+        # (under REPEATABLE READ it would see the data of before the lock wait);
+        # a hung statement becomes a 503 rather than a stuck request.
         ms = int(self._timeout * 1000)
         await conn.execute(
             "SELECT set_config('synchronous_commit', 'on', false),"
+            " set_config('default_transaction_isolation', 'read committed', false),"
             " set_config('statement_timeout', %s, false)",
             (str(ms),),
         )
