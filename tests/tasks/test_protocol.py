@@ -7,6 +7,8 @@ import sys
 
 import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from skns.tasks import protocol
 from skns.tasks.protocol import Fetch, Refusal, Submit
@@ -51,6 +53,7 @@ def test_fetch() -> None:
         ('"factorial"', "expected a JSON object"),
         ("42", "expected a JSON object"),
         ("null", "expected a JSON object"),
+        ("[" * 5000 + "]" * 5000, "not valid JSON"),  # too deep for orjson and for json
     ],
 )
 def test_malformed_requests_are_a_json_decode_error(message: str | bytes, detail: str) -> None:
@@ -136,3 +139,25 @@ def test_frames_are_json() -> None:
     assert timeout["task_id"] == "t-1"
     # A client's id is echoed escaped, whatever it holds.
     assert orjson.loads(protocol.not_found_frame('a"b\\'))["task_id"] == 'a"b\\'
+
+
+@given(st.binary(max_size=200) | st.text(max_size=200))
+def test_any_frame_gets_an_answer(message: bytes | str) -> None:
+    assert isinstance(parse(message), Submit | Fetch | Refusal)
+
+
+@given(
+    st.recursive(
+        st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=10),
+        lambda children: (
+            st.lists(children, max_size=3)
+            | st.dictionaries(st.text(max_size=8), children, max_size=3)
+        ),
+        max_leaves=10,
+    ),
+    st.sampled_from(["factorial", "result", "other"]),
+)
+def test_any_json_request_gets_an_answer(value: object, kind: str) -> None:
+    for request in ({"type": kind, "number": value}, {"type": kind, "task_id": value}):
+        text = json.dumps(request)  # NaN and Infinity too: not JSON, refused as such
+        assert isinstance(parse(text), Submit | Fetch | Refusal)

@@ -120,7 +120,7 @@ def parse(message: str | bytes, soft_max: int, max_number: int) -> Request:
         # orjson also refuses integers beyond a double's range: they are valid JSON.
         try:
             obj = _strict_loads(message)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nesting orjson refused too
             return _BAD_JSON
     if type(obj) is not dict:
         return _NOT_AN_OBJECT
