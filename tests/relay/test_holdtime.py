@@ -58,3 +58,14 @@ def test_summary_is_in_microseconds() -> None:
     summary = holds.summary_us()
     assert summary["min_us"] == summary["max_us"] == 5.0
     assert abs(summary["p50_us"] - 5.0) <= 0.1
+
+
+@given(st.lists(st.integers(min_value=0, max_value=10**15), min_size=1, max_size=100))
+def test_a_batch_records_the_same_as_one_by_one(values: list[int]) -> None:
+    end = 10**15
+    one, batch = HoldTimes(), HoldTimes()
+    for v in values:
+        one.add(end - v)
+    batch.add_until(end, values)
+    assert (batch.counts, batch.count, batch.total) == (one.counts, one.count, one.total)
+    assert (batch.min, batch.max) == (one.min, one.max)

@@ -19,15 +19,6 @@ _MAX_SHIFT = 44  # values up to ~2**50 ns (13 days) keep their own bucket
 _BUCKETS = (_MAX_SHIFT + 2) * _SUB
 
 
-def _bucket(value: int) -> int:
-    shift = value.bit_length() - _SUB_BITS - 1
-    if shift <= 0:
-        return value
-    if shift > _MAX_SHIFT:
-        return _BUCKETS - 1
-    return (shift << _SUB_BITS) + (value >> shift)
-
-
 def _bucket_middle(index: int) -> int:
     """A representative value of bucket ``index`` (its middle)."""
     if index < _LINEAR:
@@ -51,13 +42,34 @@ class HoldTimes:
 
     def add(self, value: int) -> None:
         """Record one hold time (nanoseconds, >= 0)."""
-        self.counts[_bucket(value)] += 1
-        self.count += 1
-        self.total += value
-        if self.min is None or value < self.min:
-            self.min = value
-        if self.max is None or value > self.max:
-            self.max = value
+        self.add_until(value, [0])
+
+    def add_until(self, end: int, starts: list[int]) -> None:
+        """Record ``end - start`` for every start (at least one): a batch that ended together."""
+        counts = self.counts
+        total = 0
+        low = high = end - starts[0]
+        for start in starts:
+            value = end - start
+            total += value
+            if value < low:
+                low = value
+            elif value > high:
+                high = value
+            # The bucket: the value itself below _LINEAR, else its top bits.
+            shift = value.bit_length() - _SUB_BITS - 1
+            if shift <= 0:
+                counts[value] += 1
+            elif shift > _MAX_SHIFT:
+                counts[_BUCKETS - 1] += 1
+            else:
+                counts[(shift << _SUB_BITS) + (value >> shift)] += 1
+        self.count += len(starts)
+        self.total += total
+        if self.min is None or low < self.min:
+            self.min = low
+        if self.max is None or high > self.max:
+            self.max = high
 
     def quantile(self, q: float) -> int | None:
         """The value below which a fraction ``q`` of samples fall (None when empty)."""

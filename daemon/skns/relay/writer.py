@@ -111,9 +111,7 @@ class BatchWriter:
         else:
             self._transport.writelines(data)
         end = _clock()
-        add = self.holds.add
-        for received in pending:
-            add(end - received)
+        self.holds.add_until(end, pending)
         n = len(pending)
         pending.clear()
         self.written += n
