@@ -5,7 +5,10 @@ Pure logic, no I/O. Requests (text or binary frames holding one JSON object):
 * ``{"type": "factorial", "number": N}`` submits a job; answered at once with
   ``{"type": "result", "task_id": ID}``, later followed by
   ``{"type": "success", "task_id": ID, "result": N!}`` (or a ``Timeout error``).
-* ``{"type": "result", "task_id": ID}`` fetches a task by id, from any connection.
+* ``{"type": "result", "task_id": ID}`` fetches a task by id, from any connection:
+  the stored final frame (``success`` or the error), or for a task still queued
+  or running ``{"type": "pending", "task_id": ID, "status": "queued"|"running"}``,
+  after which the final frame is pushed to this connection too.
 
 Every request gets exactly one immediate answer, in request order, so a client
 can pair a refusal with the request that caused it. Error frames keep the
