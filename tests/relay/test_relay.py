@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import Coroutine
 from typing import Any
 
 import orjson
 import uvloop
 
-from skns.relay.relay import Relay
+from skns.relay.relay import Backoff, Relay
 from skns.relay.sim import Simulator, Source, SourcePlan
 
 TIMEOUT = 30  # seconds any one relay run may take
@@ -193,3 +194,37 @@ def test_stats_name_every_figure_status_shows() -> None:
     }
     assert set(stats["hold"]) == {"count", "min_us", "p50_us", "p99_us", "max_us", "mean_us"}
     orjson.dumps(stats)  # publishable as is
+
+
+def test_servers_that_come_up_late_are_reached_by_retrying() -> None:
+    with socket.socket() as probe:  # a free port, for a simulator that starts later
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    plan = SourcePlan(count=1_000, window=10, late=0.0, seed=9)
+
+    async def go() -> tuple[Relay, dict[str, Any]]:
+        relay = Relay(
+            f"ws://127.0.0.1:{port}/raw-messages",
+            f"ws://127.0.0.1:{port}/ordered-messages/test",
+            first_id=0,
+            count=1_000,
+            reconnect_backoff_ms=20,
+            reconnect_backoff_max_ms=100,
+        )
+        task = asyncio.create_task(relay.run(asyncio.Event()))
+        await asyncio.sleep(0.3)  # a few refused attempts
+        assert relay.sink_connects == 0 and not task.done()
+        async with Simulator(Source(plan.frames()), port=port) as sim:
+            await task
+            return relay, sim.sink("test").report()
+
+    relay, sink = run(go())
+    assert sink["complete"] and sink["in_order"], sink
+    assert relay.sink_connects == relay.source_connects == 1
+
+
+def test_backoff_doubles_up_to_its_cap_and_resets() -> None:
+    backoff = Backoff(0.1, 0.5)
+    assert [backoff.next() for _ in range(5)] == [0.1, 0.2, 0.4, 0.5, 0.5]
+    backoff.reset()
+    assert backoff.next() == 0.1
