@@ -26,8 +26,9 @@ timestamps, which matters because the replica's CPU is the bottleneck.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 
 import orjson
 import psycopg
@@ -110,7 +111,6 @@ class PostgresStore:
     ) -> None:
         self._timeout = timeout
         self._schema_ready = False
-        self._checking = False
         self._check_task: asyncio.Task[None] | None = None
         self._pool = AsyncConnectionPool(
             dsn,
@@ -145,66 +145,61 @@ class PostgresStore:
             log.warning("database not available yet (%s); will retry on demand", exc)
 
     async def close(self) -> None:
+        if self._check_task is not None:
+            self._check_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._check_task
         await self._pool.close()
 
-    async def _ensure_schema(self) -> None:
-        if self._schema_ready:
-            return
+    @contextlib.asynccontextmanager
+    async def _connection(self) -> AsyncIterator[psycopg.AsyncConnection]:
+        """A pooled connection; the database being away becomes StoreUnavailable."""
         try:
-            async with self._pool.connection() as conn, conn.transaction():
-                await conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
-                await conn.execute(SCHEMA)
-                await conn.execute(FUNCTION)
+            async with self._pool.connection() as conn:
+                yield conn
         except _UNAVAILABLE as exc:
             self._recheck()
             raise StoreUnavailable(str(exc).strip() or type(exc).__name__) from exc
-        self._schema_ready = True
 
     def _recheck(self) -> None:
         """After a failure, purge broken idle connections so the next batch gets a live one."""
-        if self._checking or self._pool.closed:
+        if self._pool.closed or (self._check_task is not None and not self._check_task.done()):
             return
-        self._checking = True
 
         async def check() -> None:
             try:
                 await self._pool.check()
             except Exception:  # the check itself failing must not kill the replica
                 log.debug("pool check failed", exc_info=True)
-            finally:
-                self._checking = False
 
         # Keep a reference until done (asyncio holds tasks weakly).
         self._check_task = asyncio.get_running_loop().create_task(check())
 
+    async def _ensure_schema(self) -> None:
+        if self._schema_ready:
+            return
+        async with self._connection() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
+            await conn.execute(SCHEMA)
+            await conn.execute(FUNCTION)
+        self._schema_ready = True
+
     async def commit(self, batch: Sequence[Post], history: int) -> Committed:
         await self._ensure_schema()
-        posts = orjson.dumps(batch).decode()
-        try:
-            async with self._pool.connection() as conn:
-                cur = await conn.execute(POST, (posts, history - 1))
-                rows: list[Row] = await cur.fetchall()  # type: ignore[assignment]
-        except _UNAVAILABLE as exc:
-            self._recheck()
-            raise StoreUnavailable(str(exc).strip() or type(exc).__name__) from exc
+        async with self._connection() as conn:
+            cur = await conn.execute(POST, (orjson.dumps(batch).decode(), history - 1))
+            rows: list[Row] = await cur.fetchall()  # type: ignore[assignment]
         rows.sort()
         n = len(rows) - len(batch)
         return Committed(rows[:n], rows[n:])
 
     async def ping(self) -> None:
         await self._ensure_schema()
-        try:
-            async with self._pool.connection() as conn:
-                await conn.execute("SELECT 1")
-        except _UNAVAILABLE as exc:
-            self._recheck()
-            raise StoreUnavailable(str(exc).strip() or type(exc).__name__) from exc
+        async with self._connection() as conn:
+            await conn.execute("SELECT 1")
 
     async def rows(self) -> list[Row]:
         await self._ensure_schema()
-        try:
-            async with self._pool.connection() as conn:
-                cur = await conn.execute(ROWS)
-                return await cur.fetchall()  # type: ignore[return-value]
-        except _UNAVAILABLE as exc:
-            raise StoreUnavailable(str(exc).strip() or type(exc).__name__) from exc
+        async with self._connection() as conn:
+            cur = await conn.execute(ROWS)
+            return await cur.fetchall()  # type: ignore[return-value]
