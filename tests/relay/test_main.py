@@ -57,3 +57,13 @@ def test_bad_arguments_are_refused() -> None:
         timeout=30,
     )  # fmt: skip
     assert done.returncode == 2 and "--count" in done.stderr
+
+
+def test_a_bad_simulator_plan_is_refused() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "skns.relay", "sim", "--port", "0", "--late", "2"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 2 and "late must be within 0..1" in done.stderr

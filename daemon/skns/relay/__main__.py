@@ -107,26 +107,20 @@ def sim_parser() -> argparse.ArgumentParser:
         help="cut each source connection after this many frames (0: never)",
     )
     p.add_argument("--replay", type=int, default=0, help="frames a reconnecting client gets again")
+    p.add_argument(
+        "--sink-drop-after",
+        type=int,
+        default=0,
+        help="cut each sink connection after this many frames (0: never)",
+    )
     p.add_argument("--timeout", type=float, default=0, help="give up after this many s (0: never)")
     p.add_argument("--json", action="store_true", help="print the report as one JSON object")
     return p
 
 
-async def _run_sim(args: argparse.Namespace) -> dict[str, Any] | None:
-    plan = SourcePlan(
-        count=args.count,
-        start=args.start,
-        window=args.window,
-        delay=args.delay,
-        delay_ms=args.delay_ms,
-        late=args.late,
-        duplicates=args.duplicates,
-        drops=args.drops,
-        rate=args.rate,
-        seed=args.seed,
-    )
+async def _run_sim(args: argparse.Namespace, plan: SourcePlan) -> dict[str, Any] | None:
     source = Source(plan.frames(), drop_after=args.drop_after, replay=args.replay)
-    async with Simulator(source, args.host, args.port) as sim:
+    async with Simulator(source, args.host, args.port, sink_drop_after=args.sink_drop_after) as sim:
         print(
             f"listening on ws://{args.host}:{sim.port} (source {sim.source_url}, "
             f"sink ws://{args.host}:{sim.port}{SINK_PREFIX}NAME)",
@@ -159,9 +153,25 @@ async def _run_sim(args: argparse.Namespace) -> dict[str, Any] | None:
 
 
 def sim_main(argv: list[str]) -> int:
-    args = sim_parser().parse_args(argv)
+    parser = sim_parser()
+    args = parser.parse_args(argv)
     try:
-        plan_report = uvloop.run(_run_sim(args))
+        plan = SourcePlan(
+            count=args.count,
+            start=args.start,
+            window=args.window,
+            delay=args.delay,
+            delay_ms=args.delay_ms,
+            late=args.late,
+            duplicates=args.duplicates,
+            drops=args.drops,
+            rate=args.rate,
+            seed=args.seed,
+        )
+    except ValueError as exc:
+        parser.error(str(exc))
+    try:
+        plan_report = uvloop.run(_run_sim(args, plan))
     except KeyboardInterrupt:
         return 130
     if plan_report is None:

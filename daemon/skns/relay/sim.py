@@ -190,7 +190,9 @@ class Source:
                 else:  # nothing due yet: send what we have, sleep until something is
                     if batch:
                         await write()
-                    wake = min(t for t in (due, pending[0][0] if pending else None) if t)
+                    wake = min(
+                        t for t in (due, pending[0][0] if pending else None) if t is not None
+                    )
                     await asyncio.sleep(max(wake - _clock(), 0) / 1e9)
                     if ws.state is not State.OPEN:
                         return
