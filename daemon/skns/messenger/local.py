@@ -22,10 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from .. import config
-from ..child import enter
+from ..child import ChildSpec, enter
 from ..config import Settings
-from ..shm import SlotTable
-from .pgcluster import free_port
+from ..shm import Slot, SlotTable
+from .pgcluster import free_ports
 from .service import children
 
 
@@ -33,7 +33,7 @@ def local_settings(state_dir: Path, dsn: str = "", replicas: int = 2, **messenge
     """Settings for ``replicas`` replicas on free loopback ports; other keys as given."""
     table = {
         "enabled": True,
-        "listen": [f"127.0.0.1:{free_port()}" for _ in range(replicas)],
+        "listen": [f"127.0.0.1:{port}" for port in free_ports(replicas)],
         "dsn": dsn,
         **messenger,
     }
@@ -43,6 +43,11 @@ def local_settings(state_dir: Path, dsn: str = "", replicas: int = 2, **messenge
         "log_level": "warning",
     }
     return config.parse({"service": service, "messenger": table}, state_dir / "local.toml")
+
+
+def _child(spec: ChildSpec, settings: Settings, slot: Slot) -> None:
+    """In the forked process: what the supervisor does after its fork."""
+    os._exit(enter(spec, settings, slot))
 
 
 class LocalReplicas:
@@ -63,17 +68,17 @@ class LocalReplicas:
         ``healthy``, accepts connections: for replicas whose database is down)."""
         ctx = multiprocessing.get_context("fork")
         for spec, slot in zip(self.specs, self.slots.slots, strict=True):
-
-            def target(spec=spec, slot=slot) -> None:  # type: ignore[no-untyped-def]
-                os._exit(enter(spec, self.settings, slot))
-
-            process = ctx.Process(target=target, name=f"messenger-{spec.index}", daemon=True)
+            process = ctx.Process(
+                target=_child,
+                args=(spec, self.settings, slot),
+                name=f"messenger-{spec.index}",
+                daemon=True,
+            )
             process.start()
             self.processes.append(process)
         deadline = time.monotonic() + timeout
         ready = is_healthy if healthy else is_listening
-        for address, process in zip(self.settings.messenger.listen, self.processes, strict=True):
-            url = f"http://{address.host}:{address.port}"
+        for url, process in zip(self.urls, self.processes, strict=True):
             while not ready(url):
                 if not process.is_alive():
                     raise RuntimeError(f"replica {url} exited with {process.exitcode}")

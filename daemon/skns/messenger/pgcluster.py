@@ -52,10 +52,17 @@ def find_bindir() -> Path:
     raise ClusterError("no PostgreSQL server binaries (initdb) found; install postgresql")
 
 
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct loopback TCP ports free right now (all bound at once, then released)."""
+    with contextlib.ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket()) for _ in range(n)]
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_ports(1)[0]
 
 
 class Cluster:
