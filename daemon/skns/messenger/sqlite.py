@@ -65,15 +65,15 @@ class SqliteStore:
         con = sqlite3.connect(
             self.path, timeout=self._timeout, isolation_level=None, check_same_thread=True
         )
-        con.execute("PRAGMA journal_mode=WAL")
-        con.execute("PRAGMA synchronous=FULL")
-        # Taken under the write lock, so replicas starting at once do not collide.
-        con.execute("BEGIN IMMEDIATE")
         try:
+            con.execute("PRAGMA journal_mode=WAL")
+            con.execute("PRAGMA synchronous=FULL")
+            # Taken under the write lock, so replicas starting at once do not collide.
+            con.execute("BEGIN IMMEDIATE")
             con.execute(SCHEMA)
             con.execute("COMMIT")
         except BaseException:
-            con.execute("ROLLBACK")
+            con.close()  # rolls back what it held; open() is retried by the next request
             raise
         self._con = con
 
