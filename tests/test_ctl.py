@@ -90,3 +90,14 @@ def test_check_config_accepts_the_shipped_config():
 def test_check_config_missing_file(tmp_path):
     res = ctl("check-config", str(tmp_path / "nope.toml"))
     assert res.returncode == 2 and "no such file" in res.stderr
+
+
+def test_sim_relay_is_reachable_from_skns_ctl():
+    res = ctl("sim", "relay", "--help")
+    assert res.returncode == 0
+    assert "--count" in res.stdout and "--window" in res.stdout
+
+
+def test_bench_rejects_an_unknown_subsystem():
+    res = ctl("bench", "nothing")
+    assert res.returncode == 2 and "invalid choice" in res.stderr

@@ -217,6 +217,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return worst
 
 
+def cmd_sim(args: argparse.Namespace) -> int:
+    from .relay.__main__ import sim_main
+
+    return sim_main(list(args.args))
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="skns-ctl", description="Look at and steer a running skns.")
     p.add_argument(
@@ -244,6 +250,10 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("subsystem", choices=[*NAMES, "all"])
     b.add_argument("args", nargs=argparse.REMAINDER, help="passed to the benchmark")
     b.set_defaults(func=cmd_bench)
+    m = sub.add_parser("sim", help="run a simulator (relay: source and sink servers)")
+    m.add_argument("subsystem", choices=["relay"])
+    m.add_argument("args", nargs=argparse.REMAINDER, help="passed to the simulator (--help)")
+    m.set_defaults(func=cmd_sim)
     return p
 
 
