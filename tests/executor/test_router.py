@@ -55,6 +55,9 @@ def test_bad_frames_get_an_error_and_the_connection_stays(executor: Any) -> None
             assert answer["error"] == reason, frame
             if isinstance(frame, list) and frame:
                 assert answer["index"] == 1  # the bad event of the batch
+        # A text frame that is not UTF-8 is no JSON either (and does not close the connection).
+        ws.send(b'{"account_id": "\xff"}', text=True)
+        assert orjson.loads(ws.recv(timeout=10)) == {"error": "not JSON"}
         # Still the same connection, still served.
         acked[send(ws, {"account_id": "good", "event_id": "last"})["ack"]] = "good"
     runs = ex.wait_done(len(acked))
@@ -62,13 +65,13 @@ def test_bad_frames_get_an_error_and_the_connection_stays(executor: Any) -> None
     assert verdict.ok, verdict.summary()
     rejected = wait_for(
         lambda: (
-            sum(ex.family.router().get("rejected", {}).values()) == len(BAD_FRAMES)
+            sum(ex.family.router().get("rejected", {}).values()) == len(BAD_FRAMES) + 1
             and ex.family.router()["rejected"]
         ),
         5,
         "rejected counters",
     )
-    assert rejected["not JSON"] == 2
+    assert rejected["not JSON"] == 3
     assert rejected["bad event in batch"] == 1
 
 
@@ -77,12 +80,15 @@ def test_oversized_frame_is_refused_not_fatal(executor: Any) -> None:
     with ex.connect() as ws:
         big = {"account_id": 1, "payload": "x" * 5000}
         assert send(ws, big) == {"error": "frame exceeds 1024 bytes"}
+        # The limit counts bytes, also in a text frame: 600 characters of 2 bytes each.
+        ws.send('{"account_id": 1, "payload": "' + "é" * 600 + '"}')
+        assert orjson.loads(ws.recv(timeout=10)) == {"error": "frame exceeds 1024 bytes"}
         assert "ack" in send(ws, {"account_id": 1, "payload": "small"})
     ex.wait_done(1)
     time.sleep(0.6)
     assert ex.records()[0][1] == 1
     assert len(ex.records()) == 1
-    assert ex.family.router()["rejected"] == {"frame exceeds 1024 bytes": 1}
+    assert ex.family.router()["rejected"] == {"frame exceeds 1024 bytes": 2}
 
 
 def test_health(executor: Any) -> None:

@@ -145,7 +145,7 @@ class Router:
         self.rejected[error.reason if error.index is None else "bad event in batch"] += 1
         client.owe(Answer(client, 0, orjson.dumps(error.answer())))
 
-    def _take(self, client: Client, message: str | bytes) -> None:
+    def _take(self, client: Client, message: bytes) -> None:
         self.frames += 1
         if len(message) > self.config.max_frame_bytes:
             self._refuse(client, BadEvent(f"frame exceeds {self.config.max_frame_bytes} bytes"))
@@ -182,7 +182,10 @@ class Router:
         room = self.room
         max_unacked = self.config.max_unacked
         try:
-            async for message in ws:
+            while True:
+                # Text frames too as bytes: no UTF-8 decoding into str (orjson checks
+                # the encoding as it parses) and the size limit counts bytes.
+                message = await ws.recv(decode=False)
                 self._take(client, message)
                 # Back-pressure: not reading leaves the frames in the client's TCP stream.
                 if self.unacked >= max_unacked and not self.stopping:
