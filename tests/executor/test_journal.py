@@ -1,4 +1,5 @@
 import asyncio
+import os
 from pathlib import Path
 
 import orjson
@@ -148,3 +149,21 @@ def test_torn_tail_is_ignored(tmp_path: Path) -> None:
     assert [w[0] for w in replay.unfinished()] == [1, 2]
     # Reopening compacted the journal: the torn bytes are gone for good.
     assert [w[0] for w in asyncio.run(reopen(tmp_path)).unfinished()] == [1, 2]
+
+
+def test_a_write_error_is_reported_and_nothing_acked(tmp_path: Path) -> None:
+    async def main() -> tuple[BaseException, list[int]]:
+        owner = Owner()
+        journal = owner.journal(tmp_path)
+        await journal.open()
+        # The disk goes away under the journal (as with EIO or a full disk).
+        os.close(journal._fd)
+        owner.accept(journal, wire(1))
+        error = await asyncio.wait_for(journal.failure(), 5)
+        journal._fd = -1
+        await journal.close()
+        return error, owner.acks
+
+    error, acks = asyncio.run(main())
+    assert isinstance(error, OSError)
+    assert acks == []  # the shard must not ack what it could not write
