@@ -99,7 +99,7 @@ class Shard:
                 fsync=config.fsync,
                 interval=config.fsync_interval,
                 compact_bytes=config.compact_bytes,
-                on_durable=self._durable,
+                on_durable=self._ack,
                 snapshot=self._snapshot,
                 pending_count=lambda: len(self.pending),
             )
@@ -124,11 +124,9 @@ class Shard:
         self.links.discard(link)
 
     def _ack(self, seq: int) -> None:
+        """Everything up to ``seq`` is accepted (journaled, when the journal is on)."""
         for link in self.links:
             link.send_ack(seq)
-
-    def _durable(self, seq: int) -> None:
-        self._ack(seq)
 
     def _snapshot(self) -> tuple[list[Wire], int]:
         return [event.wire() for event in self.pending.values()], self.high
