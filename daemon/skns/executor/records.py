@@ -78,10 +78,8 @@ class Replay:
     def __init__(self) -> None:
         self.pending: dict[int, Wire] = {}
         self.high = 0
-        self.records = 0
 
     def apply(self, kind: int, body: bytes) -> None:
-        self.records += 1
         if kind == ACCEPTED:
             pending = self.pending
             for wire in orjson.loads(body):
