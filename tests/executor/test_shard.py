@@ -90,6 +90,7 @@ def test_kill_9_shard_mid_run(executor: Any) -> None:
     assert verdict.ok, verdict.summary()
     # The journal brought back what was unfinished.
     wait_for(lambda: ex.shard_stats()[0].get("replayed"), 5, "the replay in the stats")
+    assert ex.family.router()["shard_connects"] == [2, 1]  # the router reconnected to shard 0
     # Only events whose completion was not yet durable ran twice.
     assert verdict.duplicates < 50
 

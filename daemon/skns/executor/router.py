@@ -276,6 +276,7 @@ class Router:
             "rejected": dict(self.rejected),
             "shards_connected": sum(link.connected for link in self.links),
             "backlog": [link.backlog for link in self.links],
+            "shard_connects": [link.connects for link in self.links],
             "next_seq": self.sequence.next,
         }
 

@@ -9,7 +9,7 @@ gives the runner its next event, or None when the account went idle.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Hashable, Iterator
+from collections.abc import Hashable
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -46,8 +46,3 @@ class Scheduler(Generic[T]):
     def active(self) -> int:
         """Accounts with an event running or waiting."""
         return len(self._queues)
-
-    def heads(self) -> Iterator[T]:
-        """The item each active account is running."""
-        for queue in self._queues.values():
-            yield queue[0]
