@@ -119,3 +119,42 @@ async def test_close_waits_for_the_transaction_in_flight() -> None:
     rec.gate.set()
     await closing
     assert a.done() and a.result() == "ok a"
+
+
+@run_async
+async def test_delay_applies_under_load_only() -> None:
+    loop = asyncio.get_running_loop()
+    delay = 0.1
+    gates = [asyncio.Event() for _ in range(4)]
+    starts: list[tuple[list[str], float]] = []
+
+    async def run(posts: list[str]) -> list[str]:
+        starts.append((list(posts), loop.time()))
+        await gates[len(starts) - 1].wait()
+        return posts
+
+    group: GroupCommit[str, str] = GroupCommit(run, batch_max=100, delay=delay)
+    futures = [asyncio.ensure_future(group.submit("a"))]
+    await asyncio.sleep(0)
+    futures += [asyncio.ensure_future(group.submit(p)) for p in "bc"]
+    await asyncio.sleep(0)
+    released = loop.time()
+    gates[0].set()
+    await asyncio.sleep(0.01)
+    # [b, c] went right after [a]: a batch of one is no sign of load.
+    assert [p for p, _ in starts] == [["a"], ["b", "c"]]
+    assert starts[1][1] - released < delay
+    futures += [asyncio.ensure_future(group.submit(p)) for p in "de"]
+    await asyncio.sleep(0)
+    released = loop.time()
+    gates[1].set()
+    gates[2].set()
+    await asyncio.gather(*futures)
+    # After a batch of two, the next one waited and took everyone waiting.
+    assert [p for p, _ in starts] == [["a"], ["b", "c"], ["d", "e"]]
+    assert starts[2][1] - released >= delay * 0.9
+    # Idle again: a lone post goes at once.
+    gates[3].set()
+    submitted = loop.time()
+    assert await group.submit("f") == "f"
+    assert starts[3][1] - submitted < delay

@@ -37,6 +37,7 @@ def test_shipped_config_matches_the_defaults(tmp_path: Path) -> None:
         ({"sender_max": 0}, "messenger.sender_max"),
         ({"text_max": 0}, "messenger.text_max"),
         ({"batch_max": 0}, "messenger.batch_max"),
+        ({"batch_delay_ms": -1}, "messenger.batch_delay_ms"),
         ({"pool_size": 0}, "messenger.pool_size"),
         ({"db_timeout": 0}, "messenger.db_timeout"),
         ({"reconnect_timeout": -1}, "messenger.reconnect_timeout"),

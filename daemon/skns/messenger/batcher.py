@@ -7,6 +7,11 @@ ends the next one takes all of them (up to ``batch_max``). Under load the
 batch size follows the load by itself: one lock, one commit, one round trip
 for many posts. A failed transaction fails every post in it, and only those.
 
+Under load (the last transaction carried more than one post) the next one
+waits ``delay`` seconds first, like PostgreSQL's ``commit_delay``: more posts
+join it, and when the CPU is the bottleneck, fewer, larger transactions leave
+more of it for the posts themselves. An idle replica never waits.
+
 With batching off every post runs its own transaction at once (the
 benchmark's baseline); the store's connection pool bounds how many run.
 """
@@ -29,10 +34,14 @@ RunFn = Callable[[list[P]], Awaitable[list[R]]]
 
 
 class GroupCommit(Generic[P, R]):
-    def __init__(self, run: RunFn[P, R], batch_max: int, batching: bool = True) -> None:
+    def __init__(
+        self, run: RunFn[P, R], batch_max: int, batching: bool = True, delay: float = 0.0
+    ) -> None:
         self._run = run
         self.batch_max = batch_max
         self.batching = batching
+        self.delay = delay
+        self._last_size = 0
         self._waiting: list[tuple[P, asyncio.Future[R]]] = []
         self._task: asyncio.Task[None] | None = None
         # Counters for stats.
@@ -66,11 +75,15 @@ class GroupCommit(Generic[P, R]):
     async def _drain(self) -> None:
         try:
             while self._waiting:
+                if self.delay and self._last_size > 1:
+                    await asyncio.sleep(self.delay)
                 batch = self._waiting[: self.batch_max]
                 del self._waiting[: self.batch_max]
+                self._last_size = len(batch)
                 await self._one(batch)
         finally:
             self._task = None
+            self._last_size = 0  # idle again: the next post goes at once
 
     async def _one(self, batch: list[tuple[P, asyncio.Future[R]]]) -> None:
         started = time.perf_counter()

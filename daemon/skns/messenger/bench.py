@@ -30,6 +30,7 @@ from .load import NAMES, Load, LoadResult
 from .local import LocalReplicas, local_settings
 from .pgcluster import Cluster, create_database
 from .replica import stored_rows
+from .settings import MessengerSettings
 
 GOAL_THROUGHPUT = 3000.0  # req/s with group commit, client included, on 2 cores
 GOAL_RATIO = 5.0  # over one transaction per request
@@ -276,7 +277,13 @@ def _bench(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="skns-bench-") as tmp, Cluster() as cluster:
         for batching, label in ((True, "group commit"), (False, "one transaction per request")):
             dsn = create_database(cluster.dsn, "bench_batched" if batching else "bench_single")
-            settings = local_settings(Path(tmp), dsn=dsn, replicas=args.replicas, batching=batching)
+            settings = local_settings(
+                Path(tmp),
+                dsn=dsn,
+                replicas=args.replicas,
+                batching=batching,
+                batch_delay_ms=args.batch_delay_ms,
+            )
             with LocalReplicas(settings) as replicas:
                 parties = {
                     "client": [os.getpid()],
@@ -349,6 +356,12 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--replicas", type=int, default=2, help="without --url")
     parser.add_argument(
         "--warmup", type=int, default=200, help="without --url: unmeasured requests first"
+    )
+    parser.add_argument(
+        "--batch-delay-ms",
+        type=float,
+        default=MessengerSettings.batch_delay_ms,
+        help="without --url: the replicas' batch_delay_ms",
     )
     parser.add_argument("--seed", type=int, help="for the random choice of replica and sender")
     args = parser.parse_args(argv)

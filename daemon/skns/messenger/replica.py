@@ -45,7 +45,9 @@ def run(ctx: ChildContext) -> None:
     m = ctx.settings.messenger
     address = m.listen[ctx.spec.index]
     store = make_store(ctx.settings)
-    replica = Replica(store, m.sender_max, m.text_max, m.batching, m.batch_max)
+    replica = Replica(
+        store, m.sender_max, m.text_max, m.batching, m.batch_max, m.batch_delay_ms / 1000
+    )
 
     async def main(stop: asyncio.Event) -> None:
         try:

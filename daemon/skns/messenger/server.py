@@ -40,12 +40,20 @@ class Replica:
     """One replica's request handling, bound to its store."""
 
     def __init__(
-        self, store: Store, sender_max: int, text_max: int, batching: bool, batch_max: int
+        self,
+        store: Store,
+        sender_max: int,
+        text_max: int,
+        batching: bool,
+        batch_max: int,
+        batch_delay: float = 0.0,
     ) -> None:
         self.store = store
         self.sender_max = sender_max
         self.text_max = text_max
-        self.group: GroupCommit[Post, bytes] = GroupCommit(self._transaction, batch_max, batching)
+        self.group: GroupCommit[Post, bytes] = GroupCommit(
+            self._transaction, batch_max, batching, batch_delay
+        )
         self.answers: Counter[int] = Counter()  # by HTTP status
         self.unavailable_reason = ""
 

@@ -23,6 +23,9 @@ class MessengerSettings(Section):
     batching: bool = True
     # Most messages one transaction takes; the rest wait for the next one.
     batch_max: int = 512
+    # Under load (the last transaction took more than one message), milliseconds to wait
+    # before the next one so that more requests join it; an idle replica never waits.
+    batch_delay_ms: float = 2.0
     # PostgreSQL connections per replica (batching needs one or two; without it, this
     # bounds the transactions a replica has in flight).
     pool_size: int = 4
@@ -37,6 +40,7 @@ class MessengerSettings(Section):
         self.require(1 <= self.sender_max <= 1024, "sender_max", "must be within 1..1024")
         self.require(1 <= self.text_max <= 1_000_000, "text_max", "must be within 1..1000000")
         self.require(1 <= self.batch_max <= 10_000, "batch_max", "must be within 1..10000")
+        self.require(0 <= self.batch_delay_ms <= 1000, "batch_delay_ms", "must be within 0..1000")
         self.require(1 <= self.pool_size <= 100, "pool_size", "must be within 1..100")
         self.require(self.db_timeout > 0, "db_timeout", "must be > 0")
         self.require(self.reconnect_timeout > 0, "reconnect_timeout", "must be > 0")
