@@ -90,7 +90,11 @@ def test_kill_9_shard_mid_run(executor: Any) -> None:
     assert verdict.ok, verdict.summary()
     # The journal brought back what was unfinished.
     wait_for(lambda: ex.shard_stats()[0].get("replayed"), 5, "the replay in the stats")
-    assert ex.family.router()["shard_connects"] == [2, 1]  # the router reconnected to shard 0
+    # The router reconnected to shard 0 (maybe twice: a dying listener can still take a
+    # connection into its backlog before the kernel closes it) and never left shard 1.
+    connects = ex.family.router()["shard_connects"]
+    assert connects[0] >= 2
+    assert connects[1] == 1
     # Only events whose completion was not yet durable ran twice.
     assert verdict.duplicates < 50
 
