@@ -43,7 +43,8 @@ class Run:
     result: LoadResult
     verdict: rules.Verdict
     cpu: dict[str, float]  # share of one core per party during the run, in %
-    replica_stats: list[dict[str, Any]]
+    replica_stats: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    transactions: int = 0  # committed by the replicas during the run (0: unknown)
 
 
 def _progress(load: Load, label: str, started: float, end: str) -> None:
@@ -158,11 +159,15 @@ def _measure(
     if settings_for_table is not None:
         table = [rules.Message.from_row(r) for r in asyncio.run(stored_rows(settings_for_table))]
     verdict = rules.check(result.answers(), table)
-    return Run(label, result, verdict, cpu, [])
+    return Run(label, result, verdict, cpu)
 
 
 def _replica_stats(replicas: LocalReplicas) -> list[dict[str, Any]]:
     return [orjson.loads(blob) for blob in replicas.stats() if blob]
+
+
+def _transactions(stats: list[dict[str, Any]]) -> int:
+    return sum(s.get("transactions", 0) for s in stats)
 
 
 def _ms(seconds: float) -> str:
@@ -195,7 +200,7 @@ def _table(runs: list[Run]) -> str:
     rows = []
     for run in runs:
         r = run.result
-        tx = sum(s.get("transactions", 0) for s in run.replica_stats)
+        tx = run.transactions
         rows.append(
             (
                 run.label,
@@ -291,9 +296,13 @@ def _bench(args: argparse.Namespace) -> int:
                     "postgres": [cluster.postmaster_pid or 0],
                 }
                 _warm_up(replicas.urls, args.warmup)
+                # Counters are published every 0.5 s: wait for the warm-up's to show.
+                time.sleep(0.6 if args.warmup else 0.0)
+                warm = _transactions(_replica_stats(replicas))
                 run = _measure(label, replicas.urls, args, parties, settings)
             # Read after the stop: each replica publishes its final counters on the way out.
             run.replica_stats = _replica_stats(replicas)
+            run.transactions = _transactions(run.replica_stats) - warm
             runs.append(run)
     print()
     print(_table(runs))
