@@ -25,6 +25,7 @@ import orjson
 import psutil
 import uvloop
 
+from ..config import Settings
 from . import rules
 from .load import NAMES, Load, LoadResult
 from .local import LocalReplicas, local_settings
@@ -148,7 +149,7 @@ def _measure(
     urls: list[str],
     args: argparse.Namespace,
     parties: dict[str, list[int]],
-    settings_for_table: Any = None,
+    settings_for_table: Settings | None = None,
 ) -> Run:
     load = Load(urls, args.coroutines, args.requests, NAMES[: args.senders], seed=args.seed)
     meter = CpuMeter(parties, tree=frozenset({"postgres"}))
@@ -275,7 +276,9 @@ def _bench(args: argparse.Namespace) -> int:
     print(
         f"messenger: {args.coroutines} coroutines x {args.requests} requests = {n},"
         f" {args.replicas} replicas, throwaway PostgreSQL (fsync=on, synchronous_commit=on),"
-        f" {psutil.cpu_count()} CPUs, client included, after {args.warmup} warm-up requests",
+        f" {psutil.cpu_count()} CPUs, client included, after {args.warmup} warm-up requests;"
+        f" pool_size={MessengerSettings.pool_size} per replica,"
+        f" batch_delay_ms={args.batch_delay_ms:g}",
         flush=True,
     )
     runs: list[Run] = []
