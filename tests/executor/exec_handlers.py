@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 
@@ -21,4 +22,16 @@ async def flaky(event: Event) -> None:
     """Fails the first ``payload["fail"]`` attempts, then records the event."""
     if event.attempt <= event.payload.get("fail", 0):
         raise ValueError(f"attempt {event.attempt} of {event.seq} fails on purpose")
+    write_record(event)
+
+
+async def slow(event: Event) -> None:
+    """Sleeps ``payload["sleep"]`` seconds, then records the event."""
+    await asyncio.sleep(event.payload["sleep"])
+    write_record(event)
+
+
+def slow_sync(event: Event) -> None:
+    """The same, blocking a pool thread."""
+    time.sleep(event.payload["sleep"])
     write_record(event)

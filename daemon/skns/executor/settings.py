@@ -21,6 +21,9 @@ class ExecutorSettings(Section):
     duration: float = 1.0
     # Sync handlers run in a pool of this many threads per shard.
     threads: int = 64
+    # Seconds one attempt of a handler may take before it counts as failed; 0: no limit.
+    # An async handler is cancelled then; a sync one cannot be and runs on in its thread.
+    handler_timeout: float = 0.0
     # Extra attempts for an event whose handler raised, then it is recorded as failed.
     retries: int = 3
     # Delay before the first retry in seconds, doubling per attempt up to retry_backoff_max.
@@ -56,6 +59,7 @@ class ExecutorSettings(Section):
         )
         self.require(self.duration >= 0, "duration", "must be >= 0")
         self.require(1 <= self.threads <= 4096, "threads", "must be within 1..4096")
+        self.require(self.handler_timeout >= 0, "handler_timeout", "must be >= 0 (0: no limit)")
         self.require(self.retries >= 0, "retries", "must be >= 0")
         self.require(self.retry_backoff >= 0, "retry_backoff", "must be >= 0")
         self.require(

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, cast
 
@@ -182,13 +183,27 @@ class Shard:
                 for link in self.links:
                     link.set_reading(True)
 
-    async def _call(self, event: Event) -> None:
+    def _call(self, event: Event) -> Awaitable[Any]:
         if self.handler_is_async:
-            await self.handler(event)
-            return
+            return self.handler(event)
         if self.threads is None:
             self.threads = ThreadPoolExecutor(self.config.threads, thread_name_prefix="handler")
-        await asyncio.get_running_loop().run_in_executor(self.threads, self.handler, event)
+        return asyncio.get_running_loop().run_in_executor(self.threads, self.handler, event)
+
+    async def _attempt(self, event: Event) -> None:
+        """One run of the handler; past ``handler_timeout`` it counts as failed.
+
+        A timed-out async handler is cancelled; a sync one cannot be stopped, so
+        it finishes in its thread while the account moves on.
+        """
+        timeout = self.config.handler_timeout
+        if not timeout:
+            await self._call(event)
+            return
+        try:
+            await asyncio.wait_for(self._call(event), timeout)
+        except TimeoutError:
+            raise TimeoutError(f"handler took more than {timeout:g} s") from None
 
     async def _run(self, event: Event) -> None:
         config = self.config
@@ -196,7 +211,7 @@ class Shard:
         try:
             while True:
                 try:
-                    await self._call(event)
+                    await self._attempt(event)
                 except Exception as exc:
                     if event.attempt > config.retries:
                         self.failed += 1
