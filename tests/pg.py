@@ -15,6 +15,9 @@ import itertools
 import os
 from collections.abc import Iterator
 
+import psycopg
+from psycopg import sql
+
 from skns.messenger.pgcluster import ENV_DSN, Cluster, ClusterError, create_database, find_bindir
 
 _names = itertools.count()
@@ -24,10 +27,21 @@ _names = itertools.count()
 class PgServer:
     dsn: str  # a superuser's DSN on the maintenance database
     cluster: Cluster | None  # None when the server is $SKNS_TEST_PG_DSN's
+    created: list[str] = dataclasses.field(default_factory=list)
 
-    def database(self, prefix: str = "test") -> str:
+    def database(self, prefix: str = "skns_test") -> str:
         """A new, empty database; returns its DSN."""
-        return create_database(self.dsn, f"{prefix}_{os.getpid()}_{next(_names)}")
+        name = f"{prefix}_{os.getpid()}_{next(_names)}"
+        self.created.append(name)
+        return create_database(self.dsn, name)
+
+    def drop_created(self) -> None:
+        """Drop the databases made here (a server of someone else's is left as found)."""
+        with psycopg.connect(self.dsn, autocommit=True) as conn:
+            for name in self.created:
+                query = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)")
+                conn.execute(query.format(sql.Identifier(name)))
+        self.created.clear()
 
 
 def available() -> str | None:
@@ -45,7 +59,11 @@ def available() -> str | None:
 def pg_server() -> Iterator[PgServer]:
     dsn = os.environ.get(ENV_DSN)
     if dsn:
-        yield PgServer(dsn, None)
+        server = PgServer(dsn, None)
+        try:
+            yield server
+        finally:
+            server.drop_created()
         return
     with Cluster() as cluster:
         yield PgServer(cluster.dsn, cluster)

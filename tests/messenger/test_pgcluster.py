@@ -16,6 +16,7 @@ def test_bindir_has_the_server(bindir: Path) -> None:
 
 
 def test_create_database_is_fresh_each_time(pg_server: pg.PgServer) -> None:
+    pg_server.created.append("skns_fresh")  # dropped at the end of the session
     dsn = create_database(pg_server.dsn, "skns_fresh")
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("CREATE TABLE t (x int)")
