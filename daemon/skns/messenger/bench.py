@@ -277,7 +277,7 @@ def _bench(args: argparse.Namespace) -> int:
         f"messenger: {args.coroutines} coroutines x {args.requests} requests = {n},"
         f" {args.replicas} replicas, throwaway PostgreSQL (fsync=on, synchronous_commit=on),"
         f" {psutil.cpu_count()} CPUs, client included, after {args.warmup} warm-up requests;"
-        f" pool_size={MessengerSettings.pool_size} per replica,"
+        f" pool_size={args.pool_size} per replica,"
         f" batch_delay_ms={args.batch_delay_ms:g}",
         flush=True,
     )
@@ -291,6 +291,7 @@ def _bench(args: argparse.Namespace) -> int:
                 replicas=args.replicas,
                 batching=batching,
                 batch_delay_ms=args.batch_delay_ms,
+                pool_size=args.pool_size,
             )
             with LocalReplicas(settings) as replicas:
                 parties = {
@@ -368,6 +369,12 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--replicas", type=int, default=2, help="without --url")
     parser.add_argument(
         "--warmup", type=int, default=200, help="without --url: unmeasured requests first"
+    )
+    parser.add_argument(
+        "--pool-size",
+        type=int,
+        default=MessengerSettings.pool_size,
+        help="without --url: the replicas' pool_size",
     )
     parser.add_argument(
         "--batch-delay-ms",
