@@ -24,7 +24,7 @@ class MetricsSettings(Section):
     # Datagrams taken per recvmmsg call, and the largest datagram accepted whole.
     batch: int = 256
     max_datagram: int = 2048
-    # After a wake-up, wait this long for more datagrams before reading (0: read at once).
+    # After a short batch, wait this long for a batch to build up (0: read on at once).
     coalesce_ms: float = 2.0
 
     def validate(self) -> None:

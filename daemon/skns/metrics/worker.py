@@ -98,11 +98,7 @@ def run(ctx: ChildContext, sock: socket.socket, block: Block) -> None:
             block.set_watermark(now)
             ctx.heartbeat()
             next_edge = (math.floor(now / base) + 1) * base
-            ready = poller.poll(max(1, math.ceil(min(next_edge - now, _IDLE_POLL) * 1000)))
-            # Let a batch build up: one wake-up per batch rather than per datagram. Not
-            # near a window's edge, where it would push datagrams into the next window.
-            if ready and coalesce and next_edge - time.time() > 2 * coalesce:
-                time.sleep(coalesce)
+            poller.poll(max(1, math.ceil(min(next_edge - now, _IDLE_POLL) * 1000)))
             continue
         t = time.time()
         w = math.floor(t / base)
@@ -158,5 +154,10 @@ def run(ctx: ChildContext, sock: socket.socket, block: Block) -> None:
         block.set_counters(accepted, rejected)
         block.set_watermark(t)
         ctx.heartbeat()
+        # A short batch means we are keeping pace with the senders: wait for a batch to
+        # build up rather than paying the per-call costs for a handful of datagrams. Not
+        # near a window's edge, where the wait would push datagrams into the next window.
+        if n < rx.batch and coalesce and (w + 1) * base - time.time() > 2 * coalesce:
+            time.sleep(coalesce)
     block.set_watermark(time.time())
     log.info("stopped")
