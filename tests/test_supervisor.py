@@ -110,3 +110,56 @@ def test_reload_refuses_a_broken_config_and_applies_a_good_one(start_service, tm
     wait_for(lambda: svc.log().count("reloading") >= 2, what="the second reload")
     time.sleep(0.3)
     assert {c["pid"] for c in svc.children()} == before  # [metrics] unchanged: workers kept
+
+
+def free_tcp_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def tasks_table(port: int) -> dict:
+    return {"listen": f"127.0.0.1:{port}", "soft_workers": 1, "hard_workers": 1}
+
+
+def test_reload_restarts_a_changed_subsystem_after_its_old_children_exit(start_service, tmp_path):
+    """A changed table restarts that subsystem's children on the new settings (the new
+    child starts only once the old one has exited: no race for the port); a table turned
+    off stops them; turned on again starts them."""
+    first, second = free_tcp_port(), free_tcp_port()
+    svc = start_service(metrics=metrics_table(tmp_path), tasks=tasks_table(first))
+    old = svc.children("tasks")[0]
+    workers = [c["pid"] for c in svc.children("udp-worker")]
+    text = svc.config_path.read_text()
+    svc.config_path.write_text(text.replace(f"127.0.0.1:{first}", f"127.0.0.1:{second}"))
+    os.kill(svc.pid, signal.SIGHUP)
+    new = wait_for(
+        lambda: next(
+            (c for c in svc.children("tasks") if c["pid"] != old["pid"] and c["up"]), None
+        ),
+        what="the tasks child on the new port",
+    )
+    assert new["stats"] is None or new["stats"].get("port") in (None, second)
+    assert wait_for(lambda: new_port_open(second), what="the new port")
+    assert not os.path.exists(f"/proc/{old['pid']}")
+    assert [c["pid"] for c in svc.children("udp-worker")] == workers  # others untouched
+    assert len(svc.children("tasks")) == 1
+    assert "restart in" not in svc.log()  # no failed start racing the old child
+
+    svc.config_path.write_text(
+        svc.config_path.read_text().replace("[tasks]\nenabled = true", "[tasks]\nenabled = false")
+    )
+    os.kill(svc.pid, signal.SIGHUP)
+    wait_for(lambda: not svc.children("tasks"), what="tasks to stop")
+    assert "tasks" not in svc.status()["subsystems"]
+
+    svc.config_path.write_text(
+        svc.config_path.read_text().replace("[tasks]\nenabled = false", "[tasks]\nenabled = true")
+    )
+    assert svc.ctl("reload").returncode == 0
+    wait_for(lambda: [c for c in svc.children("tasks") if c["up"]], what="tasks to start again")
+
+
+def new_port_open(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0

@@ -28,7 +28,7 @@ from .control import ControlServer
 from .errors import ConfigError
 from .notify import Notifier
 from .shm import SlotTable
-from .subsystems import Part, parts
+from .subsystems import NAMES, Part, part, parts
 
 log = logging.getLogger("skns.supervisor")
 
@@ -53,7 +53,7 @@ class Child:
     started_mono: float = 0.0
     restarts: int = 0
     failures: int = 0  # starts in a row that died within start_period
-    due: float = 0.0  # monotonic time of the next start, while not running
+    due: float = 0.0  # monotonic time of the next start (retired: of the SIGKILL)
     process: psutil.Process | None = None
     retired: bool = False  # stopped for good (reload removed it)
 
@@ -204,9 +204,10 @@ class Supervisor:
                 continue
             c.pid = 0
             c.part.child_exited(c.spec)
-            if self.stopping or c.retired:
-                continue
-            self._schedule_restart(c, status)
+            if c.retired:
+                self.children.remove(c)
+            elif not self.stopping:
+                self._schedule_restart(c, status)
 
     def _schedule_restart(self, c: Child, status: int) -> None:
         s = self.settings.service
@@ -236,9 +237,12 @@ class Supervisor:
         timeout = self.settings.service.heartbeat_timeout
         for c in self.children:
             if c.retired:
+                if c.running and now >= c.due:
+                    log.error("%s did not stop in time: SIGKILL", c.spec.name)
+                    self._kill(c, signal.SIGKILL)
                 continue
             if not c.running:
-                if now >= c.due:
+                if now >= c.due and not self._retiring(c.spec.subsystem):
                     self._spawn(c)
                 continue
             if self._silent_for(c) > timeout:
@@ -305,46 +309,51 @@ class Supervisor:
         logs.setup(new.service.log_level, "supervisor")
         if new.metrics != old.metrics:
             log.warning("[metrics] changed: takes effect at the next restart of the service")
-        for p in list(self.parts):
-            if p.name == "metrics":
-                continue
-            if getattr(new, p.name) != getattr(old, p.name):
-                self._replace_part(p)
+        for name in NAMES:
+            if name != "metrics" and getattr(new, name) != getattr(old, name):
+                self._reconfigure(name)
         self.notifier.ready(self._summary())
 
-    def _replace_part(self, old_part: Part) -> None:
-        """Restart a subsystem's children with the new settings (off if now disabled)."""
-        from .subsystems import part
-
-        log.info("[%s] changed: restarting its children", old_part.name)
-        for c in self.children:
-            if c.part is old_part and not c.retired:
-                c.retired = True
-                if c.running:
-                    self._kill(c, signal.SIGTERM)
-        index = self.parts.index(old_part)
-        if not getattr(self.settings, old_part.name).enabled:
-            del self.parts[index]
+    def _reconfigure(self, name: str) -> None:
+        """Stop subsystem ``name``'s children; start new ones with the new settings unless
+        it is now disabled. The new children start only once the old ones have exited
+        (see ``_manage``), so they never race them for a port or a journal."""
+        old_part = next((p for p in self.parts if p.name == name), None)
+        if old_part is not None:
+            log.info("[%s] changed: restarting its children", name)
+            deadline = time.monotonic() + self.settings.service.graceful_timeout
+            for c in self.children:
+                if c.part is old_part:
+                    c.retired = True
+                    c.due = deadline  # SIGKILL if still running then
+                    if c.running:
+                        self._kill(c, signal.SIGTERM)
+            self.parts.remove(old_part)
+        if not getattr(self.settings, name).enabled:
             return
-        new_part = part(old_part.name, self.settings)
-        self.parts[index] = new_part
+        try:
+            new_part = part(name, self.settings)
+        except Exception:
+            log.exception("[%s] cannot start with the new settings", name)
+            return
+        self.parts.append(new_part)
+        self.parts.sort(key=lambda p: NAMES.index(p.name))
         assert self.slots is not None
-        used = {c.slot_index for c in self.children if not c.retired or c.running}
+        used = {c.slot_index for c in self.children}
         free = [i for i in range(len(self.slots.slots)) if i not in used]
         specs = new_part.children()
         if len(specs) > len(free):
             log.error(
                 "[%s] needs %d children, %d slots left: restart the service",
-                new_part.name,
+                name,
                 len(specs),
                 len(free),
             )
-            specs = specs[: len(free)]
-        for spec, slot_index in zip(specs, free, strict=False):
-            c = Child(spec, new_part, slot_index)
-            self.children.append(c)
-            self._spawn(c)
-        self.children = [c for c in self.children if not (c.retired and not c.running)]
+        self.children += [Child(s, new_part, i) for s, i in zip(specs, free, strict=False)]
+
+    def _retiring(self, subsystem: str) -> bool:
+        """Is a stopped-by-reload child of ``subsystem`` still running?"""
+        return any(c.retired and c.running and c.spec.subsystem == subsystem for c in self.children)
 
     # -- control socket ----------------------------------------------------------
 
