@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 
-def wait_for(predicate: Callable[[], T], timeout: float = 15.0, what: str = "condition") -> T:
+def wait_for(predicate: Callable[[], T], timeout: float = 20.0, what: str = "condition") -> T:
     """Poll ``predicate`` until it returns something true; return that."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

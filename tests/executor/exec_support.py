@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import socket
-import time
-from collections.abc import Callable
 from typing import Any
 
 import orjson
 from websockets.sync.client import ClientConnection, connect
 
+from helpers import wait_for
 from skns.config import Settings
 from skns.executor.handlers import read_records
 from skns.executor.launch import Family
@@ -19,16 +18,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def wait_for(condition: Callable[[], Any], timeout: float = 20.0, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what or condition}")
 
 
 class Executor:

@@ -12,10 +12,11 @@ from typing import Any
 import orjson
 import pytest
 
+from helpers import wait_for
 from skns.executor import records
 from skns.executor.checker import verify
 
-from .exec_support import send, wait_for
+from .exec_support import send
 
 BAD_FRAMES = [
     (b"{not json", "not JSON"),

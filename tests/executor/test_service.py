@@ -10,12 +10,13 @@ from typing import Any
 
 from websockets.sync.client import connect
 
+from helpers import wait_for
 from skns import config
 from skns.executor import router, service, shard
 from skns.executor.checker import verify
 from skns.executor.handlers import read_records
 
-from .exec_support import free_port, send_events, wait_for
+from .exec_support import free_port, send_events
 
 
 def test_children_are_one_router_and_k_shards(tmp_path: Path) -> None:

@@ -11,10 +11,11 @@ from typing import Any
 
 import pytest
 
+from helpers import wait_for
 from skns.executor import ipc
 from skns.executor.checker import verify
 
-from .exec_support import send, send_events, wait_for
+from .exec_support import send, send_events
 
 
 @pytest.mark.parametrize(
