@@ -19,6 +19,7 @@ import signal
 import time
 from typing import Any
 
+import orjson
 import psutil
 
 from . import __version__, child, config, logs
@@ -55,6 +56,7 @@ class Child:
     failures: int = 0  # starts in a row that died within start_period
     due: float = 0.0  # monotonic time of the next start (retired: of the SIGKILL)
     process: psutil.Process | None = None
+    cpu_percent: float | None = None  # over the last STATUS_EVERY seconds
     retired: bool = False  # stopped for good (reload removed it)
 
     @property
@@ -280,8 +282,32 @@ class Supervisor:
             self.notifier.ping(now)
         if now - self.last_status >= STATUS_EVERY:
             self.last_status = now
+            self._sample_cpu()
             if self.ready:
                 self.notifier.status(self._summary())
+
+    def _process(self, c: Child) -> psutil.Process | None:
+        """The psutil handle of a running child (kept, so CPU % has a previous sample)."""
+        if not c.running:
+            return None
+        if c.process is None or c.process.pid != c.pid:
+            try:
+                c.process = psutil.Process(c.pid)
+            except psutil.Error:
+                return None
+            c.cpu_percent = None
+            c.process.cpu_percent(None)  # the first call only starts the interval
+        return c.process
+
+    def _sample_cpu(self) -> None:
+        """Every child's CPU % over the last STATUS_EVERY seconds, for status."""
+        for c in self.children:
+            process = self._process(c)
+            if process is not None:
+                try:
+                    c.cpu_percent = process.cpu_percent(None)
+                except psutil.Error:
+                    c.cpu_percent = None
 
     def _summary(self) -> str:
         up = sum(1 for c in self.children if self._is_up(c))
@@ -403,22 +429,18 @@ class Supervisor:
             "rss": None,
             "stats": None,
         }
-        if c.running:
+        process = self._process(c)
+        if process is not None:
             try:
-                if c.process is None or c.process.pid != c.pid:
-                    c.process = psutil.Process(c.pid)
-                    c.process.cpu_percent(None)
-                with c.process.oneshot():
-                    row["cpus"] = c.process.cpu_affinity()
-                    row["cpu_percent"] = c.process.cpu_percent(None)
-                    row["rss"] = c.process.memory_info().rss
-                    row["cpu_seconds"] = sum(c.process.cpu_times()[:2])
+                with process.oneshot():
+                    row["cpus"] = process.cpu_affinity()
+                    row["cpu_percent"] = c.cpu_percent
+                    row["rss"] = process.memory_info().rss
+                    row["cpu_seconds"] = sum(process.cpu_times()[:2])
             except psutil.Error:
                 pass
         blob = self.slots.slots[c.slot_index].read()
         if blob:
-            import orjson
-
             try:
                 row["stats"] = orjson.loads(blob)
             except orjson.JSONDecodeError:
