@@ -135,7 +135,8 @@ async def serve(
     try:
         site = web.TCPSite(runner, host, port, backlog=1024, reuse_address=True)
         await site.start()
-        log.info("messenger replica on http://%s:%d (%s)", host, port, replica.store.kind)
+        bound = runner.addresses[0][1] if runner.addresses else port  # port 0: the one it got
+        log.info("messenger replica on http://%s:%d (%s)", host, bound, replica.store.kind)
         await stop.wait()
     finally:
         await runner.cleanup()
