@@ -6,7 +6,8 @@ it, after the fork: the target makes its own event loop, sockets and database
 connections. When the target returns the child exits 0; when it raises, the
 error is logged and the child exits 1 (and is restarted with backoff).
 
-Children are stopped with SIGTERM. An asyncio child uses :meth:`ChildContext.serve`,
+A child calls :meth:`ChildContext.ready` once it serves. Children are stopped
+with SIGTERM. An asyncio child uses :meth:`ChildContext.serve`,
 which turns SIGTERM/SIGINT into an :class:`asyncio.Event`, heartbeats from the
 loop itself (a blocked loop stops beating and the supervisor restarts the
 child), and publishes the child's stats for ``skns-ctl status``.
@@ -57,6 +58,12 @@ class ChildContext:
     def heartbeat(self) -> None:
         """Tell the supervisor this child is alive; call at least every second or so."""
         self.slot.beat()
+
+    def ready(self) -> None:
+        """Tell the supervisor this child now serves (its socket is bound, its journal
+        replayed). The service is READY once every child is; heartbeats, which say only
+        that the child is alive, may start earlier."""
+        self.slot.mark_ready()
 
     def publish(self, stats: Mapping[str, Any]) -> None:
         """Publish counters (JSON-able, under 16 KiB) for ``skns-ctl status``."""

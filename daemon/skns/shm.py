@@ -16,7 +16,7 @@ import mmap
 import struct
 import time
 
-# seq, heartbeat_ns, reserved, blob_len
+# seq, heartbeat_ns, ready, blob_len
 _HEADER = struct.Struct("<QQqQ")
 SLOT_SIZE = 16384
 BLOB_MAX = SLOT_SIZE - _HEADER.size
@@ -34,11 +34,18 @@ class Slot:
     def reset(self) -> None:
         """A fresh slot for a new child, made by the supervisor before the fork.
 
-        The heartbeat starts at 0: the child counts as up once it has beaten."""
+        Heartbeat and ready flag start at 0: the child is alive once it beats, and up
+        (serving) once it says so with ``mark_ready``."""
         _HEADER.pack_into(self._buf, self._off, 0, 0, 0, 0)
 
     def beat(self) -> None:
         struct.pack_into("<Q", self._buf, self._off + 8, time.monotonic_ns())
+
+    def mark_ready(self) -> None:
+        struct.pack_into("<q", self._buf, self._off + 16, 1)
+
+    def is_ready(self) -> bool:
+        return struct.unpack_from("<q", self._buf, self._off + 16)[0] == 1
 
     def heartbeat_ns(self) -> int:
         return struct.unpack_from("<Q", self._buf, self._off + 8)[0]

@@ -257,7 +257,7 @@ class Supervisor:
 
     def _is_up(self, c: Child) -> bool:
         assert self.slots is not None
-        return c.running and self.slots.slots[c.slot_index].heartbeat_ns() > 0
+        return c.running and self.slots.slots[c.slot_index].is_ready()
 
     def _kill(self, c: Child, signo: int) -> None:
         with contextlib.suppress(ProcessLookupError):

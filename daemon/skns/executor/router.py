@@ -24,6 +24,7 @@ import http
 import logging
 import os
 from collections import Counter, deque
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -99,8 +100,11 @@ class Client:
 
 
 class Router:
-    def __init__(self, settings: Settings, shards: int) -> None:
+    def __init__(
+        self, settings: Settings, shards: int, ready: Callable[[], None] = lambda: None
+    ) -> None:
         self.settings = settings
+        self.ready = ready  # called once the ingest listens
         self.config = settings.executor
         self.ring = Ring(shards)
         self.state = settings.service.state_dir / "executor"
@@ -250,6 +254,7 @@ class Router:
                 log.info(
                     "executor ingest on %s:%d, %d shards", listen.host, self.port, len(self.links)
                 )
+                self.ready()
                 await stop.wait()
                 # Wake readers held back by back-pressure, so that closing ends them.
                 self.stopping = True
@@ -286,6 +291,6 @@ def run(ctx: ChildContext) -> None:
     shards = ctx.settings.executor.shard_count(os.cpu_count())
     # One line per client connection is too much: keep websockets' warnings only.
     logging.getLogger("websockets").setLevel(max(logging.WARNING, log.getEffectiveLevel()))
-    router = Router(ctx.settings, shards)
+    router = Router(ctx.settings, shards, ready=ctx.ready)
     tune_gc()
     ctx.serve(router.main, router.stats)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, cast
 
@@ -77,7 +77,10 @@ class RouterLink(asyncio.Protocol):
 
 
 class Shard:
-    def __init__(self, settings: Settings, index: int) -> None:
+    def __init__(
+        self, settings: Settings, index: int, ready: Callable[[], None] = lambda: None
+    ) -> None:
+        self.ready = ready  # called once the journal is replayed and the socket listens
         config = settings.executor
         self.config = config
         self.index = index
@@ -257,6 +260,7 @@ class Shard:
         self.socket_path.unlink(missing_ok=True)
         loop = asyncio.get_running_loop()
         server = await loop.create_unix_server(lambda: RouterLink(self), str(self.socket_path))
+        self.ready()
         try:
             await self._until_stopped(stop)
         finally:
@@ -314,6 +318,6 @@ class Shard:
 
 def run(ctx: ChildContext) -> None:
     """ChildSpec target of shard ``ctx.spec.index`` (role ``executor-shard``)."""
-    shard = Shard(ctx.settings, ctx.spec.index)
+    shard = Shard(ctx.settings, ctx.spec.index, ready=ctx.ready)
     tune_gc()
     ctx.serve(shard.main, shard.stats)

@@ -56,7 +56,14 @@ def run(ctx: ChildContext) -> None:
             log.warning("database not available at start: %s", exc)
         try:
             # A request in flight waits at most db_timeout for the database.
-            await serve(replica, address.host, address.port, stop, grace=m.db_timeout + 1.0)
+            await serve(
+                replica,
+                address.host,
+                address.port,
+                stop,
+                grace=m.db_timeout + 1.0,
+                ready=ctx.ready,
+            )
         finally:
             await store.close()
 

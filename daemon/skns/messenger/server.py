@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -125,9 +126,16 @@ class Replica:
 
 
 async def serve(
-    replica: Replica, host: str, port: int, stop: asyncio.Event, grace: float = 10.0
+    replica: Replica,
+    host: str,
+    port: int,
+    stop: asyncio.Event,
+    grace: float = 10.0,
+    ready: Callable[[], None] = lambda: None,
 ) -> None:
-    """Serve until ``stop`` is set, then give the requests in flight ``grace`` s to finish."""
+    """Serve until ``stop`` is set, then give the requests in flight ``grace`` s to finish.
+
+    ``ready`` is called once the socket listens."""
     runner = web.AppRunner(
         replica.app(), access_log=None, handle_signals=False, shutdown_timeout=grace
     )
@@ -137,6 +145,7 @@ async def serve(
         await site.start()
         bound = runner.addresses[0][1] if runner.addresses else port  # port 0: the one it got
         log.info("messenger replica on http://%s:%d (%s)", host, bound, replica.store.kind)
+        ready()
         await stop.wait()
     finally:
         await runner.cleanup()

@@ -90,6 +90,7 @@ def run(ctx: ChildContext, sock: socket.socket, block: Block) -> None:
     count, total = (agg.count, agg.a1_sum) if agg else (0, 0)
     top, bottom = (agg.a2_max, agg.a3_min) if agg and agg.count else (_NO_MAX, _NO_MIN)
     log.info("listening on fd %d (window %gs, batch %d)", sock.fileno(), base, rx.batch)
+    ctx.ready()  # the socket was bound before the fork: datagrams are already queueing
 
     while not stopping:
         n = rx.recv()

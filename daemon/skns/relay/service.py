@@ -14,6 +14,7 @@ if TYPE_CHECKING:
 def run(ctx: ChildContext) -> None:
     """The child's target: relay until SIGTERM, publishing stats for ``skns-ctl status``."""
     relay = Relay.from_settings(ctx.settings.relay)
+    ctx.ready()  # a client: up as soon as it runs; its connections show in its stats
     ctx.serve(relay.run, relay.stats)
 
 

@@ -19,6 +19,7 @@ import collections
 import http
 import logging
 import uuid
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -75,8 +76,9 @@ class Outbox:
 
 
 class TaskServer:
-    def __init__(self, settings: TasksSettings) -> None:
+    def __init__(self, settings: TasksSettings, ready: Callable[[], None] = lambda: None) -> None:
         self.settings = settings
+        self.ready = ready  # called once the server listens and both pools have workers
         self.store = Store(settings.result_ttl, settings.store_max_bytes)
         self.pools: dict[str, Pool] = {}
         self.port: int | None = None
@@ -118,6 +120,7 @@ class TaskServer:
                     s.hard_limit,
                 )
                 sweeper = asyncio.create_task(self._sweep())
+                self.ready()
                 await stop.wait()
                 sweeper.cancel()
                 log.info("stopping: closing %d connections", self.connections)
@@ -246,5 +249,5 @@ def _bound_port(server: Server) -> int:
 
 def run(ctx: ChildContext) -> None:
     """The target of the ``tasks`` child (see :mod:`skns.tasks.service`)."""
-    server = TaskServer(ctx.settings.tasks)
+    server = TaskServer(ctx.settings.tasks, ready=ctx.ready)
     ctx.serve(server.main, server.stats)
