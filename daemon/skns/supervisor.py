@@ -138,7 +138,6 @@ class Supervisor:
         c.pid = pid
         c.started = time.time()
         c.started_mono = time.monotonic()
-        c.process = None
         c.part.child_started(c.spec, c.started)
         log.info("started %s (pid %d)", c.spec.name, pid)
 

@@ -34,7 +34,6 @@ RING = 16
 _SLOT_SIZE = _SEQ.size + 2 * _RECORD.size
 BLOCK_SIZE = _HEADER_SIZE + RING * _SLOT_SIZE
 _MASK64 = 2**64 - 1
-NO_WINDOW = -(2**63)
 
 
 class Block:
