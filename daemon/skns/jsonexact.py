@@ -1,0 +1,98 @@
+"""JSON at skns's boundaries: orjson's speed, exact integers of any size.
+
+orjson reads an integer outside [-2**63, 2**64) as a float (1180591620717411303425 becomes
+1.1805916207174113e+21) and refuses to write one ("Integer exceeds 64-bit range"). Sums in
+metrics are exact big integers by contract, and a client's number must arrive exact or be
+refused, never changed: so every place where JSON crosses a boundary reads and writes it here.
+
+The fast path costs one C-level scan of the bytes: an integer that orjson could round has at
+least 19 digits in a row, and without such a run orjson's answer is already exact. With one
+(a big number, or just a long digit string inside a text), the document, already known to be
+valid UTF-8 JSON, is read again by the stdlib parser, which keeps integers exact.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+JSONDecodeError = orjson.JSONDecodeError
+
+# Every integer orjson cannot hold exactly (below -2**63 or from 2**64 up) has 19+ digits.
+_LONG_DIGITS = re.compile(rb"[0-9]{19}")
+_orjson_loads = orjson.loads
+_orjson_dumps = orjson.dumps
+
+
+def loads(data: bytes | bytearray | memoryview | str) -> Any:
+    """Parse strict UTF-8 JSON (no NaN, no Infinity); integers come back exact.
+
+    Raises :class:`JSONDecodeError` (a ``ValueError``) on anything that is not such JSON,
+    including nesting deeper than orjson's limit of 1024 and floats beyond a double.
+    """
+    try:
+        obj = _orjson_loads(data)
+    except JSONDecodeError as error:
+        # An integer too large even for a double ("number is infinity"): exact below.
+        if "infinity" not in str(error):
+            raise
+        return _loads_stdlib(data, error)
+    if _LONG_DIGITS.search(data.encode() if isinstance(data, str) else data) is None:
+        return obj
+    return _loads_stdlib(data, None)
+
+
+def _loads_stdlib(data: bytes | bytearray | memoryview | str, error: JSONDecodeError | None) -> Any:
+    """The stdlib parser, as strict as orjson: UTF-8 only, no constants, finite floats."""
+    try:
+        text = data if isinstance(data, str) else bytes(data).decode()
+        return json.loads(text, parse_constant=_refuse, parse_float=_finite_float)
+    except (ValueError, RecursionError) as stdlib_error:
+        if error is not None:
+            raise error from None
+        raise JSONDecodeError(f"not strict JSON: {stdlib_error}", "", 0) from None
+
+
+def _refuse(token: str) -> Any:
+    raise ValueError(f"{token} is not JSON")
+
+
+def _finite_float(token: str) -> float:
+    value = float(token)
+    if value in (math.inf, -math.inf):
+        raise ValueError("number is infinity when parsed as double")
+    return value
+
+
+def dumps(
+    obj: Any, *, option: int | None = None, default: Callable[[Any], Any] | None = None
+) -> bytes:
+    """orjson.dumps, falling back to the stdlib for integers past 64 bits (written exact)."""
+    try:
+        return _orjson_dumps(obj, default=default, option=option)
+    except TypeError as error:
+        if "64-bit" not in str(error):
+            raise
+    indent = 2 if option is not None and option & orjson.OPT_INDENT_2 else None
+    separators = (",", ": ") if indent else (",", ":")
+    return json.dumps(
+        _str_keys(obj) if option is not None and option & orjson.OPT_NON_STR_KEYS else obj,
+        ensure_ascii=False,
+        indent=indent,
+        separators=separators,
+        default=default,
+    ).encode()
+
+
+def _str_keys(obj: Any) -> Any:
+    """What OPT_NON_STR_KEYS gives orjson: every dict key written as a string."""
+    if isinstance(obj, dict):
+        return {k if isinstance(k, str) else str(k): _str_keys(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_str_keys(v) for v in obj]
+    return obj
