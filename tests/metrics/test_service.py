@@ -108,6 +108,24 @@ def test_many_senders_spread_over_workers_and_merge_exactly(start_service, tmp_p
     assert all(n > 0 for n in per_worker), per_worker
 
 
+def test_one_sender_is_shared_by_every_worker(start_service, tmp_path):
+    svc = start_service(metrics=metrics_table(tmp_path, workers=3))
+    port = metrics_port(svc)
+    assert svc.status()["subsystems"]["metrics"]["spread"] == "cbpf"
+    tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    for i in range(6000):
+        tx.sendto(b'{"A1": 1, "A2": 2, "A3": 3}', ("127.0.0.1", port))
+        if i % 500 == 499:
+            time.sleep(0.01)  # bounded: never more than the receive buffers hold
+
+    def per_worker() -> list[int] | None:
+        got = svc.status()["subsystems"]["metrics"]["accepted_per_worker"]
+        return got if sum(got) == 6000 else None
+
+    got = wait_for(per_worker, what="6000 datagrams accepted")
+    assert max(got) / min(got) <= 1.2, got
+
+
 BAD = [
     (b"not json at all", "not_json"),
     (b'{"A1": 1, "A2": 2, "A3": 3', "not_json"),

@@ -15,7 +15,7 @@ from . import worker
 from .closer import Closer
 from .output import Output, last_lines
 from .partials import REASONS, Block, Partials
-from .sockets import bind_all, kernel_drops
+from .sockets import bind_all, kernel_drops, spread
 from .window import Aggregate, Schedule, end_of, index_of, label
 
 if TYPE_CHECKING:
@@ -48,6 +48,7 @@ class MetricsService:
         self.cpus = sorted(os.sched_getaffinity(0))
         self.sockets = bind_all(m.listen, self.count, m.recv_buffer_bytes)
         self.port = self.sockets[0].getsockname()[1]
+        self.spread = spread(self.sockets)
         self.partials = Partials(self.count)
         self.schedule = Schedule(m.window, m.intervals)
         self.output = Output(m.output)
@@ -184,6 +185,7 @@ class MetricsService:
             "accepted_per_worker": [block.counters()[0] for block in self.partials.blocks],
             "listen": f"{self.settings.metrics.listen.host}:{self.port}",
             "workers": self.count,
+            "spread": self.spread,
             "output": str(self.output.path),
             "accepted": accepted,
             "rejected": rejected,

@@ -2,12 +2,17 @@
 
 The supervisor binds them before forking and keeps them open, so a worker's
 socket (and the datagrams queued in it) survives the worker's crash; the
-restarted worker drains the same queue. The kernel spreads datagrams over the
-sockets by a hash of the sender's address and port.
+restarted worker drains the same queue.
+
+By default the kernel picks a group's socket by a hash of the sender's address
+and port, so one busy sender lands on one worker. :func:`spread` attaches a
+classic BPF program to the group that picks a socket at random for every
+datagram instead, so one sender is shared by every worker.
 """
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import socket
 
@@ -16,6 +21,26 @@ from ..settings import HostPort
 log = logging.getLogger("skns.metrics")
 
 SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
+SO_ATTACH_REUSEPORT_CBPF = getattr(socket, "SO_ATTACH_REUSEPORT_CBPF", 51)
+
+# Classic BPF opcodes (linux/filter.h) and the ancillary load of a random u32.
+_LD_W_ABS = 0x00 | 0x00 | 0x20  # BPF_LD | BPF_W | BPF_ABS
+_ALU_MOD_K = 0x04 | 0x90 | 0x00  # BPF_ALU | BPF_MOD | BPF_K
+_RET_A = 0x06 | 0x10  # BPF_RET | BPF_A
+_SKF_AD_RANDOM = (-0x1000 + 56) & 0xFFFFFFFF  # SKF_AD_OFF + SKF_AD_RANDOM
+
+
+class _SockFilter(ctypes.Structure):
+    _fields_ = (
+        ("code", ctypes.c_uint16),
+        ("jt", ctypes.c_uint8),
+        ("jf", ctypes.c_uint8),
+        ("k", ctypes.c_uint32),
+    )
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = (("len", ctypes.c_ushort), ("filter", ctypes.POINTER(_SockFilter)))
 
 
 def bind(listen: HostPort, recv_buffer_bytes: int) -> socket.socket:
@@ -57,6 +82,33 @@ def bind_all(listen: HostPort, count: int, recv_buffer_bytes: int) -> list[socke
             recv_buffer_bytes,
         )
     return socks
+
+
+def spread(socks: list[socket.socket]) -> str:
+    """Make the group of ``socks`` pick a socket at random per datagram: "cbpf", or
+    "hash" (the kernel's default, by sender) when the kernel refuses the program.
+
+    The program returns an index into the group, whose order is the bind order;
+    an index past the group's end would fall back to hashing, so ``mod`` keeps it
+    below ``len(socks)``. The program belongs to the group, not to one socket:
+    it stays while any of the supervisor's sockets is open, across worker restarts.
+    """
+    program = (_SockFilter * 3)(
+        _SockFilter(_LD_W_ABS, 0, 0, _SKF_AD_RANDOM),
+        _SockFilter(_ALU_MOD_K, 0, 0, len(socks)),
+        _SockFilter(_RET_A, 0, 0, 0),
+    )
+    fprog = _SockFprog(len(program), program)
+    try:
+        socks[0].setsockopt(socket.SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, bytes(fprog))
+    except OSError as exc:
+        log.warning(
+            "cannot spread datagrams over workers per packet (%s): by sender address instead, "
+            "so one sender is served by one worker",
+            exc,
+        )
+        return "hash"
+    return "cbpf"
 
 
 def kernel_drops(port: int) -> int:
