@@ -29,6 +29,39 @@ def test_rejections_name_their_reason(data, reason):
     assert check(data) == reason
 
 
+GOOD = '{"A1": 1, "A2": 2, "A3": 3}'
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        GOOD.encode("utf-16"),
+        GOOD.encode("utf-16-le"),
+        GOOD.encode("utf-16-be"),
+        GOOD.encode("utf-32"),
+        GOOD.encode("utf-32-le"),
+        GOOD.encode("utf-32-be"),
+        b"\xef\xbb\xbf" + GOOD.encode(),  # a UTF-8 byte order mark: orjson refuses it too
+        # CESU-8: U+1F600 as two UTF-8-encoded surrogates, in a key that is otherwise ignored
+        GOOD[:-1].encode() + b', "x": "\xed\xa0\xbd\xed\xb8\x80"}',
+        GOOD[:-1].encode() + b', "x": "\xff"}',
+    ],
+    ids=[
+        "utf-16",
+        "utf-16-le",
+        "utf-16-be",
+        "utf-32",
+        "utf-32-le",
+        "utf-32-be",
+        "bom",
+        "cesu-8",
+        "latin",
+    ],
+)
+def test_what_is_not_utf8_is_not_json(data):
+    assert check(data) == "not_json"
+
+
 def test_accepts_int64_bounds_and_ignores_other_keys():
     data = b'{"A1": -9223372036854775808, "A2": 9223372036854775807, "A3": 0, "x": [1]}'
     assert check(data) == (-(2**63), 2**63 - 1, 0)

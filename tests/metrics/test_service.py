@@ -129,6 +129,7 @@ def test_one_sender_is_shared_by_every_worker(start_service, tmp_path):
 BAD = [
     (b"not json at all", "not_json"),
     (b'{"A1": 1, "A2": 2, "A3": 3', "not_json"),
+    ('{"A1": 1, "A2": 2, "A3": 3}'.encode("utf-16"), "not_json"),
     (b"[1, 2, 3]", "not_object"),
     (b'{"A1": 1, "A3": 3}', "missing_key"),
     (b'{"A1": true, "A2": 2, "A3": 3}', "not_integer"),

@@ -4,6 +4,11 @@ The worker's hot loop inlines the fast check (orjson, exact ``int`` type,
 int64 range) and calls :func:`check` only for what fails it. ``check`` uses
 the stdlib parser, which keeps integer literals exact: orjson reads an integer
 beyond 64 bits as a float, which would misreport "out_of_range" as "not_integer".
+
+JSON on the wire is UTF-8 (RFC 8259), and orjson refuses anything else. The
+stdlib parser given bytes guesses UTF-16 and UTF-32 and decodes surrogates
+encoded as UTF-8 (CESU-8) with "surrogatepass": so ``check`` decodes strictly
+as UTF-8 first, and what is not UTF-8 is "not_json" on every path.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ def _no_constants(name: str) -> Any:
 def check(data: bytes) -> tuple[int, int, int] | str:
     """The (A1, A2, A3) of an acceptable datagram, or the reason it is rejected."""
     try:
-        obj = json.loads(data, parse_constant=_no_constants)
+        obj = json.loads(data.decode(), parse_constant=_no_constants)
     except (ValueError, UnicodeDecodeError, RecursionError):
         return "not_json"
     if not isinstance(obj, dict):
