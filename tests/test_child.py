@@ -62,3 +62,12 @@ def test_serve_runs_main_until_sigterm_and_publishes_stats():
     assert code == 0
     assert slot.read() == b'{"served":true}'
     assert slot.heartbeat_ns() > 0
+
+
+def test_published_stats_keep_integers_past_64_bits():
+    def target(ctx: ChildContext) -> None:
+        ctx.publish({"sum": 2**70, "n": 1})
+
+    code, slot = run_forked(target)
+    assert code == 0
+    assert slot.read() == b'{"sum":1180591620717411303424,"n":1}'

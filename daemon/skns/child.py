@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from . import jsonexact
+
 if TYPE_CHECKING:
     from .config import Settings
     from .shm import Slot
@@ -67,7 +69,7 @@ class ChildContext:
 
     def publish(self, stats: Mapping[str, Any]) -> None:
         """Publish counters (JSON-able, under 16 KiB) for ``skns-ctl status``."""
-        self.slot.publish(orjson.dumps(stats, option=orjson.OPT_NON_STR_KEYS))
+        self.slot.publish(jsonexact.dumps(stats, option=orjson.OPT_NON_STR_KEYS))
 
     def serve(self, main: MainFn, stats: StatsFn | None = None, interval: float = 0.5) -> None:
         """Run ``main(stop)`` on a fresh uvloop until it returns.

@@ -18,6 +18,7 @@ from typing import Any
 
 import orjson
 
+from . import jsonexact
 from .errors import ControlError, ServiceNotRunning
 
 MAX_REQUEST = 4096
@@ -93,7 +94,7 @@ class ControlServer:
         try:
             client.setblocking(True)
             client.settimeout(2.0)
-            client.sendall(orjson.dumps(answer, option=orjson.OPT_NON_STR_KEYS) + b"\n")
+            client.sendall(jsonexact.dumps(answer, option=orjson.OPT_NON_STR_KEYS) + b"\n")
         except OSError:
             pass
         finally:
@@ -101,11 +102,11 @@ class ControlServer:
 
     def _answer(self, raw: bytes) -> dict[str, Any]:
         try:
-            request = orjson.loads(raw.split(b"\n", 1)[0])
+            request = jsonexact.loads(raw.split(b"\n", 1)[0])
             command = request["command"]
             if not isinstance(command, str):
                 raise TypeError
-        except (orjson.JSONDecodeError, KeyError, TypeError):
+        except (jsonexact.JSONDecodeError, KeyError, TypeError):
             return {"ok": False, "error": 'bad request: expected {"command": "..."}'}
         return self.handler(command)
 
@@ -132,7 +133,7 @@ def request(path: Path, command: str, timeout: float = 5.0) -> dict[str, Any]:
             raise ServiceNotRunning(f"skns is not running (no answer on {path}: {exc})") from None
         except PermissionError as exc:
             raise ControlError(f"cannot open {path}: {exc}") from None
-        sock.sendall(orjson.dumps({"command": command}) + b"\n")
+        sock.sendall(jsonexact.dumps({"command": command}) + b"\n")
         chunks = []
         while chunk := sock.recv(65536):
             chunks.append(chunk)
@@ -141,8 +142,8 @@ def request(path: Path, command: str, timeout: float = 5.0) -> dict[str, Any]:
     finally:
         sock.close()
     try:
-        answer = orjson.loads(b"".join(chunks))
-    except orjson.JSONDecodeError as exc:
+        answer = jsonexact.loads(b"".join(chunks))
+    except jsonexact.JSONDecodeError as exc:
         raise ControlError(f"bad answer on {path}: {exc}") from None
     if not isinstance(answer, dict):
         raise ControlError(f"bad answer on {path}: not an object")

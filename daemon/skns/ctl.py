@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from . import config
+from . import config, jsonexact
 from .errors import ConfigError, ControlError, ServiceNotRunning
 from .metrics.output import last_lines
 from .subsystems import NAMES
@@ -152,7 +152,7 @@ def render_status(status: dict[str, Any]) -> str:
 def cmd_status(args: argparse.Namespace) -> int:
     status = _request(args, "status")
     if args.json:
-        print(orjson.dumps(status, option=orjson.OPT_INDENT_2).decode())
+        print(jsonexact.dumps(status, option=orjson.OPT_INDENT_2).decode())
     else:
         print(render_status(status))
     return 0

@@ -19,10 +19,9 @@ import signal
 import time
 from typing import Any
 
-import orjson
 import psutil
 
-from . import __version__, child, config, logs
+from . import __version__, child, config, jsonexact, logs
 from .child import ChildSpec
 from .config import Settings
 from .control import ControlServer
@@ -441,8 +440,8 @@ class Supervisor:
         blob = self.slots.slots[c.slot_index].read()
         if blob:
             try:
-                row["stats"] = orjson.loads(blob)
-            except orjson.JSONDecodeError:
+                row["stats"] = jsonexact.loads(blob)
+            except jsonexact.JSONDecodeError:
                 row["stats"] = None
         return row
 
