@@ -54,10 +54,14 @@ def test_fetch() -> None:
         ("42", "expected a JSON object"),
         ("null", "expected a JSON object"),
         ("[" * 5000 + "]" * 5000, "not valid JSON"),  # too deep for orjson and for json
+        # Past 64 bits jsonexact reads the stdlib way; nesting must not escape it there.
+        ('{"number":1' + "0" * 30 + ',"x":' + "[" * 5000 + "]" * 5000 + "}", "not valid JSON"),
     ],
 )
 def test_malformed_requests_are_a_json_decode_error(message: str | bytes, detail: str) -> None:
-    assert refusal(message) == {"type": "error", "result": "JSON decode error", "detail": detail}
+    frame = refusal(message)
+    assert frame["result"] == "JSON decode error"
+    assert frame["detail"].startswith(detail)
 
 
 @pytest.mark.parametrize(
@@ -75,7 +79,8 @@ def test_unknown_types_are_an_unknown_task(message: str) -> None:
     [
         ("-1", "got -1"),
         ("-99999999999999999999999", "got -99999999999999999999999"),
-        ("-" + "9" * 400, "got a negative integer"),
+        ("-" + "9" * 400, "got a negative integer of 400 digits"),
+        ("-" + "9" * 5000, "got a negative integer of more than 4300 digits"),
         ("1.5", "got a float"),
         ("5.0", "got a float"),
         ("1e3", "got a float"),
@@ -93,8 +98,29 @@ def test_bad_numbers_are_an_invalid_number(number: str, kind: str) -> None:
     assert frame["detail"] == f"number must be an integer from 0 to {MAX}, {kind}"
 
 
-def test_a_valid_request_orjson_refuses_elsewhere_is_still_served() -> None:
-    assert parse('{"type":"factorial","number":7,"note":1e999}') == Submit(7, "soft")
+def test_a_float_beyond_a_double_is_refused_not_rounded() -> None:
+    # jsonexact's rule at every boundary: exact or refused, never changed.
+    frame = refusal('{"type":"factorial","number":7,"note":1e999}')
+    assert frame["result"] == "JSON decode error" and "infinity" in frame["detail"]
+
+
+def test_deep_nesting_behind_a_float_number_is_an_answer_not_a_crash() -> None:
+    # The stdlib fallback once ran outside the try: RecursionError, and the connection died.
+    message = '{"type":"factorial","number":5.5,"x":' + "[" * 1000 + "]" * 1000 + "}"
+    assert len(message) < 2100
+    frame = refusal(message)  # valid JSON (orjson reads 1024 levels): a float number
+    assert frame["result"] == "Invalid number" and frame["detail"].endswith("got a float")
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-16-be", "utf-32", "utf-32-le"])
+def test_json_in_another_encoding_than_utf8_is_refused(encoding: str) -> None:
+    message = '{"type":"factorial","number":3}'.encode(encoding)
+    assert json.loads(message) == {"type": "factorial", "number": 3}  # the stdlib would guess
+    assert refusal(message)["result"] == "JSON decode error"
+
+
+def test_a_binary_frame_of_utf8_json_is_a_request() -> None:
+    assert parse('{"type":"factorial","number":3,"who":"é😀"}'.encode()) == Submit(3, "soft")
 
 
 def test_a_missing_number_is_an_invalid_number() -> None:
@@ -103,11 +129,29 @@ def test_a_missing_number_is_an_invalid_number() -> None:
     assert frame["detail"].startswith("missing number")
 
 
-@pytest.mark.parametrize("number", [str(MAX + 1), str(2**63), str(2**64), "9" * 400, "9" * 5000])
-def test_numbers_over_the_maximum_are_refused(number: str) -> None:
+@pytest.mark.parametrize(
+    ("number", "got"),
+    [
+        (str(MAX + 1), str(MAX + 1)),
+        (str(2**63), str(2**63)),
+        (str(2**64), str(2**64)),  # exact: orjson alone reads 1.8446744073709552e+19
+        (str(2**70 + 1), str(2**70 + 1)),
+        ("9" * 400, "an integer of 400 digits"),
+        ("9" * 5000, "an integer of more than 4300 digits"),
+    ],
+)
+def test_numbers_over_the_maximum_are_refused(number: str, got: str) -> None:
     frame = refusal(f'{{"type":"factorial","number":{number}}}')
     assert frame["result"] == "Number too large"
     assert frame["max_number"] == MAX
+    assert frame["detail"] == f"number must be an integer from 0 to {MAX}, got {got}"
+
+
+def test_a_number_past_64_bits_within_the_maximum_goes_to_the_hard_queue() -> None:
+    big = 2**64 + 1
+    assert protocol.parse(f'{{"type":"factorial","number":{big}}}', SOFT_MAX, 2**65) == Submit(
+        big, "hard"
+    )
 
 
 @pytest.mark.parametrize("message", ['{"type":"result"}', '{"type":"result","task_id":5}'])

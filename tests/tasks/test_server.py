@@ -120,6 +120,26 @@ def test_a_binary_frame_is_parsed_too(client: Connect) -> None:
     assert next_frame(ws) == {"type": "success", "task_id": ack["task_id"], "result": 6}
     ws.send(b"\xff\xfe")
     assert next_frame(ws)["result"] == "JSON decode error"
+    # UTF-16 and UTF-32 JSON (which the stdlib would guess) are refused, not run.
+    for encoding in ("utf-16", "utf-16-le", "utf-32"):
+        ws.send('{"type":"factorial","number":3}'.encode(encoding))
+        assert next_frame(ws)["result"] == "JSON decode error"
+
+
+def test_a_request_that_once_killed_its_connection_is_answered(client: Connect) -> None:
+    # A float number and nesting behind it: the stdlib fallback raised RecursionError, the
+    # connection closed with 1011, and the requests pipelined behind it were lost.
+    ws = client()
+    ws.send('{"type":"factorial","number":5.5,"x":' + "[" * 1000 + "]" * 1000 + "}")
+    ws.send('{"type":"factorial","number":' + "9" * 5000 + "}")
+    ws.send(json.dumps({"type": "factorial", "number": 2**64}))
+    ws.send(json.dumps({"type": "factorial", "number": 5}))
+    assert next_frame(ws)["result"] == "Invalid number"
+    assert next_frame(ws)["result"] == "Number too large"
+    too_large = next_frame(ws)
+    assert too_large["result"] == "Number too large" and str(2**64) in too_large["detail"]
+    ack = next_frame(ws)
+    assert next_frame(ws) == {"type": "success", "task_id": ack["task_id"], "result": 120}
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,9 @@
 """The task protocol: requests parsed into values, answers built as JSON text.
 
-Pure logic, no I/O. Requests (text or binary frames holding one JSON object):
+Pure logic, no I/O. Requests are text frames, or binary frames holding UTF-8, of one JSON
+object; anything else (UTF-16 or UTF-32 too) is a ``JSON decode error``. They are read with
+:mod:`skns.jsonexact`: an integer of any size arrives exact, so a number past 64 bits is
+refused as too large, never read as a float. Requests:
 
 * ``{"type": "factorial", "number": N}`` submits a job; answered at once with
   ``{"type": "result", "task_id": ID}``, later followed by
@@ -21,11 +24,14 @@ frame as text, because orjson refuses integers beyond 64 bits.
 
 from __future__ import annotations
 
-import json
+import re
+import sys
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
+
+from .. import jsonexact
 
 # The reasons of the original task statement ...
 DECODE_ERROR = "JSON decode error"
@@ -111,20 +117,19 @@ def not_found_frame(task_id: str) -> bytes:
 
 
 _NOT_AN_OBJECT = refuse(DECODE_ERROR, detail="expected a JSON object")
-_BAD_JSON = refuse(DECODE_ERROR, detail="not valid JSON")
 _MISSING = object()
+# The longest integer literal the stdlib parser converts (Python's int/str digit limit);
+# jsonexact refuses a document holding a longer one.
+_DIGIT_LIMIT = sys.get_int_max_str_digits() or sys.int_info.default_max_str_digits
+_TOO_MANY_DIGITS = re.compile(rb"-?[0-9]{%d}" % (_DIGIT_LIMIT + 1))
 
 
 def parse(message: str | bytes, soft_max: int, max_number: int) -> Request:
-    """Classify one request frame; never raises on bad input."""
+    """Classify one request frame (text, or binary holding UTF-8); never raises on bad input."""
     try:
-        obj = orjson.loads(message)
-    except orjson.JSONDecodeError:
-        # orjson also refuses integers beyond a double's range: they are valid JSON.
-        try:
-            obj = _strict_loads(message)
-        except (ValueError, RecursionError):  # RecursionError: nesting orjson refused too
-            return _BAD_JSON
+        obj = jsonexact.loads(message)
+    except (ValueError, RecursionError) as error:  # JSONDecodeError is a ValueError
+        return _decode_error(message, max_number, error)
     if type(obj) is not dict:
         return _NOT_AN_OBJECT
     kind = obj.get("type")
@@ -132,7 +137,7 @@ def parse(message: str | bytes, soft_max: int, max_number: int) -> Request:
         number = obj.get("number", _MISSING)
         if type(number) is int and 0 <= number <= max_number:
             return Submit(number, SOFT if number <= soft_max else HARD)
-        return _number_error(message, number, max_number)
+        return _number_error(number, max_number)
     if kind == "result":
         task_id = obj.get("task_id")
         if type(task_id) is str:
@@ -142,46 +147,44 @@ def parse(message: str | bytes, soft_max: int, max_number: int) -> Request:
     return refuse(UNKNOWN_TASK, detail=f'{detail}; expected "factorial" or "result"')
 
 
-class _BigInt(str):
-    """An integer literal too long to be worth converting: its text."""
+def _decode_error(message: str | bytes, max_number: int, error: Exception) -> Refusal:
+    """A request jsonexact refused: not strict UTF-8 JSON, or an integer too long to read.
 
-
-def _parse_int(text: str) -> int | _BigInt:
-    return int(text) if len(text) <= 24 else _BigInt(text)
-
-
-def _not_json(text: str) -> None:
-    raise ValueError(f"{text} is not JSON")
-
-
-def _strict_loads(message: str | bytes) -> Any:
-    """The stdlib parser, for the rare requests orjson's answer is not enough for.
-
-    It keeps long integer literals as text (no huge int is built, no digit
-    limit is hit) and refuses NaN and Infinity, which are not JSON.
+    Only ``number`` can meaningfully hold such an integer, and no number of thousands of
+    digits is within ``max_number``: it is refused as too large, not as bad JSON.
     """
-    return json.loads(message, parse_int=_parse_int, parse_constant=_not_json)
+    raw = message.encode(errors="replace") if isinstance(message, str) else message
+    long = _TOO_MANY_DIGITS.search(raw)
+    if long is None:
+        return refuse(DECODE_ERROR, detail=f"not valid JSON: {str(error)[:200]}")
+    detail = f"{_expected(max_number)}, got an integer of more than {_DIGIT_LIMIT} digits"
+    if long.group().startswith(b"-"):
+        return refuse(INVALID_NUMBER, detail=detail.replace("got an", "got a negative"))
+    return refuse(NUMBER_TOO_LARGE, detail=detail, max_number=max_number)
 
 
-def _number_error(message: str | bytes, number: object, max_number: int) -> Refusal:
-    expected = f"number must be an integer from 0 to {max_number}"
+def _describe(number: int) -> str:
+    """The integer itself, or for a long one its sign and length (keeps the frame small)."""
+    text = str(number)
+    if len(text) <= 40:
+        return text
+    sign = "a negative" if number < 0 else "an"
+    return f"{sign} integer of {len(text.lstrip('-'))} digits"
+
+
+def _expected(max_number: int) -> str:
+    return f"number must be an integer from 0 to {max_number}"
+
+
+def _number_error(number: object, max_number: int) -> Refusal:
+    expected = _expected(max_number)
     if number is _MISSING:
         return refuse(INVALID_NUMBER, detail=f"missing number; {expected}")
-    if type(number) is float:
-        # orjson turns integers beyond 64 bits into floats: look at the literal again.
-        number = _strict_loads(message).get("number")
-    if type(number) is _BigInt:
-        if number.startswith("-"):
-            return refuse(INVALID_NUMBER, detail=f"{expected}, got a negative integer")
-        return refuse(
-            NUMBER_TOO_LARGE,
-            detail=f"{expected}, got an integer of {len(number)} digits",
-            max_number=max_number,
-        )
-    if type(number) is int:
+    if type(number) is int:  # exact, whatever its size (jsonexact)
+        got = _describe(number)
         if number < 0:
-            return refuse(INVALID_NUMBER, detail=f"{expected}, got {number}")
-        return refuse(NUMBER_TOO_LARGE, detail=f"{expected}, got {number}", max_number=max_number)
+            return refuse(INVALID_NUMBER, detail=f"{expected}, got {got}")
+        return refuse(NUMBER_TOO_LARGE, detail=f"{expected}, got {got}", max_number=max_number)
     kind = {bool: "a boolean", float: "a float", str: "a string", type(None): "null"}.get(
         type(number), f"a JSON {'array' if type(number) is list else 'object'}"
     )
