@@ -6,6 +6,7 @@ import asyncio
 import threading
 import time
 
+from skns import jsonexact
 from skns.executor.events import Event
 from skns.executor.handlers import write_record
 
@@ -34,4 +35,14 @@ async def slow(event: Event) -> None:
 def slow_sync(event: Event) -> None:
     """The same, blocking a pool thread."""
     time.sleep(event.payload["sleep"])
+    write_record(event)
+
+
+PAYLOADS = "payloads.log"
+
+
+async def payload_record(event: Event) -> None:
+    """Appends ``[seq, payload]``, written exactly, to payloads.log in the shard directory."""
+    with (event.env.directory / PAYLOADS).open("ab") as f:
+        f.write(jsonexact.dumps([event.seq, event.payload]) + b"\n")
     write_record(event)

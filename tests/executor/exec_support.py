@@ -9,6 +9,7 @@ import orjson
 from websockets.sync.client import ClientConnection, connect
 
 from helpers import wait_for
+from skns import jsonexact
 from skns.config import Settings
 from skns.executor.handlers import read_records
 from skns.executor.launch import Family
@@ -51,7 +52,7 @@ class Executor:
 
 def send(ws: ClientConnection, message: Any) -> dict[str, Any]:
     """Send one frame, return its answer."""
-    ws.send(message if isinstance(message, bytes | str) else orjson.dumps(message))
+    ws.send(message if isinstance(message, bytes | str) else jsonexact.dumps(message))
     return orjson.loads(ws.recv(timeout=20))
 
 

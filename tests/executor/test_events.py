@@ -37,6 +37,9 @@ def test_batch() -> None:
         (b'{"account_id": [1]}', "account_id must be an integer or a string"),
         (b'{"account_id": null}', "account_id must be an integer or a string"),
         (b'{"account_id": 9223372036854775808}', "account_id out of signed 64-bit range"),
+        # Past what orjson holds as an integer: still an integer out of range, not a float.
+        (b'{"account_id": 18446744073709551616}', "account_id out of signed 64-bit range"),
+        (b'{"account_id": -99999999999999999999}', "account_id out of signed 64-bit range"),
         (b'{"account_id": ""}', "account_id string must have 1..1024 characters"),
         (b"42", "event must be a JSON object"),
         (b"[]", "empty batch"),
@@ -47,6 +50,16 @@ def test_bad_frames(frame: bytes, reason: str) -> None:
         parse_frame(frame, 10)
     assert info.value.reason == reason
     assert info.value.answer() == {"error": reason}
+
+
+def test_big_integers_in_a_payload_stay_exact() -> None:
+    frame = b'{"account_id": "big", "payload": {"probe": 1180591620717411303425, "n": [-1e400]}}'
+    with pytest.raises(BadEvent, match="not JSON"):
+        parse_frame(frame, 10)  # a float beyond a double is refused, not made infinite
+    frame = b'[{"account_id": "big", "payload": {"probe": 1180591620717411303425}}]'
+    events, _ = parse_frame(frame, 10)
+    assert events == [("big", None, {"probe": 1180591620717411303425})]
+    assert type(events[0][2]["probe"]) is int
 
 
 def test_bad_event_in_batch_names_its_index() -> None:

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import orjson
 
+from skns import jsonexact
 from skns.executor import records
 from skns.executor.journal import Journal
 from skns.executor.records import Replay, Wire
@@ -32,7 +33,7 @@ class Owner:
         for wire in wires:
             self.pending[wire[0]] = wire
         self.high = wires[-1][0]
-        journal.accept(orjson.dumps(list(wires)), self.high)
+        journal.accept(jsonexact.dumps(list(wires)), self.high)
 
     def finish(self, journal: Journal, seq: int, ok: bool = True) -> None:
         del self.pending[seq]
@@ -65,6 +66,21 @@ def test_unfinished_events_come_back_in_order(tmp_path: Path) -> None:
     replay = asyncio.run(main())
     assert list(replay.unfinished()) == [wire(3, "a")]
     assert replay.high == 3
+
+
+def test_big_integers_survive_replay_and_compaction(tmp_path: Path) -> None:
+    big = [7, "a", 2**70 + 1, {"probe": -(2**64) - 1}]  # no double holds these exactly
+
+    async def main() -> None:
+        owner = Owner()
+        journal = owner.journal(tmp_path)
+        await journal.open()
+        owner.accept(journal, big)
+        await journal.close()
+
+    asyncio.run(main())
+    assert list(asyncio.run(reopen(tmp_path)).unfinished()) == [big]  # read from the A record
+    assert list(asyncio.run(reopen(tmp_path)).unfinished()) == [big]  # from the compacted one
 
 
 def test_acks_follow_fsync_and_group_commit(tmp_path: Path) -> None:

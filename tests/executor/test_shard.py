@@ -12,9 +12,11 @@ from typing import Any
 import pytest
 
 from helpers import wait_for
+from skns import jsonexact
 from skns.executor import ipc
 from skns.executor.checker import verify
 
+from .exec_handlers import PAYLOADS
 from .exec_support import send, send_events
 
 
@@ -138,3 +140,20 @@ def test_garbage_from_the_router_socket_drops_that_connection_only(executor: Any
     with ex.connect() as ws:
         acked = send_events(ws, list(range(50)))
     assert verify(acked, ex.wait_done(50)).ok
+
+
+def test_big_integers_reach_the_handler_exact(executor: Any) -> None:
+    ex = executor(handler="executor.exec_handlers:payload_record")
+    big = 1180591620717411303425
+    with ex.connect() as ws:
+        single = send(ws, {"account_id": "big", "payload": {"probe": big}})["ack"]
+        batch = send(ws, [{"account_id": "big", "payload": [-big, 2**64]}])["ack"]
+        refused = send(ws, {"account_id": 2**64, "payload": 1})
+    assert refused == {"error": "account_id out of signed 64-bit range"}
+    ex.wait_done(2)
+    lines = [
+        jsonexact.loads(line)
+        for path in ex.state.glob(f"shard-*/{PAYLOADS}")
+        for line in path.read_bytes().splitlines()
+    ]
+    assert sorted(lines) == [[single, {"probe": big}], [batch[0], [-big, 2**64]]]

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
-
+from .. import jsonexact
 from ..errors import ProtocolError
 from .ring import Account
 
@@ -65,8 +64,10 @@ def _check_event(obj: Any, index: int | None) -> Incoming:
 def parse_frame(data: bytes | str, max_batch: int) -> tuple[list[Incoming], bool]:
     """The events of one client frame and whether it was a batch; raises BadEvent."""
     try:
-        doc = orjson.loads(data)
-    except orjson.JSONDecodeError:
+        # Exact: a payload's integer past 64 bits reaches the handler unchanged, and an
+        # account_id past 64 bits is an integer out of range, not a float.
+        doc = jsonexact.loads(data)
+    except jsonexact.JSONDecodeError:
         raise BadEvent("not JSON") from None
     if type(doc) is list:
         if not doc:

@@ -26,8 +26,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import orjson
-
+from .. import jsonexact
 from . import records
 from .records import Replay, Wire
 
@@ -213,7 +212,7 @@ class Journal:
         """Blocking: write a new segment with ``unfinished``, switch to it, drop the old ones."""
         data = bytearray(records.high_record(high))
         for i in range(0, len(unfinished), SNAPSHOT_CHUNK):
-            body = orjson.dumps(unfinished[i : i + SNAPSHOT_CHUNK])
+            body = jsonexact.dumps(unfinished[i : i + SNAPSHOT_CHUNK])
             data += records.record(records.ACCEPTED, body)
         self._generation += 1
         path = self.directory / _segment_name(self._generation)

@@ -16,8 +16,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, cast
 
-import orjson
-
+from .. import jsonexact
 from ..errors import ProtocolError
 from . import ipc
 
@@ -81,7 +80,7 @@ class ShardLink(asyncio.Protocol):
         if not outbox:
             return
         chunk = Chunk(
-            outbox[-1][0], ipc.frame(orjson.dumps(outbox)), len(outbox), self._outbox_answers
+            outbox[-1][0], ipc.frame(jsonexact.dumps(outbox)), len(outbox), self._outbox_answers
         )
         self._outbox = []
         self._outbox_answers = []

@@ -22,7 +22,7 @@ from array import array
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-import orjson
+from .. import jsonexact
 
 HEADER = struct.Struct("<BII")
 ACCEPTED = ord("A")
@@ -82,7 +82,7 @@ class Replay:
     def apply(self, kind: int, body: bytes) -> None:
         if kind == ACCEPTED:
             pending = self.pending
-            for wire in orjson.loads(body):
+            for wire in jsonexact.loads(body):
                 pending[wire[0]] = wire
                 if wire[0] > self.high:
                     self.high = wire[0]

@@ -20,8 +20,7 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, cast
 
-import orjson
-
+from .. import jsonexact
 from ..child import ChildContext
 from ..config import Settings
 from ..errors import ProtocolError
@@ -58,7 +57,7 @@ class RouterLink(asyncio.Protocol):
         try:
             for body in self._decoder.feed(data):
                 self.shard.receive(body)
-        except (ProtocolError, orjson.JSONDecodeError, IndexError, TypeError, ValueError) as exc:
+        except (ProtocolError, jsonexact.JSONDecodeError, IndexError, TypeError, ValueError) as exc:
             log.error("bad frame from the router (%s); dropping the connection", exc)
             if self.transport is not None:
                 self.transport.close()
@@ -137,7 +136,7 @@ class Shard:
 
     def receive(self, body: bytes) -> None:
         """One IPC frame from the router."""
-        wires = orjson.loads(body)
+        wires = jsonexact.loads(body)
         if not wires:
             return
         high = self.high
@@ -150,7 +149,7 @@ class Shard:
                     self._ack(durable)
                 return  # otherwise the fsync under way acks them
             wires = fresh
-            body = orjson.dumps(wires)
+            body = jsonexact.dumps(wires)
         env = self.env
         pending = self.pending
         for seq, account, event_id, payload in wires:
