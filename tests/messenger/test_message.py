@@ -5,7 +5,9 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from skns.messenger.message import BadMessage, parse_message
+import json
+
+from skns.messenger.message import BadMessage, max_body, parse_message
 
 
 def parse(body: bytes | object) -> tuple[str, str]:
@@ -49,3 +51,17 @@ def test_limits_are_inclusive() -> None:
 def test_bad_messages(body: object, reason: str) -> None:
     with pytest.raises(BadMessage, match=reason):
         parse(body)
+
+
+@pytest.mark.parametrize("char", ["a", "\u00fc", "\u20ac", "\U0001f600", "\x7f", "\n"])
+def test_the_longest_valid_message_fits_the_body_limit_in_every_spelling(char: str) -> None:
+    sender_max, text_max = 8, 20
+    message = {"sender": char * sender_max, "text": char * text_max}
+    spellings = [
+        orjson.dumps(message),  # raw UTF-8
+        json.dumps(message).encode(),  # ASCII: a non-BMP character is a 12-byte surrogate pair
+        json.dumps(message, indent=8).encode(),  # with whitespace
+    ]
+    for body in spellings:
+        assert len(body) <= max_body(sender_max, text_max), body
+        assert parse_message(body, sender_max, text_max) == (message["sender"], message["text"])

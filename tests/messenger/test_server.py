@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 
 import orjson
 import pytest
 
 from skns.messenger.local import LocalReplicas
+from skns.messenger.message import max_body
 from skns.messenger.pgcluster import free_port
 
 from .httpclient import post, request
 
-LIMITS = {"sender_max": 8, "text_max": 50}
+# Long enough that the 1024 bytes of framing allowance cannot hide a wrong bytes-per-character.
+LIMITS = {"sender_max": 8, "text_max": 300}
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +53,7 @@ def test_post_answers_the_history_up_to_the_message(sqlite_replica: str) -> None
         ({"sender": "", "text": "hi"}, "application/json", 400, "must not be empty"),
         ({"sender": "ann", "text": ""}, "application/json", 400, "must not be empty"),
         ({"sender": "s" * 9, "text": "hi"}, "application/json", 400, "longer than 8"),
-        ({"sender": "ann", "text": "t" * 51}, "application/json", 400, "longer than 50"),
+        ({"sender": "ann", "text": "t" * 301}, "application/json", 400, "longer than 300"),
         ({"sender": "ann", "text": "hi"}, "text/plain", 400, "content type"),
         ({"sender": "ann", "text": "hi"}, "application/x-www-form-urlencoded", 400, "content type"),
         (b"{" + b" " * 10_000 + b"}", "application/json", 413, "larger than"),
@@ -65,6 +68,37 @@ def test_bad_input_gets_a_json_error_and_stores_nothing(
     assert reason in error["error"]
     _, after = post(sqlite_replica, {"sender": "probe", "text": "after"})
     assert after["messages"][-1]["seq"] == before["messages"][-1]["seq"] + 1
+
+
+EMOJI = "\U0001f600"  # outside the BMP: 4 bytes in UTF-8, 12 as json.dumps writes it
+
+
+@pytest.mark.parametrize("spelling", ["utf-8", "json.dumps"])
+def test_the_longest_valid_message_is_accepted_however_it_is_spelt(
+    sqlite_replica: str, spelling: str
+) -> None:
+    # A limit of 6 bytes per character once refused json.dumps' spelling of emoji with 413.
+    sender, text = EMOJI * LIMITS["sender_max"], EMOJI * LIMITS["text_max"]
+
+    def body(sender: str, text: str) -> bytes:
+        message = {"sender": sender, "text": text}
+        return orjson.dumps(message) if spelling == "utf-8" else json.dumps(message).encode()
+
+    status, answer = post(sqlite_replica, body(sender, text))
+    assert status == 200, answer
+    assert answer["messages"][-1]["text"] == text
+    status, error = post(sqlite_replica, body(sender, text + EMOJI))  # one character over
+    assert status == 400 and "longer than 300" in error["error"]
+
+
+def test_the_body_limit_is_exact(sqlite_replica: str) -> None:
+    limit = max_body(**LIMITS)
+    message = json.dumps({"sender": EMOJI * 8, "text": EMOJI * 300}).encode()
+    padded = message[:-1] + b" " * (limit - len(message)) + b"}"
+    assert len(padded) == limit
+    assert post(sqlite_replica, padded)[0] == 200
+    status, error = post(sqlite_replica, message[:-1] + b" " * (limit - len(message) + 1) + b"}")
+    assert status == 413 and f"larger than {limit} bytes" in error["error"]
 
 
 def test_missing_content_type_is_refused(sqlite_replica: str) -> None:

@@ -13,6 +13,22 @@ import orjson
 from ..errors import SknsError
 
 
+# The longest JSON spelling of one character: a character outside the Basic Multilingual
+# Plane escaped as a UTF-16 surrogate pair, "\ud83d\ude00" (Python's json.dumps and
+# aiohttp's json= write every emoji so). Raw UTF-8 takes at most 4 bytes, a BMP escape 6.
+LONGEST_CHAR_BYTES = 12
+# Room for the braces, keys, quotes, separators and some whitespace around them.
+FRAMING_BYTES = 1024
+
+
+def max_body(sender_max: int, text_max: int) -> int:
+    """The largest body a valid message can need: both fields at their longest, spelt longest.
+
+    A larger body cannot be a message we accept (beyond whitespace or keys we ignore), so it
+    is refused with 413 before it is read whole."""
+    return LONGEST_CHAR_BYTES * (sender_max + text_max) + FRAMING_BYTES
+
+
 class BadMessage(SknsError):
     """The request body is not a message we accept; ``str(exc)`` says why."""
 

@@ -25,7 +25,7 @@ from aiohttp import web
 
 from .answers import HISTORY, answer_bodies
 from .batcher import GroupCommit
-from .message import BadMessage, parse_message
+from .message import BadMessage, max_body, parse_message
 from .store import Post, Store, StoreUnavailable
 
 log = logging.getLogger("skns.messenger.server")
@@ -60,8 +60,7 @@ class Replica:
 
     @property
     def max_body(self) -> int:
-        # The longest valid message, every character escaped as \uXXXX, plus room for keys.
-        return 6 * (self.sender_max + self.text_max) + 1024
+        return max_body(self.sender_max, self.text_max)
 
     async def _transaction(self, posts: list[Post]) -> list[bytes]:
         return answer_bodies(await self.store.commit(posts, HISTORY), HISTORY)
