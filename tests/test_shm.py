@@ -1,4 +1,5 @@
 import os
+import time
 
 import pytest
 
@@ -51,3 +52,47 @@ def test_blob_size_is_bounded():
     slot.publish(b"x" * BLOB_MAX)
     with pytest.raises(ValueError):
         slot.publish(b"x" * (BLOB_MAX + 1))
+
+
+def test_reads_are_never_torn_while_a_child_beats_and_publishes_fast():
+    """The supervisor reads while a child writes as fast as it can: every heartbeat read
+    is a real, non-decreasing beat (never 0, the value a torn read of a fresh write can
+    show) and every blob read is one the child published whole."""
+    table = SlotTable(1)
+    slot = table.slots[0]
+    slot.reset()
+    blobs = [b"a" * 100, b"b" * 3000, b"{}"]
+    slot.beat()
+    slot.publish(blobs[0])
+    pid = os.fork()
+    if pid == 0:
+        deadline = time.monotonic() + 3.0
+        i = 0
+        while time.monotonic() < deadline:
+            slot.beat()
+            slot.mark_ready()
+            if i % 8 == 0:
+                slot.publish(blobs[i % 3])
+            i += 1
+        os._exit(0)
+    beats = torn_beats = torn_blobs = ready_lost = 0
+    last = 0
+    was_ready = False
+    deadline = time.monotonic() + 2.5
+    try:
+        while time.monotonic() < deadline:
+            beat = slot.heartbeat_ns()
+            beats += 1
+            if beat < last or beat == 0:
+                torn_beats += 1
+            last = max(last, beat)
+            blob = slot.read()
+            if blob is not None and blob not in blobs:
+                torn_blobs += 1
+            ready = slot.is_ready()
+            ready_lost += was_ready and not ready
+            was_ready = was_ready or ready
+    finally:
+        os.waitpid(pid, 0)
+    assert beats > 10_000 and was_ready
+    assert (torn_beats, torn_blobs, ready_lost) == (0, 0, 0)

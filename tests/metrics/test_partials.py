@@ -1,4 +1,7 @@
-from skns.metrics.partials import RING, Partials
+import os
+import time
+
+from skns.metrics.partials import REASONS, RING, Partials
 from skns.metrics.window import Aggregate
 
 
@@ -42,3 +45,39 @@ def test_shared_with_a_forked_child():
         os._exit(0)
     os.waitpid(pid, 0)
     assert p.blocks[0].read(2) == Aggregate(42, 42, 42, 42)
+
+
+def test_the_supervisor_never_reads_a_torn_watermark_counter_or_sequence():
+    """A worker updates its block as fast as it can while the supervisor reads it: the
+    watermark and counters never go back (a torn write read as 0 would), and a window the
+    worker has published never reads as unpublished (zeros)."""
+    partials = Partials(1)
+    block = partials.blocks[0]
+    block.set_watermark(1.0)
+    block.set_counters(1, [1] * len(REASONS))
+    block.publish(5, 1, 1, 1, 1)
+    pid = os.fork()
+    if pid == 0:
+        deadline = time.monotonic() + 3.0
+        n = 1
+        while time.monotonic() < deadline:
+            n += 1
+            block.set_watermark(float(n))
+            block.set_counters(n, [n] * len(REASONS))
+            block.publish(5, n, n, n, n)
+        os._exit(0)
+    reads = went_back = lost = 0
+    watermark, accepted = 1.0, 1
+    deadline = time.monotonic() + 2.5
+    try:
+        while time.monotonic() < deadline:
+            reads += 1
+            w = block.watermark()
+            a, rejected = block.counters()
+            went_back += w < watermark or a < accepted or min(rejected) < 1
+            watermark, accepted = max(w, watermark), max(a, accepted)
+            lost += block.read(5).count == 0
+    finally:
+        os.waitpid(pid, 0)
+    assert reads > 10_000 and accepted > 1000
+    assert (went_back, lost) == (0, 0)

@@ -13,6 +13,12 @@ A block holds:
   record; the writer fills the copy the counter does not point at, then bumps
   the counter. A worker killed mid-write leaves the last published copy intact:
   it loses at most the batch it had not yet published.
+
+The watermark, the counters and each slot's sequence counter are single 8-byte
+words, written and read as one aligned store or load through memoryviews cast to
+64-bit words (``struct.pack_into`` zeroes a field before writing it byte by byte,
+so a reader could see a watermark of 0 or a counter of 0 mid-write, and a slot
+sequence of 0 would read as "nothing published": a lost partial).
 """
 
 from __future__ import annotations
@@ -24,14 +30,14 @@ from .window import Aggregate
 
 REASONS = ("not_json", "not_object", "missing_key", "not_integer", "out_of_range", "truncated")
 
-_WATERMARK = struct.Struct("<d")
-_COUNTERS = struct.Struct("<" + "Q" * (1 + len(REASONS)))
+# Header words: the watermark (a double), then the counters (accepted, then by reason).
+_COUNTERS = 1 + len(REASONS)
 _HEADER_SIZE = 64
 # window index, count, A1 sum as two 64-bit halves (it may outgrow int64), A2 max, A3 min
 _RECORD = struct.Struct("<qQQqqq")
-_SEQ = struct.Struct("<Q")
+_SEQ_SIZE = 8  # one word
 RING = 16
-_SLOT_SIZE = _SEQ.size + 2 * _RECORD.size
+_SLOT_SIZE = _SEQ_SIZE + 2 * _RECORD.size
 BLOCK_SIZE = _HEADER_SIZE + RING * _SLOT_SIZE
 _MASK64 = 2**64 - 1
 
@@ -39,11 +45,13 @@ _MASK64 = 2**64 - 1
 class Block:
     """One worker's block; the same object is used by the writer and the reader."""
 
-    __slots__ = ("_buf", "_off")
+    __slots__ = ("_buf", "_f64", "_off", "_u64")
 
-    def __init__(self, buf: mmap.mmap, offset: int) -> None:
+    def __init__(self, buf: mmap.mmap, u64: memoryview, f64: memoryview, offset: int) -> None:
         self._buf = buf
         self._off = offset
+        self._u64 = u64
+        self._f64 = f64
 
     def _slot(self, w: int) -> int:
         return self._off + _HEADER_SIZE + (w % RING) * _SLOT_SIZE
@@ -51,18 +59,20 @@ class Block:
     # -- writer side ------------------------------------------------------
 
     def set_watermark(self, t: float) -> None:
-        _WATERMARK.pack_into(self._buf, self._off, t)
+        self._f64[self._off // 8] = t
 
     def set_counters(self, accepted: int, rejected: list[int]) -> None:
-        _COUNTERS.pack_into(self._buf, self._off + 8, accepted, *rejected)
+        u64, first = self._u64, self._off // 8 + 1
+        u64[first] = accepted
+        for i, n in enumerate(rejected, first + 1):
+            u64[i] = n
 
     def publish(self, w: int, count: int, a1_sum: int, a2_max: int, a3_min: int) -> None:
         off = self._slot(w)
-        (seq,) = _SEQ.unpack_from(self._buf, off)
-        seq += 1
+        seq = self._u64[off // 8] + 1
         _RECORD.pack_into(
             self._buf,
-            off + _SEQ.size + (seq & 1) * _RECORD.size,
+            off + _SEQ_SIZE + (seq & 1) * _RECORD.size,
             w,
             count,
             a1_sum & _MASK64,
@@ -70,27 +80,33 @@ class Block:
             a2_max,
             a3_min,
         )
-        _SEQ.pack_into(self._buf, off, seq)
+        self._u64[off // 8] = seq
 
     # -- reader side (and a restarted writer) -----------------------------
 
     def watermark(self) -> float:
-        return _WATERMARK.unpack_from(self._buf, self._off)[0]
+        return self._f64[self._off // 8]
 
     def counters(self) -> tuple[int, list[int]]:
-        accepted, *rejected = _COUNTERS.unpack_from(self._buf, self._off + 8)
+        first = self._off // 8 + 1
+        accepted, *rejected = self._u64[first : first + _COUNTERS].tolist()
         return accepted, rejected
 
     def read(self, w: int) -> Aggregate | None:
         """Window ``w``'s partial; zeros when nothing was published for it, None
         when its ring slot was already reused for a later window (data lost)."""
         off = self._slot(w)
-        (seq,) = _SEQ.unpack_from(self._buf, off)
-        if seq == 0:
-            return Aggregate()
-        index, count, lo, hi, a2_max, a3_min = _RECORD.unpack_from(
-            self._buf, off + _SEQ.size + (seq & 1) * _RECORD.size
-        )
+        seq = self._u64[off // 8]
+        while True:
+            if seq == 0:
+                return Aggregate()
+            index, count, lo, hi, a2_max, a3_min = _RECORD.unpack_from(
+                self._buf, off + _SEQ_SIZE + (seq & 1) * _RECORD.size
+            )
+            # The writer published twice while we copied (it rewrote this copy): again.
+            seq, before = self._u64[off // 8], seq
+            if seq == before:
+                break
         if index == w:
             return Aggregate(count, (hi << 64) | lo, a2_max, a3_min)
         return Aggregate() if index < w else None
@@ -101,7 +117,13 @@ class Partials:
 
     def __init__(self, workers: int) -> None:
         self._buf = mmap.mmap(-1, max(workers, 1) * BLOCK_SIZE)
-        self.blocks = [Block(self._buf, i * BLOCK_SIZE) for i in range(workers)]
+        self._u64 = memoryview(self._buf).cast("Q")
+        self._f64 = memoryview(self._buf).cast("d")
+        self.blocks = [
+            Block(self._buf, self._u64, self._f64, i * BLOCK_SIZE) for i in range(workers)
+        ]
 
     def close(self) -> None:
+        self._u64.release()
+        self._f64.release()
         self._buf.close()
