@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import json
+
 import orjson
 import pytest
-
-import json
 
 from skns.messenger.message import BadMessage, max_body, parse_message
 

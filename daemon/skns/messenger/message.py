@@ -12,7 +12,6 @@ import orjson
 
 from ..errors import SknsError
 
-
 # The longest JSON spelling of one character: a character outside the Basic Multilingual
 # Plane escaped as a UTF-16 surrogate pair, "\ud83d\ude00" (Python's json.dumps and
 # aiohttp's json= write every emoji so). Raw UTF-8 takes at most 4 bytes, a BMP escape 6.
