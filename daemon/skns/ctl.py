@@ -115,8 +115,9 @@ def render_status(status: dict[str, Any]) -> str:
         )
         rejected = metrics["rejected"]
         reasons = ", ".join(f"{k} {v}" for k, v in rejected.items() if v) or "none"
+        condition = (metrics.get("output_state") or {}).get("condition")
         out += [
-            f"  output:  {metrics['output']}",
+            f"  output:  {metrics['output']}" + (f" ({condition})" if condition else ""),
             f"  last window: {last_text}",
             "",
             f"metrics on udp {metrics['listen']}: {metrics['workers']} workers, "

@@ -27,6 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from .. import jsonexact
+from ..files import fsync_dir, write_all
 from . import records
 from .records import Replay, Wire
 
@@ -41,21 +42,6 @@ def _segment_name(generation: int) -> str:
 
 def _generation(path: Path) -> int:
     return int(path.stem.split("-", 1)[1])
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        written = os.write(fd, view)
-        view = view[written:]
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class Journal:
@@ -167,7 +153,7 @@ class Journal:
         return data, self._appended
 
     def _write(self, data: bytes) -> None:
-        _write_all(self._fd, data)
+        write_all(self._fd, data)
         if self._fsync:
             os.fdatasync(self._fd)
 
@@ -218,9 +204,9 @@ class Journal:
         path = self.directory / _segment_name(self._generation)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o600)
         try:
-            _write_all(fd, bytes(data))
+            write_all(fd, bytes(data))
             os.fsync(fd)
-            _fsync_dir(self.directory)
+            fsync_dir(self.directory)
         except BaseException:
             os.close(fd)
             raise

@@ -9,26 +9,15 @@ shards drop a seq they already hold, so a reused seq would lose an event).
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
+
+from ..files import write_atomic
 
 BLOCK = 1 << 20
 
 
 def _store(path: Path, value: int) -> None:
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, b"%d\n" % value)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    dfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+    write_atomic(path, b"%d\n" % value, mode=0o600)
 
 
 class Sequence:

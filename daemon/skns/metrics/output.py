@@ -1,10 +1,29 @@
-"""The append-only ``metrics.jsonl`` file."""
+"""The append-only ``metrics.jsonl`` file.
+
+A full disk (ENOSPC, EDQUOT), an I/O error or a file that cannot be opened never
+raises out of :class:`Output`: the lines not written stay queued in memory (up to
+``max_pending``; past that the oldest are dropped and counted), :meth:`Output.flush`
+tries again on later ticks, and :meth:`Output.condition` says what is wrong for
+status. The file only ever grows by whole lines: a write cut short is truncated back
+to the end of the last whole line it wrote, and a torn tail found at open (a crash in
+mid-write) is truncated away, so a later line is never glued onto a half line.
+"""
 
 from __future__ import annotations
 
+import collections
+import errno
 import json
+import logging
 import os
+import time
 from pathlib import Path
+
+log = logging.getLogger("skns.metrics")
+
+# About a week of 10 s and 60 s lines (~120 bytes each): plenty to ride out a full disk.
+MAX_PENDING = 100_000
+_TAIL_CHUNK = 4096
 
 
 class Output:
@@ -13,34 +32,186 @@ class Output:
     ``reopen`` follows a rename (logrotate): new lines go to a new file at the path.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, max_pending: int = MAX_PENDING) -> None:
         self.path = path
+        self.max_pending = max_pending
         self.lines_written = 0
+        self.lines_dropped = 0
+        self.write_errors = 0
+        self.pending: collections.deque[bytes] = collections.deque()
+        self.error: OSError | None = None  # the last failure, while it lasts
+        self.error_since: float | None = None  # wall clock of the first failure in a row
         self._fd = -1
+        # Where the file must be cut back to before the next append (a write cut short
+        # whose truncation failed too), or None when it ends with a whole line.
+        self._cut: int | None = None
+        self._dropping = False
         self.reopen()
 
-    def reopen(self) -> None:
-        path = self.path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        if self._fd >= 0:
-            os.close(self._fd)
-        self._fd = fd
+    # -- opening ----------------------------------------------------------------------
 
-    def write(self, lines: list[str]) -> None:
-        if not lines:
+    def reopen(self) -> None:
+        """Open the file at ``path`` (again); the old one is closed once the new one is open."""
+        try:
+            self.path.parent.mkdir(mode=0o750, parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+        except OSError as exc:
+            self._failed(exc)
             return
-        data = "".join(f"{text}\n" for text in lines).encode()
-        view = memoryview(data)
-        while view:
-            view = view[os.write(self._fd, view) :]
-        os.fsync(self._fd)
-        self.lines_written += len(lines)
+        try:
+            _cut_torn_tail(fd, self.path)
+        except OSError as exc:
+            os.close(fd)
+            self._failed(exc)
+            return
+        self.close()
+        self._fd = fd
+        self._cut = None
 
     def close(self) -> None:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
+
+    # -- writing ----------------------------------------------------------------------
+
+    def write(self, lines: list[str]) -> None:
+        """Queue ``lines`` and write everything queued; never raises."""
+        self.pending.extend(f"{text}\n".encode() for text in lines)
+        excess = len(self.pending) - self.max_pending
+        if excess > 0:
+            for _ in range(excess):
+                self.pending.popleft()
+            if not self._dropping:  # once per outage: the count is in status
+                log.error("%s: %d lines wait already: dropping the oldest", self.path, excess)
+            self._dropping = True
+            self.lines_dropped += excess
+        self.flush()
+
+    def flush(self) -> bool:
+        """Try to write every queued line; True when none is left. Never raises."""
+        if not self.pending:
+            return True
+        if self._fd < 0:
+            self.reopen()
+            if self._fd < 0:
+                return False
+        try:
+            self._append()
+        except OSError as exc:
+            self._failed(exc)
+            return False
+        if self.error is not None:
+            log.warning(
+                "%s: writable again after %.0f s (%s)",
+                self.path,
+                time.time() - (self.error_since or time.time()),
+                self.error.strerror or self.error,
+            )
+        self.error = self.error_since = None
+        self._dropping = False
+        return True
+
+    def _append(self) -> None:
+        fd = self._fd
+        if self._cut is not None:
+            os.ftruncate(fd, self._cut)
+            self._cut = None
+        start = os.lseek(fd, 0, os.SEEK_END)
+        data = b"".join(self.pending)
+        done = 0
+        try:
+            while done < len(data):
+                done += os.write(fd, data[done:])
+            os.fsync(fd)
+        except OSError:
+            # Keep only the whole lines this write got into the file (none if fsync
+            # failed: their durability is unknown, so they are written again).
+            whole = _whole_lines(self.pending, done if done < len(data) else 0)
+            self._cut = start + sum(len(x) for x in list(self.pending)[:whole])
+            self._settle(whole)
+            os.ftruncate(fd, self._cut)
+            self._cut = None
+            raise
+        self._settle(len(self.pending))
+
+    def _settle(self, n: int) -> None:
+        for _ in range(n):
+            self.pending.popleft()
+        self.lines_written += n
+
+    def _failed(self, exc: OSError) -> None:
+        self.write_errors += 1
+        if self.error is None or self.error.errno != exc.errno:
+            log.error(
+                "%s: cannot write (%s); %d line(s) kept in memory, retrying",
+                self.path,
+                exc.strerror or exc,
+                len(self.pending),
+            )
+        if self.error is None:
+            self.error_since = time.time()
+        self.error = exc
+
+    # -- status -----------------------------------------------------------------------
+
+    def condition(self) -> str | None:
+        """``"ENOSPC since 2026-12-01T02:10:00Z, 12 lines pending"``, or None when all is well."""
+        if self.error is None and not self.pending:
+            return None
+        words = []
+        if self.error is not None:
+            name = errno.errorcode.get(self.error.errno or 0, "error")
+            since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.error_since))
+            words.append(f"{name} since {since}")
+        if self.pending:
+            words.append(f"{len(self.pending)} lines pending")
+        if self.lines_dropped:
+            words.append(f"{self.lines_dropped} lines dropped")
+        return ", ".join(words)
+
+    def status(self) -> dict[str, object]:
+        return {
+            "lines_written": self.lines_written,
+            "lines_pending": len(self.pending),
+            "lines_dropped": self.lines_dropped,
+            "write_errors": self.write_errors,
+            "error": None if self.error is None else str(self.error.strerror or self.error),
+            "error_since": self.error_since,
+            "condition": self.condition(),
+        }
+
+
+def _whole_lines(lines: collections.deque[bytes], written: int) -> int:
+    """How many of ``lines`` fit whole in the first ``written`` bytes."""
+    n = 0
+    for line in lines:
+        written -= len(line)
+        if written < 0:
+            break
+        n += 1
+    return n
+
+
+def _cut_torn_tail(fd: int, path: Path) -> None:
+    """Truncate the file back to its last newline if it does not end with one."""
+    end = os.lseek(fd, 0, os.SEEK_END)
+    if end == 0 or os.pread(fd, 1, end - 1) == b"\n":
+        return
+    pos = end
+    keep = 0
+    while pos > 0:
+        step = min(_TAIL_CHUNK, pos)
+        pos -= step
+        chunk = os.pread(fd, step, pos)
+        nl = chunk.rfind(b"\n")
+        if nl >= 0:
+            keep = pos + nl + 1
+            break
+    os.ftruncate(fd, keep)
+    log.warning(
+        "%s: cut a torn last line (%d bytes) left by an interrupted write", path, end - keep
+    )
 
 
 def last_lines(path: Path, n: int) -> list[dict[str, object]]:

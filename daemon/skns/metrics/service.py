@@ -11,6 +11,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from ..child import ChildContext, ChildSpec
+from ..files import write_atomic
 from . import worker
 from .closer import Closer
 from .output import Output, last_lines
@@ -28,6 +29,8 @@ log = logging.getLogger("skns.metrics")
 STATE_FILE = "metrics-state.json"
 # How often to look again while a worker has not yet passed a window's end.
 _RECHECK = 0.01
+# How often to try again to write lines a full disk (or an I/O error) held back.
+_RETRY = 1.0
 
 
 def _worker_main(sock: socket.socket, block: Block, ctx: ChildContext) -> None:
@@ -85,7 +88,9 @@ class MetricsService:
         except (ValueError, KeyError, TypeError) as exc:
             log.error("ignoring %s: %s", self.state_path, exc)
             return
-        self._write(lines)
+        # Lines the previous run closed but could not write (a full disk), oldest first.
+        owed = [str(text) for text in state.get("unwritten", [])]
+        self._write(owed + lines)
         log.info("resumed %d open window(s) from %s", len(state["windows"]), self.state_path)
 
     def _pending(self, upto: int) -> dict[int, Aggregate]:
@@ -95,14 +100,26 @@ class MetricsService:
         now = index_of(time.time(), self.schedule.base)
         self.tick(time.time())
         state = self.closer.snapshot(self._pending(max(now, self.closer.next)))
-        self.state_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.state_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(state))
-        os.replace(tmp, self.state_path)
+        state["unwritten"] = [line.decode().rstrip("\n") for line in self.output.pending]
         self.output.close()
         for s in self.sockets:
             s.close()
-        log.info("saved open window(s) %s to %s", list(state["windows"]), self.state_path)
+        try:
+            write_atomic(self.state_path, json.dumps(state).encode())
+        except OSError as exc:
+            log.error(
+                "cannot save open window(s) %s to %s (%s): they are lost",
+                list(state["windows"]),
+                self.state_path,
+                exc.strerror or exc,
+            )
+            return
+        log.info(
+            "saved open window(s) %s and %d unwritten line(s) to %s",
+            list(state["windows"]),
+            len(state["unwritten"]),
+            self.state_path,
+        )
 
     # -- children -----------------------------------------------------------
 
@@ -144,12 +161,13 @@ class MetricsService:
         return total
 
     def tick(self, now: float) -> float:
+        retry = _RETRY if not self.output.flush() else float("inf")
         base = self.schedule.base
         while True:
             w = self.closer.next
             end = end_of(w, base)
             if now < end:
-                return end - now
+                return min(end - now, retry)
             if not all(self._passed(i, end) for i in range(self.count)):
                 return _RECHECK
             agg = self._merged(w)
@@ -187,20 +205,22 @@ class MetricsService:
             "workers": self.count,
             "spread": self.spread,
             "output": str(self.output.path),
+            "output_state": self.output.status(),
             "accepted": accepted,
             "rejected": rejected,
             "kernel_drops": kernel_drops(self.port),
             "windows_written": self.windows_written,
-            "lines_written": self.output.lines_written,
             "last_window": self.last_window,
         }
 
     def summary(self) -> str:
         accepted, rejected = self.counters()
-        return (
+        text = (
             f"metrics: {accepted} accepted, {sum(rejected.values())} rejected, "
             f"{self.windows_written} windows"
         )
+        condition = self.output.condition()
+        return f"{text}, output {condition}" if condition else text
 
 
 def supervise(settings: Settings) -> MetricsService:
