@@ -1,12 +1,15 @@
 import asyncio
 import os
+import struct
+import zlib
 from pathlib import Path
 
 import orjson
+import pytest
 
 from skns import jsonexact
 from skns.executor import records
-from skns.executor.journal import Journal
+from skns.executor.journal import QUARANTINE, Journal
 from skns.executor.records import Replay, Wire
 
 
@@ -148,23 +151,98 @@ def test_idle_journal_shrinks(tmp_path: Path) -> None:
     assert replay.high == 3000
 
 
-def test_torn_tail_is_ignored(tmp_path: Path) -> None:
+def write_events(directory: Path, *frames: list[int]) -> Path:
+    """A journal holding one A record per frame of seqs; returns its segment."""
+
     async def write() -> None:
         owner = Owner()
-        journal = owner.journal(tmp_path)
+        journal = owner.journal(directory)
         await journal.open()
-        owner.accept(journal, wire(1), wire(2))
+        for seqs in frames:
+            owner.accept(journal, *(wire(seq) for seq in seqs))
+            await asyncio.sleep(0.05)  # its own write: one record per frame
         await journal.close()
 
     asyncio.run(write())
-    (segment,) = tmp_path.glob("journal-*.log")
+    (segment,) = directory.glob("journal-*.log")
+    return segment
+
+
+async def reopen_journal(directory: Path) -> tuple[Replay, Journal]:
+    journal = Owner().journal(directory)
+    replay = await journal.open()
+    await journal.close()
+    return replay, journal
+
+
+def test_torn_tail_is_ignored(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    segment = write_events(tmp_path, [1, 2])
     whole = records.record(records.ACCEPTED, orjson.dumps([wire(3)]))
     with segment.open("ab") as f:
         f.write(whole[: len(whole) - 3])  # the crash cut the last append
-    replay = asyncio.run(reopen(tmp_path))
+    replay, journal = asyncio.run(reopen_journal(tmp_path))
     assert [w[0] for w in replay.unfinished()] == [1, 2]
+    assert "ignoring" in caplog.text and "torn tail" in caplog.text
+    assert (journal.damaged, journal.quarantined) == (0, 0)
+    assert not (tmp_path / QUARANTINE).exists()
     # Reopening compacted the journal: the torn bytes are gone for good.
     assert [w[0] for w in asyncio.run(reopen(tmp_path)).unfinished()] == [1, 2]
+
+
+def test_a_damaged_record_is_skipped_counted_and_its_segment_kept(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    segment = write_events(tmp_path, [1, 2], [3], [4, 5])
+    data = bytearray(segment.read_bytes())
+    found = records.scan(bytes(data))
+    assert [kind for kind, _ in found.records] == [records.HIGH] + [records.ACCEPTED] * 3
+    first = records.record(records.ACCEPTED, orjson.dumps([wire(1), wire(2)]))
+    second = len(records.high_record(0)) + len(first)  # where the record of seq 3 starts
+    data[second + 20] ^= 0xFF  # a byte of its body
+    segment.write_bytes(bytes(data))
+    replay, journal = asyncio.run(reopen_journal(tmp_path))
+    assert [w[0] for w in replay.unfinished()] == [1, 2, 4, 5]  # only seq 3 is lost
+    assert journal.damaged == 1
+    assert journal.quarantined == 1
+    assert (tmp_path / QUARANTINE / segment.name).read_bytes() == bytes(data)
+    errors = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and "damaged record at offset" in errors[0].getMessage()
+    assert "torn tail" not in caplog.text
+    # The next start finds a clean journal; the damaged copy stays.
+    replay, journal = asyncio.run(reopen_journal(tmp_path))
+    assert [w[0] for w in replay.unfinished()] == [1, 2, 4, 5]
+    assert (journal.damaged, journal.quarantined) == (0, 1)
+
+
+def test_damage_at_the_end_of_an_older_segment_is_not_a_torn_tail(tmp_path: Path) -> None:
+    segment = write_events(tmp_path, [1], [2])
+    data = bytearray(segment.read_bytes())
+    data[-3] ^= 0xFF  # the last record of a segment a newer one follows
+    segment.write_bytes(bytes(data))
+    newer = tmp_path / "journal-000000000009.log"
+    newer.write_bytes(records.high_record(2))
+    replay, journal = asyncio.run(reopen_journal(tmp_path))
+    assert [w[0] for w in replay.unfinished()] == [1]
+    assert journal.damaged == 1
+    assert (tmp_path / QUARANTINE / segment.name).exists()
+
+
+def test_an_old_format_journal_is_read_and_rewritten(tmp_path: Path) -> None:
+    def legacy(kind: int, body: bytes) -> bytes:
+        return struct.pack("<BII", kind, len(body), zlib.crc32(body)) + body
+
+    segment = tmp_path / "journal-000000000004.log"
+    segment.write_bytes(
+        legacy(records.HIGH, struct.pack("<Q", 7))
+        + legacy(records.ACCEPTED, orjson.dumps([wire(5), wire(6)]))
+        + legacy(records.DONE, struct.pack("<Q", 5))
+    )
+    replay, journal = asyncio.run(reopen_journal(tmp_path))
+    assert [w[0] for w in replay.unfinished()] == [6]
+    assert replay.high == 7
+    assert journal.damaged == 0
+    (rewritten,) = tmp_path.glob("journal-*.log")
+    assert rewritten.read_bytes().startswith(records.MAGIC)
 
 
 def test_a_write_error_is_reported_and_nothing_acked(tmp_path: Path) -> None:

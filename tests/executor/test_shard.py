@@ -15,6 +15,8 @@ from helpers import wait_for
 from skns import jsonexact
 from skns.executor import ipc
 from skns.executor.checker import verify
+from skns.executor.journal import QUARANTINE
+from skns.executor.ring import Ring
 
 from .exec_handlers import PAYLOADS
 from .exec_support import send, send_events
@@ -157,3 +159,32 @@ def test_big_integers_reach_the_handler_exact(executor: Any) -> None:
         for line in path.read_bytes().splitlines()
     ]
     assert sorted(lines) == [[single, {"probe": big}], [batch[0], [-big, 2**64]]]
+
+
+def test_a_flipped_byte_loses_one_record_not_the_journal(executor: Any) -> None:
+    ex = executor(duration=60.0)  # nothing finishes before the kill
+    with ex.connect() as ws:
+        # One frame at a time: each event is its own IPC frame, so its own journal record.
+        acked = {send(ws, {"account_id": i % 10, "payload": i})["ack"]: i % 10 for i in range(60)}
+    for name in ("executor-router 0", "executor-shard 0", "executor-shard 1"):
+        ex.family.kill(name, signal.SIGKILL)
+    segments = sorted(ex.state.glob("shard-*/journal-*.log"))
+    assert len(segments) == 2
+    for segment in segments:
+        data = bytearray(segment.read_bytes())
+        data[29] ^= 0xFF  # inside the first record after the high-water one
+        segment.write_bytes(bytes(data))
+    again = executor(duration=0.0)
+    ring = Ring(2)
+    # The damaged record of each shard held that shard's first event; every other one runs.
+    lost = {min(s for s, a in acked.items() if ring.shard_of(a) == shard) for shard in (0, 1)}
+    runs = again.wait_done(len(acked) - len(lost))
+    assert {r[0] for r in runs} == set(acked) - lost
+    for segment in segments:
+        assert (segment.parent / QUARANTINE / segment.name).exists()
+    stats = wait_for(
+        lambda: (s := again.shard_stats()) and all(x.get("journal_damaged") for x in s) and s,
+        5,
+        "the damage in the stats",
+    )
+    assert [(s["journal_damaged"], s["journal_quarantined"]) for s in stats] == [(1, 1), (1, 1)]

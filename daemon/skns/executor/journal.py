@@ -14,6 +14,13 @@ with nothing pending) and is mostly garbage, the flusher starts a new segment ho
 high-water seq and the unfinished events (taken from the shard's memory),
 fsyncs it and its directory, and deletes the older segments. A crash in
 between leaves both, and replaying both gives the same result.
+
+Damage: on start every segment is read record by record (see
+:mod:`~skns.executor.records`); a damaged record is skipped, counted
+(``journal_damaged`` in the shard's stats), logged as an error, and its
+segment is copied into ``quarantine/`` before the start-up compaction deletes
+it. Only the end of the newest segment may be a torn tail (an append cut short
+by a crash, never acked), which is cut off with a warning.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import shutil
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -33,7 +41,10 @@ from .records import Replay, Wire
 
 log = logging.getLogger("skns.executor.journal")
 
-SNAPSHOT_CHUNK = 10_000  # events per A record in a snapshot
+# Events per A record in a snapshot: a damaged record loses only the events in it.
+SNAPSHOT_CHUNK = 1_000
+# Damaged segments are copied here (under the shard directory) and never deleted.
+QUARANTINE = "quarantine"
 
 
 def _segment_name(generation: int) -> str:
@@ -80,6 +91,8 @@ class Journal:
         self._base_count = 0  # ... and how many unfinished events it copied
         self.writes = 0
         self.compactions = 0
+        self.damaged = 0  # damaged records skipped when this journal was opened
+        self.quarantined = 0  # segments kept in the quarantine directory
 
     # -- start --------------------------------------------------------------------------
 
@@ -92,16 +105,67 @@ class Journal:
         replay = Replay()
         segments = self._segments()
         for path in segments:
-            data = path.read_bytes()
-            found, end = records.scan(data)
-            if end != len(data):
-                log.warning("%s: ignoring %d bytes of torn tail", path, len(data) - end)
-            replay.apply_all(found)
+            found = records.scan(path.read_bytes())
+            self._check(path, found, newest=path == segments[-1])
+            replay.apply_all(found.records)
         self._generation = _generation(segments[-1]) if segments else 0
         self._old = segments
         self._start_segment(list(replay.unfinished()), replay.high)
         self._appended = self.durable = replay.high
+        quarantine = self.directory / QUARANTINE
+        self.quarantined = len(list(quarantine.iterdir())) if quarantine.is_dir() else 0
         return replay
+
+    def _check(self, path: Path, found: records.Segment, *, newest: bool) -> None:
+        """Blocking: report what reading ``path`` skipped; keep a damaged segment aside.
+
+        Only the newest segment can end in an append cut short by a crash: that
+        tail was never acked, so it is cut off. Anything else skipped held
+        records that may have been acked: they are counted, logged as errors,
+        and the segment is copied into the quarantine directory before
+        compaction deletes it.
+        """
+        damaged = list(found.damaged)
+        if found.legacy and found.torn:
+            # The old format cannot tell a torn tail from damage: keep the evidence.
+            self._quarantine(path)
+        if found.torn and newest:
+            log.warning("%s: ignoring %d bytes of torn tail", path, found.torn)
+            with path.open("r+b") as f:
+                f.truncate(path.stat().st_size - found.torn)
+                os.fsync(f.fileno())
+        elif found.torn:
+            damaged.append((path.stat().st_size - found.torn, found.torn))
+        if not damaged:
+            return
+        kept = self._quarantine(path)
+        self.damaged += len(damaged)
+        for offset, length in damaged:
+            log.error(
+                "%s: damaged record at offset %d (%d bytes skipped, the events in it are lost); "
+                "the segment is kept as %s",
+                path,
+                offset,
+                length,
+                kept,
+            )
+
+    def _quarantine(self, path: Path) -> Path:
+        """Blocking: a durable copy of ``path`` in the quarantine directory (never deleted)."""
+        directory = self.directory / QUARANTINE
+        directory.mkdir(exist_ok=True)
+        target = directory / path.name
+        if target.exists() and target.stat().st_size == path.stat().st_size:
+            return target  # copied at a start that crashed before compaction
+        n = 1
+        while target.exists():
+            target = directory / f"{path.name}.{n}"
+            n += 1
+        shutil.copyfile(path, target)
+        with target.open("rb") as f:
+            os.fsync(f.fileno())
+        _fsync_dir(directory)
+        return target
 
     async def open(self) -> Replay:
         """Replay the journal; return the unfinished events and the high-water seq."""

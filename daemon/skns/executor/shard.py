@@ -312,6 +312,8 @@ class Shard:
             "journal_bytes": self.journal.size if self.journal is not None else 0,
             "journal_writes": self.journal.writes if self.journal is not None else 0,
             "compactions": self.journal.compactions if self.journal is not None else 0,
+            "journal_damaged": self.journal.damaged if self.journal is not None else 0,
+            "journal_quarantined": self.journal.quarantined if self.journal is not None else 0,
         }
 
 
