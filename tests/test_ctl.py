@@ -122,3 +122,20 @@ def test_sim_relay_is_reachable_from_skns_ctl():
 def test_bench_rejects_an_unknown_subsystem():
     res = ctl("bench", "nothing")
     assert res.returncode == 2 and "invalid choice" in res.stderr
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda text: text.replace("[metrics]", "[metrics]\nwindw = 3", 1),  # an unknown key
+        lambda text: text + "\n[metrics\n",  # not TOML at all
+    ],
+)
+def test_status_works_while_the_config_file_is_broken(start_service, tmp_path, damage):
+    svc = start_service(metrics=metrics_table(tmp_path))
+    svc.config_path.write_text(damage(svc.config_path.read_text()))
+    res = svc.ctl("status")
+    assert res.returncode == 0, res.stderr
+    assert "running" in res.stdout
+    assert "the config is broken" in res.stderr and str(svc.config_path) in res.stderr
+    assert svc.ctl("check-config").returncode == 2

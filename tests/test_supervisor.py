@@ -163,3 +163,45 @@ def test_reload_restarts_a_changed_subsystem_after_its_old_children_exit(start_s
 def new_port_open(port: int) -> bool:
     with socket.socket() as s:
         return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_a_dead_child_is_restarted_at_its_due_time(start_service, tmp_path):
+    """The loop wakes when a restart is due, not at its next poll (up to 0.5 s later)."""
+    backoff = 0.3
+    svc = start_service(
+        service={"restart_backoff": backoff, "start_period": 0.2},
+        # A 10 s window: the metrics part does not wake the loop often by itself.
+        metrics=metrics_table(tmp_path, workers=1, window=10, intervals=[10]),
+    )
+    late = []
+    for _ in range(3):
+        old = svc.children("udp-worker")[0]
+        time.sleep(0.5)  # ran longer than start_period: the plain backoff applies
+        killed = time.time()
+        os.kill(old["pid"], signal.SIGKILL)
+        time.sleep(backoff + 0.5)  # no status request meanwhile: it would wake the loop
+        new = wait_for(
+            lambda old=old: (c := svc.children("udp-worker")[0])["pid"] != old["pid"] and c,
+            what="the restart",
+        )
+        late.append(new["started"] - killed - backoff)
+    late.sort()
+    assert late[0] >= 0, late
+    assert late[1] < 0.02 and late[2] < 0.1, late
+
+
+def test_a_second_service_on_the_same_state_dir_refuses_to_start(start_service, tmp_path):
+    """Not even on another control socket: it would share the UDP port (SO_REUSEPORT)."""
+    state = {"state_dir": str(tmp_path / "shared-state")}
+    first = start_service(service=state, metrics=metrics_table(tmp_path))
+    port = metrics_port(first)
+    second = start_service(
+        service=state, wait=False, metrics=metrics_table(tmp_path, listen=f"127.0.0.1:{port}")
+    )
+    assert second.proc.wait(15) == 75
+    assert f"another skns (pid {first.pid}) is running" in second.log()
+    assert first.status()["service"]["state"] == "running"
+    # The lock goes with the first service: a new one starts once it has stopped.
+    assert first.stop() == 0
+    third = start_service(service=state, metrics=metrics_table(tmp_path))
+    assert third.status()["service"]["state"] == "running"

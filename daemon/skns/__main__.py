@@ -6,7 +6,10 @@ import argparse
 import sys
 
 from . import __version__, config, logs
-from .errors import ConfigError, ControlError
+from .errors import AlreadyRunning, ConfigError, ControlError
+
+# A second instance on the same state_dir (EX_TEMPFAIL: try again once the first stops).
+EXIT_ALREADY_RUNNING = 75
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,6 +33,9 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return Supervisor(settings).run()
+    except AlreadyRunning as exc:
+        print(f"skns-metrics: {exc}", file=sys.stderr)
+        return EXIT_ALREADY_RUNNING
     except ControlError as exc:
         print(f"skns-metrics: {exc}", file=sys.stderr)
         return 1

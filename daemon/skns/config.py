@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -114,6 +115,39 @@ def load(path: Path | str) -> Settings:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(path, None, f"not valid TOML: {exc}") from None
     return parse(data, path)
+
+
+def control_socket(path: Path | str) -> tuple[Path, ConfigError | None]:
+    """The control socket a config names, even when the config is broken elsewhere.
+
+    ``skns-ctl status`` needs nothing else, and a typo in some other key must not cost
+    the operator the one command that shows what runs. Returns the socket and the error
+    that made the full load fail (None if it did not): from a file that is not valid
+    TOML, the ``control_socket = "..."`` line of ``[service]`` is taken as written;
+    without one, the default."""
+    try:
+        return load(path).service.control_socket, None
+    except ConfigError as exc:
+        error = exc
+    found: object = None
+    try:
+        text = Path(path).read_bytes().decode(errors="replace")
+    except OSError:
+        text = ""
+    try:
+        found = tomllib.loads(text).get("service", {}).get("control_socket")
+    except (tomllib.TOMLDecodeError, AttributeError):
+        match = _CONTROL_SOCKET_LINE.search(text)
+        found = match and match.group(1)
+    if isinstance(found, str) and found:
+        return Path(found).expanduser().absolute(), error
+    return ServiceSettings.control_socket, error
+
+
+# A `control_socket = "..."` line inside [service] (up to the next table), for broken files.
+_CONTROL_SOCKET_LINE = re.compile(
+    r'^\[service\][^\[]*?^\s*control_socket\s*=\s*["\']([^"\'\n]+)["\']', re.M | re.S
+)
 
 
 def default_path() -> Path:

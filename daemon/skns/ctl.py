@@ -35,9 +35,14 @@ def _config_path(arg: str | None) -> Path:
 
 
 def _socket_path(args: argparse.Namespace) -> Path:
+    """The control socket: from --socket, else from the config, even a broken one."""
     if args.socket:
         return Path(args.socket)
-    return config.load(_config_path(args.config)).service.control_socket
+    path, error = config.control_socket(_config_path(args.config))
+    if error is not None:
+        print(f"skns-ctl: warning: the config is broken: {error}", file=sys.stderr)
+        print(f"skns-ctl: asking the service on {path}", file=sys.stderr)
+    return path
 
 
 # -- formatting -------------------------------------------------------------------

@@ -34,6 +34,10 @@ class SettingError(SknsError):
         super().__init__(f"{key}: {reason}")
 
 
+class AlreadyRunning(SknsError):
+    """Another service holds this state directory."""
+
+
 class ControlError(SknsError):
     """The control socket could not be reached or gave a bad answer."""
 

@@ -26,6 +26,7 @@ from .child import ChildSpec
 from .config import Settings
 from .control import ControlServer
 from .errors import ConfigError
+from .instance import InstanceLock
 from .notify import Notifier
 from .shm import SlotTable
 from .subsystems import NAMES, Part, part, parts
@@ -79,6 +80,8 @@ class Supervisor:
         self.children: list[Child] = []
         self.slots: SlotTable | None = None
         self.control: ControlServer | None = None
+        # Before any socket is bound: a second instance must not share the UDP port.
+        self.lock = InstanceLock(settings.service.state_dir)
 
     # -- signals: handlers only queue ------------------------------------------
 
@@ -141,7 +144,9 @@ class Supervisor:
         log.info("started %s (pid %d)", c.spec.name, pid)
 
     def _close_in_child(self) -> None:
-        """Drop what only the supervisor may hold: the control socket, the wake-up pipe."""
+        """Drop what only the supervisor may hold: the control socket, the wake-up pipe,
+        the instance lock."""
+        self.lock.close()
         if self.control is not None:
             for sock in self.control.fds():
                 sock.close()
@@ -154,7 +159,7 @@ class Supervisor:
         next_tick = 0.0
         while not self.stopping:
             now = time.time()
-            timeout = min(MAX_WAIT, max(0.0, next_tick - now))
+            timeout = min(MAX_WAIT, max(0.0, next_tick - now), self._until_due())
             due = self.notifier.watchdog_due(time.monotonic())
             if due is not None:
                 timeout = min(timeout, due)
@@ -167,6 +172,12 @@ class Supervisor:
             now = time.time()
             next_tick = now + min(p.tick(now) for p in self.parts) if self.parts else now + 1
             self._report()
+
+    def _until_due(self) -> float:
+        """Seconds until a child's restart (or a retired child's SIGKILL) is due, so the
+        loop wakes at that time and not at its next poll."""
+        dues = [c.due for c in self.children if (c.running and c.retired) or self._restartable(c)]
+        return max(0.0, min(dues) - time.monotonic()) if dues else MAX_WAIT
 
     def _wait(self, timeout: float) -> None:
         assert self.control is not None
@@ -242,7 +253,7 @@ class Supervisor:
                     self._kill(c, signal.SIGKILL)
                 continue
             if not c.running:
-                if now >= c.due and not self._retiring(c.spec.subsystem):
+                if now >= c.due and self._restartable(c):
                     self._spawn(c)
                 continue
             if self._silent_for(c) > timeout:
@@ -375,6 +386,10 @@ class Supervisor:
             )
         self.children += [Child(s, new_part, i) for s, i in zip(specs, free, strict=False)]
 
+    def _restartable(self, c: Child) -> bool:
+        """Is ``c`` down and waiting only for its due time (not for old children to exit)?"""
+        return not c.running and not c.retired and not self._retiring(c.spec.subsystem)
+
     def _retiring(self, subsystem: str) -> bool:
         """Is a stopped-by-reload child of ``subsystem`` still running?"""
         return any(c.retired and c.running and c.spec.subsystem == subsystem for c in self.children)
@@ -421,6 +436,7 @@ class Supervisor:
             "running": c.running,
             "up": self._is_up(c),
             "restarts": c.restarts,
+            "started": c.started if c.running else None,
             "uptime": now - c.started if c.running else None,
             "cpus": None,
             "cpu_percent": None,
@@ -468,6 +484,7 @@ class Supervisor:
         if self.slots is not None:
             self.slots.close()
         log.info("stopped")
+        self.lock.close()
 
     def _wait_exit(self, group: list[Child], deadline: float) -> None:
         """Reap until every child of ``group`` has exited; SIGKILL them at ``deadline``."""
