@@ -93,6 +93,15 @@ async def test_unreachable_database_is_unavailable_not_fatal() -> None:
         with pytest.raises(StoreUnavailable):
             await s.ping()
         assert time.monotonic() - started < 5
+        # Known to be down: refused without waiting for the pool's timeout again.
+        assert s.down
+        started = time.monotonic()
+        for _ in range(10):
+            with pytest.raises(StoreUnavailable, match="database down"):
+                await s.commit([("ann", "x")], 10)
+            with pytest.raises(StoreUnavailable, match="database down"):
+                await s.ping()
+        assert time.monotonic() - started < 0.4  # 20 x 0.5 s without the circuit
     finally:
         await s.close()
 

@@ -8,6 +8,7 @@ from collections import Counter
 from collections.abc import Callable
 
 import aiohttp
+import orjson
 import pytest
 import uvloop
 
@@ -103,3 +104,54 @@ def test_database_stopped_mid_load(
 
     for url in replicas.urls:
         assert post(url, {"sender": "after", "text": url})[0] == 200
+
+
+def test_503_comes_at_once_while_the_database_is_down_and_service_recovers(
+    pg_server: pg.PgServer, start_replicas: Callable[..., LocalReplicas]
+) -> None:
+    from .httpclient import post, request
+
+    cluster = pg_server.cluster
+    if cluster is None:
+        pytest.skip("needs the throwaway cluster (cannot stop $SKNS_TEST_PG_DSN's server)")
+    db_timeout = 3.0
+    replicas = start_replicas(
+        dsn=pg_server.database(), replicas=1, db_timeout=db_timeout, reconnect_timeout=2.0
+    )
+    (url,) = replicas.urls
+    assert post(url, {"sender": "ann", "text": "before"})[0] == 200
+
+    def timed(call: Callable[..., tuple], *args: object) -> tuple[float, tuple]:
+        started = time.monotonic()
+        result = call(*args)
+        return time.monotonic() - started, result
+
+    try:
+        cluster.stop("immediate")  # like a crash: no goodbye to the clients
+        # The first request learns it (the pool may wait up to db_timeout) ...
+        took, (status, _) = timed(post, url, {"sender": "ann", "text": "first"})
+        assert status == 503 and took < db_timeout + 2
+        # ... and from then on POST and /healthz answer 503 at once, with a JSON body.
+        slowest = 0.0
+        for i in range(20):
+            took, (status, body) = timed(post, url, {"sender": "ann", "text": str(i)})
+            assert status == 503 and "not stored" in body["error"], body
+            slowest = max(slowest, took)
+            took, (status, ctype, body) = timed(request, url + "/healthz", "GET")
+            assert status == 503 and ctype.startswith("application/json"), body
+            assert "database down" in body["error"]
+            slowest = max(slowest, took)
+        assert slowest < 0.5, f"a 503 took {slowest:.2f} s (db_timeout is {db_timeout} s)"
+        deadline = time.monotonic() + 5  # status shows it (stats are published every 0.5 s)
+        while not orjson.loads(replicas.stats()[0] or b"{}").get("database_down"):
+            assert time.monotonic() < deadline, replicas.stats()
+            time.sleep(0.1)
+    finally:
+        if cluster.postmaster_pid is None:
+            cluster.start()
+    # Back without a restart of the replica, within a few seconds.
+    started = time.monotonic()
+    while post(url, {"sender": "ann", "text": "after"})[0] != 200:
+        assert time.monotonic() - started < 10, "the replica did not reconnect in 10 s"
+        time.sleep(0.1)
+    assert request(url + "/healthz", "GET")[0] == 200

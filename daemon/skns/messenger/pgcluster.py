@@ -125,10 +125,11 @@ class Cluster:
                   "-o", options, "-w", "-t", "60", "start")  # fmt: skip
         log.debug("PostgreSQL up on port %d in %s", self.port, self.dir)
 
-    def stop(self) -> None:
-        """Stop the server fast (open transactions are rolled back); the data stays."""
+    def stop(self, mode: str = "fast") -> None:
+        """Stop the server; the data stays. ``fast`` rolls open transactions back and says
+        goodbye to clients; ``immediate`` drops everything at once, like a crash."""
         if self.dir is not None:
-            self._run("pg_ctl", "-D", str(self.dir / "data"), "-m", "fast", "-w", "stop")
+            self._run("pg_ctl", "-D", str(self.dir / "data"), "-m", mode, "-w", "stop")
 
     def remove(self) -> None:
         """Stop the server if it runs and delete everything it had."""

@@ -21,6 +21,15 @@ COMMIT (with ``synchronous_commit`` forced on, the WAL flush): a 200 is
 durable. The posts travel as one JSON parameter and ``created_at`` comes back
 as RFC 3339 text: both far cheaper for the replica than text arrays and
 timestamps, which matters because the replica's CPU is the bottleneck.
+
+While the database is down, requests must not each wait ``db_timeout`` for a
+connection the pool cannot make: the first failure that says the server is
+gone (the pool timing out, a connection refused or broken) opens a circuit,
+and from then on every request and health check gets :class:`StoreUnavailable`
+(a 503) at once. A background probe connects afresh every
+:data:`PROBE_INTERVAL` seconds; once one succeeds, the pool drops its broken
+idle connections and the circuit closes. A statement cancelled by
+``statement_timeout`` is a slow database, not a gone one: it does not open it.
 """
 
 from __future__ import annotations
@@ -28,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Sequence
 
 import orjson
@@ -101,6 +111,8 @@ ROWS = f"SELECT seq, sender, text, {CREATED_AT}, sender_count FROM {TABLE} ORDER
 
 # Errors that mean "the database is not there (now)": the batch was not stored.
 _UNAVAILABLE = (psycopg.OperationalError, PoolTimeout)
+# Seconds between two reconnect attempts while the circuit is open.
+PROBE_INTERVAL = 0.5
 
 
 class PostgresStore:
@@ -109,9 +121,14 @@ class PostgresStore:
     def __init__(
         self, dsn: str, pool_size: int, timeout: float, reconnect_timeout: float = 10.0
     ) -> None:
+        self._dsn = dsn
         self._timeout = timeout
         self._schema_ready = False
-        self._check_task: asyncio.Task[None] | None = None
+        # The circuit: open (the database is known to be down) since this monotonic time.
+        self._down_since: float | None = None
+        self._down_reason = ""
+        self._probe_task: asyncio.Task[None] | None = None
+        self.outages = 0  # times the circuit opened
         self._pool = AsyncConnectionPool(
             dsn,
             min_size=pool_size,
@@ -145,35 +162,59 @@ class PostgresStore:
             log.warning("database not available yet (%s); will retry on demand", exc)
 
     async def close(self) -> None:
-        if self._check_task is not None:
-            self._check_task.cancel()
+        if self._probe_task is not None:
+            self._probe_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._check_task
+                await self._probe_task
         await self._pool.close()
+
+    @property
+    def down(self) -> bool:
+        """True while the circuit is open: requests get StoreUnavailable without waiting."""
+        return self._down_since is not None
 
     @contextlib.asynccontextmanager
     async def _connection(self) -> AsyncIterator[psycopg.AsyncConnection]:
         """A pooled connection; the database being away becomes StoreUnavailable."""
+        if self._down_since is not None:
+            raise StoreUnavailable(f"database down: {self._down_reason}")
         try:
             async with self._pool.connection() as conn:
                 yield conn
         except _UNAVAILABLE as exc:
-            self._recheck()
-            raise StoreUnavailable(str(exc).strip() or type(exc).__name__) from exc
+            reason = str(exc).strip() or type(exc).__name__
+            if not isinstance(exc, psycopg.errors.QueryCanceled):
+                self._open_circuit(reason)
+            raise StoreUnavailable(reason) from exc
 
-    def _recheck(self) -> None:
-        """After a failure, purge broken idle connections so the next batch gets a live one."""
-        if self._pool.closed or (self._check_task is not None and not self._check_task.done()):
+    def _open_circuit(self, reason: str) -> None:
+        self._down_reason = reason.splitlines()[0][:200]
+        if self._down_since is not None or self._pool.closed:
             return
-
-        async def check() -> None:
-            try:
-                await self._pool.check()
-            except Exception:  # the check itself failing must not kill the replica
-                log.debug("pool check failed", exc_info=True)
-
+        self._down_since = time.monotonic()
+        self.outages += 1
+        log.warning("database down (%s): answering 503 until it is back", self._down_reason)
         # Keep a reference until done (asyncio holds tasks weakly).
-        self._check_task = asyncio.get_running_loop().create_task(check())
+        self._probe_task = asyncio.get_running_loop().create_task(self._probe())
+
+    async def _probe(self) -> None:
+        """Connect afresh until the database answers, then close the circuit."""
+        while True:
+            await asyncio.sleep(PROBE_INTERVAL)
+            try:
+                async with asyncio.timeout(self._timeout):
+                    conn = await psycopg.AsyncConnection.connect(self._dsn, autocommit=True)
+                    async with conn:
+                        await conn.execute("SELECT 1")
+                    # Drop the idle connections that died with the server.
+                    await self._pool.check()
+            except (psycopg.Error, PoolTimeout, TimeoutError, OSError) as exc:
+                self._down_reason = (str(exc).strip() or type(exc).__name__).splitlines()[0][:200]
+                continue
+            break
+        assert self._down_since is not None
+        log.warning("database back after %.1f s", time.monotonic() - self._down_since)
+        self._down_since = None
 
     async def _ensure_schema(self) -> None:
         if self._schema_ready:

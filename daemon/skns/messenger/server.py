@@ -9,7 +9,8 @@ back the body it produced. Status codes:
   larger than any valid message could be. Both with ``{"error": ...}``.
 - 503 the database is unreachable or refused the transaction: nothing of the
   message was stored (unless the connection was lost after the COMMIT was
-  sent, which no client of any database can tell apart).
+  sent, which no client of any database can tell apart). Once the store knows
+  the database is down, at once (see :mod:`skns.messenger.postgres`).
 """
 
 from __future__ import annotations
@@ -120,6 +121,7 @@ class Replica:
             "mean_batch": round(g.posts / g.batches, 2) if g.batches else 0.0,
             "largest_batch": g.largest_batch,
             "transaction_seconds": round(g.transaction_seconds, 3),
+            "database_down": self.store.down,
             "last_unavailable": self.unavailable_reason[:200],
         }
 

@@ -44,6 +44,7 @@ def _now() -> str:
 
 class SqliteStore:
     kind = "sqlite"
+    down = False  # a local file: nothing to reconnect to
 
     def __init__(self, path: Path, timeout: float) -> None:
         self.path = path

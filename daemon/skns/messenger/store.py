@@ -35,6 +35,7 @@ class Committed:
 
 class Store(Protocol):
     kind: str  # "postgresql" or "sqlite"
+    down: bool  # known to be down: requests are refused at once until it is back
 
     async def open(self) -> None:
         """Get ready; must not fail when the database is down (posts get 503 until it is up)."""
