@@ -164,7 +164,7 @@ class Journal:
         shutil.copyfile(path, target)
         with target.open("rb") as f:
             os.fsync(f.fileno())
-        _fsync_dir(directory)
+        fsync_dir(directory)
         return target
 
     async def open(self) -> Replay:
