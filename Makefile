@@ -46,8 +46,14 @@ sysdeps:
 		$(APT_GET) update -qq && $(APT_GET) install -y -qq --no-install-recommends $$missing; \
 	fi
 
-# Test needs: PostgreSQL server binaries (the tests start a throwaway cluster).
+# Test needs: PostgreSQL server binaries (the tests start a throwaway cluster), and
+# systemd-nspawn (tests/systemd boots a real systemd in a container).
 testdeps:
+	@if ! command -v systemd-nspawn >/dev/null 2>&1; then \
+		echo "installing system packages: systemd-container"; \
+		if [ "$$(id -u)" != 0 ]; then echo "run as root, or install systemd-container" >&2; exit 1; fi; \
+		$(APT_GET) update -qq && $(APT_GET) install -y -qq --no-install-recommends systemd-container; \
+	fi
 	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && [ -z "$$SKNS_TEST_PG_DSN" ]; then \
 		echo "installing system packages: postgresql"; \
 		if [ "$$(id -u)" != 0 ]; then echo "run as root, or install postgresql" >&2; exit 1; fi; \

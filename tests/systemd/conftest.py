@@ -1,0 +1,69 @@
+"""skns under a real systemd: one container booted for every test of this directory.
+
+This directory has no ``__init__.py`` on purpose: as a package it would be imported as
+``systemd`` and shadow systemd-python (``from systemd import daemon``) in the test process.
+Its modules are imported by their own names (``nspawn``, ``unitctl``), so keep those unique.
+
+Fixtures:
+- ``machine``: the booted container (skips, with the reason, where one cannot boot).
+- ``unit``: skns installed in it (``make install``, again if a test uninstalled it).
+- ``running``: the unit active with the test config (1 s windows, a 5 s interval).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+from nspawn import CannotBoot, Container, scratch_parent, skip_reason, wheelhouse
+from unitctl import Unit
+
+# Figures the tests report (boot time, loss tables), printed at the end of the run.
+REPORT: list[str] = []
+
+
+@pytest.fixture(scope="package")
+def machine(request: pytest.FixtureRequest) -> Iterator[Container]:
+    reason = skip_reason()
+    if reason:
+        pytest.skip(reason)
+    try:
+        cache = getattr(request.config, "cache", None)  # None under -p no:cacheprovider
+        wheels = wheelhouse(
+            cache.mkdir("skns-wheels") if cache else scratch_parent() / "skns-wheels"
+        )
+    except CannotBoot as exc:
+        pytest.skip(str(exc))
+    box = Container(f"skns-test-{os.getpid()}")
+    try:
+        box.boot(wheels)
+    except CannotBoot as exc:
+        box.close()
+        pytest.skip(f"systemd-nspawn cannot boot here: {exc}")
+    REPORT.append(f"container booted to 'running' in {box.boot_seconds:.1f}s")
+    try:
+        yield box
+    finally:
+        box.close()
+
+
+@pytest.fixture
+def unit(machine: Container) -> Unit:
+    skns = Unit(machine)
+    if not skns.installed():
+        skns.make("install")
+    return skns
+
+
+@pytest.fixture
+def running(unit: Unit) -> Unit:
+    unit.ensure_running()
+    return unit
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if REPORT:
+        terminalreporter.section("skns under systemd")
+        for line in REPORT:
+            terminalreporter.write_line(line)
