@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 import uvloop
 
+from skns.relay.oneshot import format_report, report
 from skns.relay.relay import Backoff, Relay
 from skns.relay.sim import Simulator, Source, SourcePlan
 
@@ -228,3 +229,23 @@ def test_backoff_doubles_up_to_its_cap_and_resets() -> None:
     assert [backoff.next() for _ in range(5)] == [0.1, 0.2, 0.4, 0.5, 0.5]
     backoff.reset()
     assert backoff.next() == 0.1
+
+
+def test_count_stops_at_exactly_count_messages_mid_stream() -> None:
+    # A flood of 20,000 in runs of up to 40 ids: without the cut, whole runs and
+    # batches past the count reached the sink (up to 5,225 more than asked for).
+    plan = SourcePlan(count=20_000, window=40, late=0.01, delay_ms=0.5, seed=10)
+
+    async def go() -> tuple[Relay, list[bytes] | None]:
+        async with Simulator(Source(plan.frames()), record=True) as sim:
+            relay = relay_for(sim, 5_000)
+            await relay.run(asyncio.Event())
+            return relay, sim.sink("test").frames
+
+    relay, frames = run(go())
+    assert frames is not None
+    assert [orjson.loads(f)["id"] for f in frames] == list(range(5_000))
+    assert relay.sent == 5_000 and relay.sink_close_code == 1000
+    assert relay.holds.count == 5_000
+    text = format_report(report(relay))
+    assert "OK: all 5000 messages sent in order, and no more" in text

@@ -65,8 +65,9 @@ def format_report(stats: dict[str, Any]) -> str:
     hold = stats["hold"]
     dropped = ", ".join(f"{k} {v}" for k, v in stats["dropped"].items() if v) or "none"
     rate = f" ({stats['sent_per_s']:,} msg/s)" if stats["sent_per_s"] else ""
+    past = f", past the count: {stats['past_count']}" if stats.get("past_count") else ""
     verdict = (
-        f"OK: all {stats['count']} messages sent in order"
+        f"OK: all {stats['count']} messages sent in order, and no more"
         if stats["ok"]
         else "FAILED: " + "; ".join(stats["problems"])
     )
@@ -74,7 +75,7 @@ def format_report(stats: dict[str, Any]) -> str:
         (
             f"received      {stats['received']}  (dropped: {dropped})",
             f"sent          {stats['sent']}  (skipped ids: {stats['skipped']}, "
-            f"still held: {stats['buffered'] + stats['outbox']})",
+            f"still held: {stats['buffered'] + stats['outbox']}{past})",
             f"total time    {stats['run_s']:.3f} s{rate}  (first receipt to last send)",
             f"hold time     min {_us(hold['min_us'])}  median {_us(hold['p50_us'])}  "
             f"p99 {_us(hold['p99_us'])}  max {_us(hold['max_us'])}",

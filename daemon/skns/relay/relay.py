@@ -108,6 +108,10 @@ class Relay:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: int | None = None
         self._done = asyncio.Event()  # count reached
+        # Messages the count still lets through to the outbox (None: no count). A run
+        # is cut to it where it is released, so the sink gets exactly ``count``.
+        self._left = count
+        self.past_count = 0  # messages released after the count was filled: not sent
         self.received = 0
         self.sent = 0
         self.dropped = dict.fromkeys(DROP_REASONS, 0)
@@ -155,6 +159,7 @@ class Relay:
             if self._timer is not None:
                 self._timer.cancel()
             await self._close_sink(sink)
+            await asyncio.gather(source, return_exceptions=True)  # its connection ends
             for task in (source, sink):
                 if task.done() and not task.cancelled() and task.exception() is not None:
                     raise task.exception()  # type: ignore[misc]
@@ -191,14 +196,24 @@ class Relay:
                     self.source_connects += 1
                     log.info("source connected: %s", self.source_url)
                     backoff.reset()
-                    await self._read(ws)
+                    try:
+                        await self._read(ws)  # returns once the count is filled
+                    finally:
+                        # We read no more (count filled, relay stopping, connection
+                        # lost). The source's answer to a close frame would queue
+                        # behind frames we no longer read, so a closing handshake
+                        # could only time out: end the TCP connection now.
+                        ws.transport.abort()
             except InvalidURI:
                 raise
             except _RETRY as exc:
                 log.warning("source %s: %s", self.source_url, exc or type(exc).__name__)
             finally:
                 self._source = None
+            if self._left == 0:
+                break
             await asyncio.sleep(backoff.next())
+        await self._done.wait()  # the count is filled: until its last write (run ends us)
 
     async def _sink_loop(self) -> None:
         backoff = Backoff(*self._backoff)
@@ -241,9 +256,10 @@ class Relay:
         outbox = self._outbox
         dropped = self.dropped
         clock = _clock
+        counting = self._left is not None
         if self.first_receipt is None:
             self.first_receipt = clock()
-        while True:
+        while self._left != 0:
             frame = await recv(False)
             now = clock()
             self.received += 1
@@ -259,7 +275,7 @@ class Relay:
             if self._timer_at is not None or len(buffer):
                 self._arm(now)
             if run:
-                outbox.extend(run)
+                outbox.extend(self._allow(run) if counting else run)
                 if not self._draining:
                     if self._pump():
                         await self._drain()
@@ -267,6 +283,16 @@ class Relay:
                     # A drain runs elsewhere (timer, sink reconnect): stop reading
                     # until it is done, so the backlog stays in the source's socket.
                     await self._drained.wait()
+
+    def _allow(self, run: list[tuple[bytes, int]]) -> list[tuple[bytes, int]]:
+        """The part of ``run`` the count lets through; what is past it is never sent."""
+        left = self._left
+        assert left is not None
+        if len(run) > left:
+            self.past_count += len(run) - left
+            run = run[:left]
+        self._left = left - len(run)
+        return run
 
     def _pump(self) -> bool:
         """Move the outbox to the sink's writer; True if its socket backed up (drain it)."""
@@ -328,7 +354,7 @@ class Relay:
         run = self.buffer.expire(now)
         self._arm(now)
         if run:
-            self._outbox.extend(run)
+            self._outbox.extend(run if self._left is None else self._allow(run))
             if not self._draining and self._pump():
                 asyncio.get_running_loop().create_task(self._drain())
 
@@ -338,7 +364,7 @@ class Relay:
         buffer = self.buffer
         first, last = self.first_receipt, self.last_send
         run_s = (last - first) / 1e9 if first is not None and last is not None else 0.0
-        return {
+        stats: dict[str, Any] = {
             "source": "connected" if self._source is not None else "disconnected",
             "sink": "connected" if self._sink is not None else "disconnected",
             "source_connects": self.source_connects,
@@ -357,3 +383,6 @@ class Relay:
             "run_s": round(run_s, 6),
             "sent_per_s": round(self.sent / run_s) if run_s > 0 else None,
         }
+        if self.count is not None:
+            stats["past_count"] = self.past_count
+        return stats
