@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterator
 
 import orjson
 import pytest
@@ -15,6 +16,15 @@ from skns.tasks.protocol import Fetch, Refusal, Submit
 
 SOFT_MAX = 1000
 MAX = 400_000
+
+
+@pytest.fixture(autouse=True)
+def default_digit_limit() -> Iterator[None]:
+    """The server's process keeps Python's default limit (other tests may lift it)."""
+    old = sys.get_int_max_str_digits()
+    sys.set_int_max_str_digits(sys.int_info.default_max_str_digits)
+    yield
+    sys.set_int_max_str_digits(old)
 
 
 def parse(message: str | bytes) -> protocol.Request:

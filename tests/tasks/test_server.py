@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import os
@@ -16,6 +17,7 @@ from collections.abc import Callable, Iterator
 import orjson
 import psutil
 import pytest
+from websockets.asyncio.client import connect as aconnect
 from websockets.exceptions import ConnectionClosed, ConnectionClosedError
 from websockets.sync.client import ClientConnection, connect
 
@@ -425,3 +427,78 @@ def test_sigterm_stops_promptly_with_clients_and_jobs(
             ws.recv(timeout=WAIT)
     assert info.value.rcvd is not None and info.value.rcvd.code == 1001  # going away
     assert all(gone(pid) for pid in pids)
+
+
+# -- one client must not take the service from the others ----------------------------
+
+
+def flood(url: str, request: str, seconds: float, sent: list[int]) -> None:
+    """Send ``request`` for ``seconds`` (at most 100,000 times) and never read an answer."""
+
+    async def run() -> None:
+        async with aconnect(url, max_size=None, max_queue=1, close_timeout=1) as ws:
+            deadline = time.monotonic() + seconds
+            while time.monotonic() < deadline and sent[0] < 100_000:
+                try:  # a send that cannot go on: the server stopped reading us
+                    await asyncio.wait_for(ws.send(request), deadline - time.monotonic())
+                except TimeoutError:
+                    break
+                sent[0] += 1
+            await asyncio.sleep(max(0.0, deadline - time.monotonic()))
+
+    asyncio.run(run())
+
+
+def flooding(url: str, request: dict, seconds: float) -> tuple[threading.Thread, list[int]]:
+    sent = [0]
+    thread = threading.Thread(target=flood, args=(url, json.dumps(request), seconds, sent))
+    thread.start()
+    return thread, sent
+
+
+def test_a_client_that_never_reads_holds_at_most_its_limit(
+    make_server: Callable[..., LocalServer],
+) -> None:
+    # Slow jobs: without the limit the flooder filled the queue with thousands of them.
+    server = make_server(max_pending_per_connection=20)
+    thread, sent = flooding(server.url, {"type": "factorial", "number": LONG_JOB}, 4.0)
+    try:
+        time.sleep(2.0)
+        stats = server.stats()
+        with connect(server.url) as ws:  # another client is served meanwhile
+            task_id = submit(ws, 7)
+            assert next_frame(ws) == {"type": "success", "task_id": task_id, "result": 5040}
+    finally:
+        thread.join(WAIT)
+    assert sent[0] > 20  # it did try: the rest waits in TCP buffers, not in the server
+    # In flight: at most 20; each one that timed out (0.5 s each, one worker) made room.
+    assert stats["hard"]["queued"] + stats["hard"]["running"] <= 20, stats
+    assert stats["submitted"] <= 20 + stats["hard"]["timed_out"] + 1, stats
+    assert stats["throttled"] >= 1
+
+
+def test_a_flooding_client_leaves_the_others_a_low_latency(server: LocalServer) -> None:
+    def round_trips(seconds: float) -> list[float]:
+        took = []
+        with connect(server.url) as ws:
+            deadline = time.monotonic() + seconds
+            while time.monotonic() < deadline and len(took) < 5000:
+                started = time.monotonic()
+                task_id = submit(ws, 10)
+                assert next_frame(ws)["task_id"] == task_id
+                took.append(time.monotonic() - started)
+        return sorted(took)
+
+    alone = round_trips(1.0)
+    thread, sent = flooding(server.url, {"type": "factorial", "number": 10}, 4.0)
+    try:
+        time.sleep(0.5)
+        beside = round_trips(2.5)
+    finally:
+        thread.join(WAIT)
+    p99 = beside[int(len(beside) * 0.99) - 1]
+    # Without turns and the limit: p99 0.3-0.55 s, max 2.2 s (p99 alone: a few ms).
+    assert p99 < 0.15, (
+        f"p99 {p99 * 1000:.0f} ms beside a flood of {sent[0]} requests "
+        f"(alone {alone[int(len(alone) * 0.99) - 1] * 1000:.1f} ms)"
+    )

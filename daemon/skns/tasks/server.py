@@ -8,6 +8,11 @@ failure) reach every connection watching the task through a per-connection
 outbox drained by a writer task; a watcher that has gone is skipped, and the
 outcome is stored all the same for whoever fetches it later.
 
+One connection cannot take the server from the others: handlers take turns on
+the loop after every request, and a connection with ``max_pending_per_connection``
+jobs unfinished or final frames unwritten is not read until one is written
+(its client's sends then wait in TCP buffers, see :class:`Outbox`).
+
 ``GET /health`` on the same port answers JSON: 200 while both pools have
 workers, 503 otherwise. Any other path is the WebSocket endpoint.
 """
@@ -41,15 +46,45 @@ _SWEEP_INTERVAL = 1.0
 
 
 class Outbox:
-    """Frames on their way to one client, written in order by one writer task."""
+    """Frames on their way to one client, written in order by one writer task.
 
-    __slots__ = ("_frames", "_waiter", "closed", "ws")
+    It also counts what the connection has in flight: the final frames it is owed (its
+    tasks not finished yet, and tasks it fetched while pending) plus those not written yet.
+    At ``limit`` the connection's handler stops reading until a frame is written, so a
+    client that sends without reading holds at most ``limit`` jobs and frames here, and
+    the rest waits in its own socket buffers (TCP backpressure), not in the server.
+    """
 
-    def __init__(self, ws: ServerConnection) -> None:
+    __slots__ = ("_frames", "_room", "_waiter", "closed", "limit", "owed", "ws")
+
+    def __init__(self, ws: ServerConnection, limit: int) -> None:
         self.ws = ws
+        self.limit = limit
+        self.owed = 0
         self.closed = False
         self._frames: list[bytes] = []
         self._waiter: asyncio.Future[None] | None = None
+        self._room: asyncio.Future[None] | None = None
+
+    def expect(self) -> None:
+        """One more final frame will be pushed here."""
+        self.owed += 1
+
+    @property
+    def full(self) -> bool:
+        return self.owed >= self.limit and not self.closed
+
+    async def room(self) -> None:
+        """Return once the connection may have one more frame in flight (or has closed)."""
+        while self.full:
+            self._room = asyncio.get_running_loop().create_future()
+            await self._room
+
+    def _wake_room(self) -> None:
+        room = self._room
+        if room is not None and not room.done():
+            self._room = None
+            room.set_result(None)
 
     def push(self, frame: bytes) -> None:
         if self.closed:
@@ -71,8 +106,15 @@ class Outbox:
                 frames, self._frames = self._frames, []
                 for frame in frames:
                     await send(frame, text=True)
+                    self.owed -= 1
+                    if self.owed < self.limit:
+                        self._wake_room()
         except ConnectionClosed:
-            self.closed = True
+            self.close()
+
+    def close(self) -> None:
+        self.closed = True
+        self._wake_room()
 
 
 class TaskServer:
@@ -86,6 +128,7 @@ class TaskServer:
         self.connections_total = 0
         self.submitted = 0
         self.fetched = 0
+        self.throttled = 0  # times a connection reached max_pending_per_connection
         self.refused: collections.Counter[str] = collections.Counter()
 
     # -- the child's main ---------------------------------------------------
@@ -136,7 +179,7 @@ class TaskServer:
     # -- connections ----------------------------------------------------------
 
     async def _handler(self, ws: ServerConnection) -> None:
-        outbox = Outbox(ws)
+        outbox = Outbox(ws, self.settings.max_pending_per_connection)
         writer = asyncio.create_task(outbox.write())
         self.connections += 1
         self.connections_total += 1
@@ -150,11 +193,18 @@ class TaskServer:
                     # the client has gone before reading the acknowledgement.
                     if task is not None:
                         self.pools[task.queue].submit(task)
+                if outbox.full:  # backpressure: read no more until a frame went out
+                    self.throttled += 1
+                    await outbox.room()
+                else:
+                    # Take turns: frames already buffered are read without suspending, so
+                    # a client pipelining thousands would otherwise hold the loop.
+                    await asyncio.sleep(0)
         except ConnectionClosed:
             pass
         finally:
             self.connections -= 1
-            outbox.closed = True
+            outbox.close()
             writer.cancel()
 
     def _answer(self, message: str | bytes, outbox: Outbox) -> tuple[bytes, Task | None]:
@@ -171,6 +221,7 @@ class TaskServer:
                 ), None
             task_id = str(uuid.uuid4())
             task = Task(task_id, request.number, request.queue, [outbox])
+            outbox.expect()
             self.store.add(task)
             self.submitted += 1
             return protocol.ack_frame(task_id), task
@@ -185,6 +236,7 @@ class TaskServer:
             # Still queued or running: say so, and push the outcome here too when it comes.
             if outbox not in task.watchers:
                 task.watchers.append(outbox)
+                outbox.expect()
             return protocol.pending_frame(task.id, task.state), None
         assert type(request) is protocol.Refusal
         self.refused[request.reason] += 1
@@ -229,6 +281,7 @@ class TaskServer:
             "connections_total": self.connections_total,
             "submitted": self.submitted,
             "fetched": self.fetched,
+            "throttled": self.throttled,
             "refused": dict(self.refused),
             **{queue: pool.stats() for queue, pool in self.pools.items()},
             "store": self.store.stats(),

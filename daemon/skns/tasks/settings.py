@@ -35,6 +35,10 @@ class TasksSettings(Section):
     store_max_bytes: int = 512 * 1024 * 1024
     # Jobs waiting per queue; more are refused with "Server busy".
     max_queued: int = 100_000
+    # Jobs one connection may have unfinished plus final frames not yet written to it; at
+    # the limit the server stops reading that connection until one is written, so a client
+    # that sends without reading cannot take the queues (or the memory) from the others.
+    max_pending_per_connection: int = 256
     # Largest request frame accepted; larger ones close the connection (code 1009).
     max_request_bytes: int = 65536
 
@@ -53,6 +57,11 @@ class TasksSettings(Section):
         self.require(self.max_number < 2**64, "max_number", "must be < 2**64")
         self.require(self.store_max_bytes >= 1, "store_max_bytes", "must be >= 1")
         self.require(self.max_queued >= 1, "max_queued", "must be >= 1")
+        self.require(
+            1 <= self.max_pending_per_connection <= 1_000_000,
+            "max_pending_per_connection",
+            "must be within 1..1000000",
+        )
         self.require(self.max_request_bytes >= 256, "max_request_bytes", "must be >= 256")
 
     def workers(self, queue: str) -> int:
