@@ -6,6 +6,7 @@ import os
 import signal
 import socket
 import time
+from pathlib import Path
 
 from helpers import metrics_port, metrics_table, wait_for
 
@@ -205,3 +206,119 @@ def test_a_second_service_on_the_same_state_dir_refuses_to_start(start_service, 
     assert first.stop() == 0
     third = start_service(service=state, metrics=metrics_table(tmp_path))
     assert third.status()["service"]["state"] == "running"
+
+
+def test_a_subsystem_that_cannot_start_is_stopped_alone_and_retried_on_reload(
+    start_service, tmp_path
+):
+    """Its port taken at start: tasks keeps dying; after start_failures it is stopped with
+    a clear status, metrics goes on, and a reload (once the port is free) starts it."""
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    svc = start_service(
+        service={"start_failures": 2, "restart_backoff": 0.1},
+        metrics=metrics_table(tmp_path),
+        tasks=tasks_table(port),
+    )
+    status = wait_for(lambda: (s := svc.status())["trouble"] and s, what="tasks to be given up")
+    assert status["trouble"]["tasks"].startswith("failed: ")
+    assert "died within" in status["trouble"]["tasks"]
+    assert "tasks failed" in status["service"]["summary"]
+    assert not svc.children("tasks")
+    assert all(c["up"] for c in svc.children("udp-worker"))
+    res = svc.ctl("status")
+    assert res.returncode == 0 and "tasks: failed: " in res.stdout
+    taken.close()
+    assert svc.ctl("reload").returncode == 0
+    wait_for(lambda: [c for c in svc.children("tasks") if c["up"]], what="tasks to run")
+    assert svc.status()["trouble"] == {}
+    assert svc.proc.poll() is None
+
+
+def test_a_reload_that_breaks_a_subsystem_rolls_it_back(start_service, tmp_path):
+    """A reload moves tasks onto a taken port: its new child keeps dying at start, so it is
+    rolled back to the settings it last ran with; the service never stops."""
+    good = free_tcp_port()
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    bad = taken.getsockname()[1]
+    try:
+        svc = start_service(
+            service={"start_failures": 2, "restart_backoff": 0.1},
+            metrics=metrics_table(tmp_path),
+            tasks=tasks_table(good),
+        )
+        workers = [c["pid"] for c in svc.children("udp-worker")]
+        text = svc.config_path.read_text()
+        svc.config_path.write_text(text.replace(f"127.0.0.1:{good}", f"127.0.0.1:{bad}"))
+        assert svc.ctl("reload").returncode == 0
+        status = wait_for(lambda: (s := svc.status())["trouble"] and s, what="the rollback")
+        assert status["trouble"]["tasks"].startswith("rolled back to its last good settings")
+        wait_for(lambda: [c for c in svc.children("tasks") if c["up"]], what="tasks to run")
+        assert wait_for(lambda: new_port_open(good), what="tasks on its old port")
+        assert [c["pid"] for c in svc.children("udp-worker")] == workers
+        assert svc.proc.poll() is None
+    finally:
+        taken.close()
+
+
+FAULTS = """
+import os, skns.metrics.service as m, skns.supervisor as s
+trigger = os.environ["SKNS_TEST_FAULTS"]
+def inject(cls, name):
+    real = getattr(cls, name)
+    def faulty(self, *args):
+        if os.path.exists(f"{trigger}.{name}"):
+            raise RuntimeError(f"injected fault in {name}")
+        return real(self, *args)
+    setattr(cls, name, faulty)
+inject(m.MetricsService, "tick")
+inject(m.MetricsService, "reopen")
+inject(s.Supervisor, "status")
+"""
+
+
+def test_faults_in_a_tick_a_control_request_or_a_reopen_are_contained(start_service, tmp_path):
+    """Exceptions injected into the supervisor's steps: each is counted, logged once (not
+    once per loop turn), shown in status, and the service carries on."""
+    inject = tmp_path / "inject"
+    inject.mkdir()
+    (inject / "sitecustomize.py").write_text(FAULTS)
+    trigger = tmp_path / "fault"
+    svc = start_service(
+        env={
+            "PYTHONPATH": os.pathsep.join([str(inject), os.environ.get("PYTHONPATH", "")]),
+            "SKNS_TEST_FAULTS": str(trigger),
+        },
+        metrics=metrics_table(tmp_path),
+    )
+    Path(f"{trigger}.tick").touch()
+    time.sleep(1.5)  # many loop turns, each tick failing
+    Path(f"{trigger}.status").touch()
+    res = svc.ctl("status")
+    assert res.returncode == 1 and "internal error: RuntimeError: injected fault" in res.stderr
+    Path(f"{trigger}.status").unlink()
+    assert svc.ctl("reopen").returncode == 0  # reopen works
+    Path(f"{trigger}.reopen").touch()
+    assert svc.ctl("reopen").returncode == 0  # a failing part's reopen is contained
+    Path(f"{trigger}.tick").unlink()
+    written = svc.status()["subsystems"]["metrics"]["windows_written"]
+    wait_for(
+        lambda: svc.status()["subsystems"]["metrics"]["windows_written"] > written,
+        what="windows closing again",
+    )
+    faults = svc.status()["service"]["faults"]
+    assert faults["metrics tick"]["count"] > 3
+    assert faults["metrics tick"]["error"] == "RuntimeError: injected fault in tick"
+    assert faults["control request"]["count"] == 1
+    assert faults["metrics reopen"]["count"] == 1
+    log = svc.log()
+    assert log.count("metrics tick failed (contained") == 1  # rate-limited
+    assert "faults contained" in svc.status()["service"]["summary"]
+    res = svc.ctl("status")
+    assert res.returncode == 0 and "fault:   metrics tick:" in res.stdout
+    assert all(c["up"] for c in svc.children())
+    assert svc.stop() == 0

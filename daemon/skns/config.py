@@ -37,7 +37,8 @@ class ServiceSettings(Section):
     graceful_timeout: float = 10.0
     # A child that dies within this many seconds of its start has failed to start ...
     start_period: float = 5.0
-    # ... and after this many such failures in a row the whole service stops.
+    # ... and after this many such failures in a row that subsystem is stopped (or rolled
+    # back to its last good settings after a reload); the others go on.
     start_failures: int = 5
     # Restart backoff: doubles from restart_backoff up to restart_backoff_max seconds.
     restart_backoff: float = 0.1

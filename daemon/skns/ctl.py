@@ -110,6 +110,13 @@ def render_status(status: dict[str, Any]) -> str:
         f"  state:   {svc['state_dir']}",
         f"  summary: {svc['summary']}",
     ]
+    if svc.get("config_error"):
+        out.append(f"  reload refused, the previous config runs on: {svc['config_error']}")
+    out += [f"  {name}: {text}" for name, text in status.get("trouble", {}).items()]
+    for step, fault in (svc.get("faults") or {}).items():
+        out.append(
+            f"  fault:   {step}: {fault['count']}x, last {when(fault['last'])}: {fault['error']}"
+        )
     metrics = status["subsystems"].get("metrics")
     if metrics:
         last = metrics.get("last_window")

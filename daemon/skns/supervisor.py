@@ -1,11 +1,18 @@
 """The supervisor: forks, watches and restarts the children; talks to systemd.
 
 Modelled on gunicorn's arbiter: single-threaded, no event loop. Signal
-handlers only queue the signal and wake the loop; the loop waits (select on
+handlers only queue the signal and wake the loop; the loop waits (epoll on
 the wake-up pipe and the control socket), handles queued signals, reaps dead
 children, manages (restarts due children, kills hung ones), lets each
 subsystem part do its due work (metrics closes windows), and pings the
 watchdog.
+
+Containment: the supervisor's death stops every subsystem, so each step of the
+loop runs under ``Faults.guard`` (an exception is logged rate-limited, counted,
+shown in status, and the loop goes on), and a subsystem that cannot run (it
+cannot be set up, or a child keeps dying at start) is handled by itself: rolled
+back to its last good settings if a reload changed them, else stopped until the
+next reload. The service exits only when no subsystem is left to run.
 """
 
 from __future__ import annotations
@@ -14,7 +21,7 @@ import contextlib
 import dataclasses
 import logging
 import os
-import select
+import selectors
 import signal
 import time
 from typing import Any
@@ -26,10 +33,12 @@ from .child import ChildSpec
 from .config import Settings
 from .control import ControlServer
 from .errors import ConfigError
+from .faults import Faults
 from .instance import InstanceLock
 from .notify import Notifier
+from .settings import Section
 from .shm import SlotTable
-from .subsystems import NAMES, Part, part, parts
+from .subsystems import NAMES, Part, part
 
 log = logging.getLogger("skns.supervisor")
 
@@ -40,8 +49,12 @@ STATUS_EVERY = 2.0
 SPARE_SLOTS = 32
 
 
+# After a fault in the loop itself, pause this long: a fault that repeats must not spin.
+FAULT_PAUSE = 0.1
+
+
 class Fatal(Exception):
-    """A child keeps dying at start: the service stops."""
+    """No subsystem can run: the service stops."""
 
 
 @dataclasses.dataclass(eq=False)
@@ -76,6 +89,14 @@ class Supervisor:
         self.exit_code = 0
         self.last_status = 0.0
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.selector = selectors.DefaultSelector()
+        self.selector.register(self._wake_r, selectors.EVENT_READ, self._drain_wake)
+        self.faults = Faults()
+        # Subsystems that cannot run as configured, and why (shown in status).
+        self.trouble: dict[str, str] = {}
+        # Each subsystem's last settings under which all its children came up.
+        self.good: dict[str, Section] = {}
+        self.reload_error: str | None = None  # the last reload was refused: why
         self.parts: list[Part] = []
         self.children: list[Child] = []
         self.slots: SlotTable | None = None
@@ -100,8 +121,17 @@ class Supervisor:
         """Run until stopped; return the process exit status."""
         self._install_signals()
         try:
-            self.control = ControlServer(self.settings.service.control_socket, self._command)
-            self.parts = parts(self.settings)
+            self.control = ControlServer(
+                self.settings.service.control_socket,
+                self._command,
+                self.selector,
+                self.faults.record,
+            )
+            for name in NAMES:
+                if getattr(self.settings, name).enabled:
+                    self._set_up(name)
+            if not self.parts and self.trouble:
+                raise Fatal("no subsystem can run")
             specs = [(p, s) for p in self.parts for s in p.children()]
             self.slots = SlotTable(len(specs) + SPARE_SLOTS)
             self.children = [Child(s, p, i) for i, (p, s) in enumerate(specs)]
@@ -145,8 +175,9 @@ class Supervisor:
 
     def _close_in_child(self) -> None:
         """Drop what only the supervisor may hold: the control socket, the wake-up pipe,
-        the instance lock."""
+        the selector, the instance lock."""
         self.lock.close()
+        self.selector.close()
         if self.control is not None:
             for sock in self.control.fds():
                 sock.close()
@@ -156,21 +187,39 @@ class Supervisor:
     # -- the loop ------------------------------------------------------------
 
     def _loop(self) -> None:
-        next_tick = 0.0
+        self.next_tick = 0.0
         while not self.stopping:
-            now = time.time()
-            timeout = min(MAX_WAIT, max(0.0, next_tick - now), self._until_due())
-            due = self.notifier.watchdog_due(time.monotonic())
-            if due is not None:
-                timeout = min(timeout, due)
-            self._wait(timeout)
+            faults = self.faults.total
+            with self.faults.guard("supervisor loop"):
+                self._turn()
+            if self.faults.total > faults and not self.stopping:
+                time.sleep(FAULT_PAUSE)
+
+    def _turn(self) -> None:
+        """One turn of the loop; every step contains its own faults."""
+        now = time.time()
+        timeout = min(MAX_WAIT, max(0.0, self.next_tick - now), self._until_due())
+        due = self.notifier.watchdog_due(time.monotonic())
+        if due is not None:
+            timeout = min(timeout, due)
+        self._wait(timeout)
+        with self.faults.guard("signal handling"):
             self._handle_signals()
-            if self.stopping:
-                return
+        if self.stopping:
+            return
+        with self.faults.guard("reaping children"):
             self._reap()
+        if self.stopping:
+            return
+        with self.faults.guard("managing children"):
             self._manage()
-            now = time.time()
-            next_tick = now + min(p.tick(now) for p in self.parts) if self.parts else now + 1
+        now = time.time()
+        wait = 1.0
+        for p in list(self.parts):
+            with self.faults.guard(f"{p.name} tick"):
+                wait = min(wait, p.tick(now))
+        self.next_tick = now + wait
+        with self.faults.guard("reporting"):
             self._report()
 
     def _until_due(self) -> float:
@@ -180,18 +229,18 @@ class Supervisor:
         return max(0.0, min(dues) - time.monotonic()) if dues else MAX_WAIT
 
     def _wait(self, timeout: float) -> None:
+        """Wait for a signal, a control client or ``timeout``; serve what is ready."""
         assert self.control is not None
-        try:
-            ready, _, _ = select.select([self._wake_r, *self.control.fds()], [], [], timeout)
-        except InterruptedError:
-            return
-        if self._wake_r in ready:
-            try:
-                while os.read(self._wake_r, 4096):
-                    pass
-            except BlockingIOError:
+        for key, _ in self.selector.select(timeout):
+            with self.faults.guard("control socket"):
+                key.data()
+        with self.faults.guard("control socket"):
+            self.control.poll()
+
+    def _drain_wake(self) -> None:
+        with contextlib.suppress(BlockingIOError):
+            while os.read(self._wake_r, 4096):
                 pass
-        self.control.handle(ready)
 
     def _handle_signals(self) -> None:
         while self.signals:
@@ -231,9 +280,12 @@ class Supervisor:
         if ran < s.start_period:
             c.failures += 1
             if c.failures >= s.start_failures:
-                raise Fatal(
-                    f"{c.spec.name} died within {s.start_period}s of start {c.failures} times"
+                log.warning("%s %s after %.1fs", c.spec.name, how, ran)
+                self._cannot_run(
+                    c.spec.subsystem,
+                    f"{c.spec.name} died within {s.start_period}s of start {c.failures} times",
                 )
+                return
             delay = min(s.restart_backoff * 2 ** (c.failures - 1), s.restart_backoff_max)
         else:
             c.failures = 0
@@ -254,11 +306,18 @@ class Supervisor:
                 continue
             if not c.running:
                 if now >= c.due and self._restartable(c):
-                    self._spawn(c)
+                    # If the fork fails, try again after the longest backoff.
+                    c.due = now + self.settings.service.restart_backoff_max
+                    with self.faults.guard(f"starting {c.spec.name}"):
+                        self._spawn(c)
                 continue
             if self._silent_for(c) > timeout:
                 log.error("%s (pid %d) missed its heartbeat: killing it", c.spec.name, c.pid)
                 self._kill(c, signal.SIGKILL)
+        for p in self.parts:
+            mine = [c for c in self.children if c.part is p and not c.retired]
+            if all(self._is_up(c) for c in mine):
+                self.good[p.name] = getattr(self.settings, p.name)
         if not self.ready and all(self._is_up(c) for c in self.children if not c.retired):
             self.ready = True
             log.info("all %d children up", len(self.children))
@@ -302,7 +361,7 @@ class Supervisor:
         if c.process is None or c.process.pid != c.pid:
             try:
                 c.process = psutil.Process(c.pid)
-            except psutil.Error:
+            except (psutil.Error, OSError):
                 return None
             c.cpu_percent = None
             c.process.cpu_percent(None)  # the first call only starts the interval
@@ -315,7 +374,7 @@ class Supervisor:
             if process is not None:
                 try:
                     c.cpu_percent = process.cpu_percent(None)
-                except psutil.Error:
+                except (psutil.Error, OSError):  # OSError: out of file descriptors
                     c.cpu_percent = None
 
     def _summary(self) -> str:
@@ -323,7 +382,14 @@ class Supervisor:
         total = sum(1 for c in self.children if not c.retired)
         restarts = sum(c.restarts for c in self.children)
         words = [f"{up}/{total} children up", f"{restarts} restarts"]
-        words += [text for p in self.parts if (text := p.summary())]
+        for p in self.parts:
+            with self.faults.guard(f"{p.name} summary"):
+                words += [text for text in [p.summary()] if text]
+        words += [f"{name} {text.split(':', 1)[0]}" for name, text in self.trouble.items()]
+        if self.reload_error:
+            words.append("reload refused (config error)")
+        if faults := self.faults.summary():
+            words.append(faults)
         return "; ".join(words)
 
     # -- reload ------------------------------------------------------------------
@@ -332,20 +398,26 @@ class Supervisor:
         self.notifier.reloading()
         log.info("reloading %s", self.settings.path)
         for p in self.parts:
-            p.reopen()
+            with self.faults.guard(f"{p.name} reopen"):
+                p.reopen()
         try:
             new = config.load(self.settings.path)
         except ConfigError as exc:
             log.error("reload refused, keeping the running config: %s", exc)
+            self.reload_error = str(exc)
             self.notifier.ready(self._summary())
             return
+        self.reload_error = None
         old = self.settings
         self.settings = new
         logs.setup(new.service.log_level, "supervisor")
-        if new.metrics != old.metrics:
-            log.warning("[metrics] changed: takes effect at the next restart of the service")
+        running = {p.name for p in self.parts}
         for name in NAMES:
-            if name != "metrics" and getattr(new, name) != getattr(old, name):
+            changed = getattr(new, name) != getattr(old, name)
+            if name == "metrics" and "metrics" in running:
+                if changed:
+                    log.warning("[metrics] changed: applies at the next restart of the service")
+            elif changed or name in self.trouble:  # a reload retries what could not run
                 self._reconfigure(name)
         self.notifier.ready(self._summary())
 
@@ -353,25 +425,62 @@ class Supervisor:
         """Stop subsystem ``name``'s children; start new ones with the new settings unless
         it is now disabled. The new children start only once the old ones have exited
         (see ``_manage``), so they never race them for a port or a journal."""
+        self.trouble.pop(name, None)
+        self._stop_subsystem(name, "changed: restarting its children")
+        if getattr(self.settings, name).enabled:
+            self._set_up(name)
+
+    def _stop_subsystem(self, name: str, why: str) -> None:
+        """Retire subsystem ``name``'s children (SIGTERM now, SIGKILL after
+        graceful_timeout) and drop its part."""
         old_part = next((p for p in self.parts if p.name == name), None)
-        if old_part is not None:
-            log.info("[%s] changed: restarting its children", name)
-            deadline = time.monotonic() + self.settings.service.graceful_timeout
-            for c in self.children:
-                if c.part is old_part:
-                    c.retired = True
-                    c.due = deadline  # SIGKILL if still running then
-                    if c.running:
-                        self._kill(c, signal.SIGTERM)
-            self.parts.remove(old_part)
-        if not getattr(self.settings, name).enabled:
+        if old_part is None:
             return
+        log.info("[%s] %s", name, why)
+        deadline = time.monotonic() + self.settings.service.graceful_timeout
+        for c in self.children:
+            if c.part is old_part:
+                c.retired = True
+                c.due = deadline  # SIGKILL if still running then
+                if c.running:
+                    self._kill(c, signal.SIGTERM)
+        # Those already down are gone for good (the others go when reaped).
+        self.children = [c for c in self.children if c.running or not c.retired]
+        self.parts.remove(old_part)
+        with self.faults.guard(f"{name} stop"):
+            old_part.stop()
+
+    def _cannot_run(self, name: str, reason: str) -> None:
+        """Subsystem ``name`` cannot run as configured: back to the settings it last ran
+        with, if a reload changed them since; else stop it until the next reload. The
+        other subsystems go on; with none left, the service stops."""
+        good = self.good.get(name)
+        if good is not None and good != getattr(self.settings, name):
+            log.error("[%s] %s: rolling back to its last good settings", name, reason)
+            self.settings = dataclasses.replace(self.settings, **{name: good})
+            self._reconfigure(name)
+            self.trouble[name] = f"rolled back to its last good settings: {reason}"
+            return
+        log.error("[%s] %s: stopping it until a reload (the others go on)", name, reason)
+        self._stop_subsystem(name, "cannot run: stopping its children")
+        self.trouble[name] = f"failed: {reason}"
+        if not self.parts:
+            log.error("no subsystem left to run: stopping the service")
+            self.exit_code = 1
+            self.stopping = True
+
+    def _set_up(self, name: str) -> None:
+        """Make subsystem ``name``'s part and its children (started by ``_manage``; at
+        the first start by ``run``)."""
         try:
             new_part = part(name, self.settings)
-        except Exception:
-            log.exception("[%s] cannot start with the new settings", name)
+        except Exception as exc:
+            log.exception("[%s] cannot be set up", name)
+            self.trouble[name] = f"failed: cannot be set up: {type(exc).__name__}: {exc}"
             return
         self.parts.append(new_part)
+        if self.slots is None:  # the first start: run() allocates the slots
+            return
         self.parts.sort(key=lambda p: NAMES.index(p.name))
         assert self.slots is not None
         used = {c.slot_index for c in self.children}
@@ -397,6 +506,7 @@ class Supervisor:
     # -- control socket ----------------------------------------------------------
 
     def _command(self, command: str) -> dict[str, Any]:
+        """Answer a control request (an exception is answered by ControlServer)."""
         if command == "status":
             return {"ok": True, **self.status()}
         if command == "reload":
@@ -404,7 +514,8 @@ class Supervisor:
             return {"ok": True, "message": "reload queued"}
         if command == "reopen":
             for p in self.parts:
-                p.reopen()
+                with self.faults.guard(f"{p.name} reopen"):
+                    p.reopen()
             return {"ok": True, "message": "output files reopened"}
         return {"ok": False, "error": f"unknown command {command!r} (status, reload, reopen)"}
 
@@ -420,10 +531,21 @@ class Supervisor:
                 "config": str(self.settings.path),
                 "state_dir": str(self.settings.service.state_dir),
                 "summary": self._summary(),
+                "config_error": self.reload_error,
+                "faults": self.faults.status(),
+                "control": self.control.status() if self.control is not None else None,
             },
             "children": [self._child_status(c, now) for c in self.children if not c.retired],
-            "subsystems": {p.name: p.status() for p in self.parts},
+            "subsystems": {p.name: self._part_status(p) for p in self.parts},
+            "trouble": dict(self.trouble),
         }
+
+    def _part_status(self, p: Part) -> dict[str, Any]:
+        try:
+            return p.status()
+        except Exception as exc:
+            self.faults.record(f"{p.name} status", exc)
+            return {"error": f"{type(exc).__name__}: {exc}"}
 
     def _child_status(self, c: Child, now: float) -> dict[str, Any]:
         assert self.slots is not None
@@ -451,7 +573,7 @@ class Supervisor:
                     row["cpu_percent"] = c.cpu_percent
                     row["rss"] = process.memory_info().rss
                     row["cpu_seconds"] = sum(process.cpu_times()[:2])
-            except psutil.Error:
+            except (psutil.Error, OSError):  # OSError: out of file descriptors
                 pass
         blob = self.slots.slots[c.slot_index].read()
         if blob:
@@ -466,7 +588,10 @@ class Supervisor:
     def _shutdown(self) -> None:
         """Stop children subsystem by subsystem (last started first), then persist."""
         self.stopping = True
-        self.notifier.stopping()
+        with self.faults.guard("notify"):
+            self.notifier.stopping()
+        if self.control is not None:
+            self.control.close_clients()  # their descriptors may be needed to save state
         deadline = time.monotonic() + self.settings.service.graceful_timeout
         for p in reversed(self.parts):
             mine = [c for c in self.children if c.part is p and c.running]
