@@ -28,6 +28,17 @@ from skns.relay.message import BAD_ID, MISSING_ID, NOT_JSON, NOT_OBJECT, message
         (b'{"id": "1"}', BAD_ID),
         (b'{"id": null}', BAD_ID),
         (b'{"id": [1]}', BAD_ID),
+        # Integers past 64 bits, which orjson reads as floats (or refuses): exact.
+        (b'{"id": 18446744073709551615}', 2**64 - 1),
+        (b'{"id": 18446744073709551616, "text": 1}', 2**64),
+        (b'{"id": -9223372036854775809}', -(2**63) - 1),
+        (b'{"id": 1180591620717411303425}', 1180591620717411303425),
+        (b'{"id": 1' + b"0" * 400 + b"}", 10**400),  # too large even for a double
+        (b'{"id": 1e30}', BAD_ID),  # a float, also when it is large
+        (b'{"id": 1.5, "text": 12345678901234567890123}', BAD_ID),
+        (b"[123456789012345678901234567890]", NOT_OBJECT),
+        (b'{"id": 1' + b"0" * 400, NOT_JSON),  # truncated after a huge integer
+        (b'{"id": NaN}', NOT_JSON),
     ],
 )
 def test_message_id(frame: bytes | str, expected: int | str) -> None:

@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 import uvloop
 
+from skns import jsonexact
 from skns.relay.oneshot import format_report, report
 from skns.relay.relay import Backoff, Relay
 from skns.relay.sim import Simulator, Source, SourcePlan
@@ -249,3 +250,21 @@ def test_count_stops_at_exactly_count_messages_mid_stream() -> None:
     assert relay.holds.count == 5_000
     text = format_report(report(relay))
     assert "OK: all 5000 messages sent in order, and no more" in text
+
+
+def test_ids_past_64_bits_are_ordered_exactly_and_shown_exactly() -> None:
+    # orjson would read these as one float, 1.8446744073709552e+19: all "equal".
+    base = 2**64
+    frames = [b'{"id":%d,"text":%d}' % (base + i, i) for i in (2, 0, 3, 1)]
+
+    async def go() -> tuple[Relay, list[bytes] | None]:
+        async with Simulator(Source(script(*frames)), record=True) as sim:
+            relay = relay_for(sim, 4, first_id=base)
+            await relay.run(asyncio.Event())
+            return relay, sim.sink("test").frames
+
+    relay, got = run(go())
+    assert got == sorted(frames, key=lambda f: jsonexact.loads(f)["id"])
+    assert relay.dropped["bad_id"] == 0
+    # Status carries the next id exact, past what orjson can write.
+    assert jsonexact.loads(jsonexact.dumps(relay.stats()))["next_id"] == base + 4
