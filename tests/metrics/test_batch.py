@@ -1,24 +1,44 @@
-"""The one-call batch parse: exact when it answers, and it declines what it cannot prove."""
+"""The one-call batch parse: exact when it answers, and it declines what it cannot prove.
 
-import array
+Batches are real: datagrams sent over loopback and taken with the worker's receiver."""
+
+import socket
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from skns.metrics.batch import aggregate
 from skns.metrics.parse import check
-from skns.metrics.recvmmsg import SLOT
+from skns.metrics.recvmmsg import DENSE, BatchReceiver
+
+BATCH = 16
 
 
-def layout(datagrams: list[bytes]):
-    """What the receiver leaves behind after receiving these datagrams."""
-    n = len(datagrams)
-    dense = bytearray(b"[" + (b"\n" * (SLOT - 1) + b",") * n)
-    for i, d in enumerate(datagrams):
-        part = d[: SLOT - 2]
-        dense[1 + i * SLOT : 1 + i * SLOT + len(part)] = part
-    lengths = memoryview(array.array("I", [len(d) for d in datagrams]))
-    flags = memoryview(array.array("I", [0] * n))
-    return dense, memoryview(dense), n, lengths, flags
+@pytest.fixture(scope="module")
+def link():
+    rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    rx.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+    rx.bind(("127.0.0.1", 0))
+    tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    tx.connect(rx.getsockname())
+    yield BatchReceiver(rx, BATCH, 512), tx
+    rx.close()
+    tx.close()
+
+
+def fast(link, datagrams: list[bytes]):
+    """What the fast path says about one batch of these datagrams."""
+    receiver, tx = link
+    assert len(datagrams) <= BATCH
+    for d in datagrams:
+        tx.send(d)
+    n = receiver.recv()  # loopback queues a datagram before send() returns
+    assert n == len(datagrams)
+    try:
+        return aggregate(receiver, n)
+    finally:
+        receiver.reset(n)
 
 
 def reference(datagrams):
@@ -35,13 +55,26 @@ GOOD = [
 ]
 
 
-def test_good_batch_in_one_call():
-    assert aggregate(*layout(GOOD)) == reference(GOOD) == (3, 3, 9, -5)
+def test_good_batch_in_one_call(link):
+    assert fast(link, GOOD) == reference(GOOD) == (3, 3, 9, -5)
 
 
-def test_int64_bounds_pass():
-    batch = [b'{"A1": -9223372036854775808, "A2": 9223372036854775807, "A3": 0}']
-    assert aggregate(*layout(batch)) == (1, -(2**63), 2**63 - 1, 0)
+def test_what_needs_no_proof_of_slot_confinement_passes(link):
+    batch = [
+        b'{"A1": 1, "A2": 2, "A3": 3, "s": "}{"}',
+        b'{"A1": 1, "A2": 2, "A3": 3, "n": {"A1": 100, "x": {}}}',
+        b'{"A1": 2, "A1": 4, "A2": 2, "A3": 3, "t": "caf\xc3\xa9 \xf0\x9f\x98\x80"}',
+        b'{"\\u0041\\u0031": 8, "A2": 2, "A3": 3}',
+        b'{"A1": 1, "A2": 2, "A3": 3}' + b" " * (DENSE - 27),  # exactly a slot
+    ]
+    assert fast(link, batch) == reference(batch) == (5, 15, 2, 3)
+
+
+def test_int64_bounds_pass_and_sums_stay_exact(link):
+    top = b'{"A1": 9223372036854775807, "A2": 9223372036854775807, "A3": 0}'
+    bottom = b'{"A1": -9223372036854775808, "A2": 0, "A3": -9223372036854775808}'
+    assert fast(link, [top] * 3 + [bottom]) == (4, 2 * (2**63) - 3, 2**63 - 1, -(2**63))
+    assert fast(link, [top] * 3)[1] == 3 * (2**63 - 1)  # past 64 bits: a Python int
 
 
 @pytest.mark.parametrize(
@@ -50,23 +83,38 @@ def test_int64_bounds_pass():
         b"garbage",
         b"",
         b"[1, 2]",
+        b"null",
         b'{"A1": 1, "A2": 2}',
         b'{"A1": true, "A2": 2, "A3": 3}',
+        b'{"A1": false, "A2": 2, "A3": 3}',
         b'{"A1": 1.0, "A2": 2, "A3": 3}',
+        b'{"A1": 1e2, "A2": 2, "A3": 3}',
+        b'{"A1": null, "A2": 2, "A3": 3}',
+        b'{"A1": "1", "A2": 2, "A3": 3}',
         b'{"A1": 99999999999999999999, "A2": 2, "A3": 3}',
         b'{"A1": 9223372036854775808, "A2": 2, "A3": 3}',
-        b'{"A1": 1, "A2": 2, "A3": 3, "s": "}"}',  # good, but a brace in a string: declined
-        b'{"A1": 1, "A2": 2, "A3": 3, "n": {"x": 1}}',  # good, but nested: declined
+        b'{"A1": 1, "A2": -9223372036854775809, "A3": 3}',
+        b'{"A1": 1, "A2": 2, "A3": 3, "n": [1]}',  # good, but an array could span slots: declined
+        b'{"A1": 1, "A2": 2, "A3": 3, "s": "["}',  # good, but a "[" anywhere: declined
         b'{"A1": 1, "A2": 2, "A3": 3},5',
+        b'{"A1": 1, "A2": 2, "A3": 3},{"A1": 1, "A2": 2, "A3": 3}',
         b'{"A1": 1, "A2": 2, "A3": 3}]',
+        b'{"A1": 1, "A2": 2, "A3": 3, "x": NaN}',
         b'{"A1": 1, "A2": 2, "A3": 3, "pad": "' + b"x" * 200 + b'"}',  # longer than a slot
+        # 256 and 382 bytes: their low length bytes (0, 126) alone would pass for short
+        b'{"A1": 1, "A2": 2, "A3": 3}' + b" " * (256 - 27),
+        b'{"A1": 1, "A2": 2, "A3": 3}' + b" " * (382 - 27),
+        b'{"A1": 1, "A2": 2, "A3": 3}' + b" " * 600,  # truncated by the receiver
+        b'{"A1": 1, "A2": 2, "A3": 3, "x": "\xff"}',  # not UTF-8 in a key msgspec skips
+        b'{"A1": 1, "A2": 2, "A3": 3, "x": "\xed\xa0\x80"}',  # a CESU-8 surrogate
+        b'{"A1": 1, "A2": 2, "A3": 3}' + " ".encode("utf-16-le"),
     ],
 )
-def test_declines_any_batch_it_cannot_prove(bad):
-    assert aggregate(*layout([GOOD[0], bad, GOOD[2]])) is None
+def test_declines_any_batch_it_cannot_prove(link, bad):
+    assert fast(link, [GOOD[0], bad, GOOD[2]]) is None
 
 
-def test_broken_halves_cannot_merge_while_another_splits():
+def test_broken_halves_cannot_merge_while_another_splits(link):
     # Alone, each of these is rejected; joined they would read as 3 good objects.
     halves = [
         b'{"A1": 1, "A2": 1',
@@ -74,26 +122,23 @@ def test_broken_halves_cannot_merge_while_another_splits():
         b'{"A1": 1, "A2": 1, "A3": 1},{"A1": 1, "A2": 1, "A3": 1}',
     ]
     assert all(isinstance(check(d), str) for d in halves)
-    assert aggregate(*layout(halves)) is None
+    assert fast(link, halves) is None
     strings = [b'{"A1": 1, "A2": 1, "A3": 1, "x": "', b'"}', halves[2]]
-    assert aggregate(*layout(strings)) is None
+    assert fast(link, strings) is None
+    arrays = [b'{"A1": 1, "A2": 1, "A3": 1, "x": [1', b'{"A1": 1, "A2": 1, "A3": 1}]}', halves[2]]
+    assert fast(link, arrays) is None
 
 
-def test_truncation_flag_declines():
-    dense, view, n, lengths, _ = layout(GOOD)
-    flags = memoryview(array.array("I", [0, 0x20, 0]))
-    assert aggregate(dense, view, n, lengths, flags) is None
+def test_the_region_is_left_as_it_was(link):
+    receiver, tx = link
+    for d in GOOD:
+        tx.send(d)
+    n = receiver.recv()
+    before = bytes(receiver.dense)
+    aggregate(receiver, n)
+    assert bytes(receiver.dense) == before
+    receiver.reset(n)
 
-
-def test_the_region_is_left_as_it_was():
-    dense, view, n, lengths, flags = layout(GOOD)
-    before = bytes(dense)
-    aggregate(dense, view, n, lengths, flags)
-    assert bytes(dense) == before
-
-
-from hypothesis import given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
 
 PIECES = [
     *GOOD,
@@ -106,8 +151,18 @@ PIECES = [
     b'"A3": 3',
     b": ",
     b"1",
+    b"[",
     b"]",
     b" ",
+    b"\n",
+    b'"A1": true',
+    b'"A2": 1.5',
+    b'"A3": 9223372036854775808',
+    b'"A1": -9223372036854775809',
+    b"\\u0041",
+    b"\xc3\xa9",  # UTF-8 for U+00E9
+    b"\xed\xa0\x80",  # CESU-8: a UTF-8-encoded surrogate
+    b"\xff",
 ]
 datagram = st.one_of(
     st.sampled_from(GOOD),
@@ -118,8 +173,8 @@ datagram = st.one_of(
 
 @given(st.lists(datagram, min_size=1, max_size=12))
 @settings(max_examples=400, deadline=None)
-def test_fast_path_never_disagrees_with_the_datagram_by_datagram_check(datagrams):
-    got = aggregate(*layout(datagrams))
+def test_fast_path_never_disagrees_with_the_datagram_by_datagram_check(link, datagrams):
+    got = fast(link, datagrams)
     if got is not None:
         assert got == reference(datagrams)
         assert all(not isinstance(check(d), str) for d in datagrams)

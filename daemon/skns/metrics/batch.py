@@ -1,82 +1,82 @@
-"""Parse and aggregate a whole received batch with one orjson call.
+"""Parse, check and aggregate a whole received batch with one typed decode.
 
 The receiver leaves the batch's dense region reading as a JSON array of the
-datagrams (slot i holds datagram i, "\\n" padding, then ","). Parsing that in
-one call, then taking sums and extremes with C-level passes over lists, costs
-a fraction of parsing datagram by datagram.
+datagrams (slot i holds datagram i, "\\n" padding, then ","). msgspec decodes
+that array in one call straight into a list of typed records, checking in C
+that A1, A2 and A3 are JSON integers (not booleans, not floats) within int64;
+other keys are skipped. Sums and extremes are then C-level passes over lists.
+This costs a fraction of parsing datagram by datagram.
 
 Joining datagrams must never let invalid ones pass as valid: two broken
 halves could otherwise merge across a slot boundary into one good object,
 while another datagram splits into two, keeping the count. The fast path is
 therefore taken only when the region proves that every datagram is exactly
-one flat object confined to its slot:
+one object confined to its slot:
 
-* each slot starts with "{", and the region holds exactly n "{" and n "}",
-  and no "[": so no datagram opens a second object or any array, and an
-  object running past its slot end would meet "," then "{" where JSON wants a
-  key: a parse error;
-* no string can run past a slot either: the "\\n" padding (at least one byte,
-  because only datagrams of at most ``DENSE`` bytes qualify) is not allowed
-  unescaped inside a JSON string;
-* the parse yields exactly n objects, each with integer A1, A2, A3 in int64.
+* every datagram fits its slot (at most ``DENSE`` bytes: so none was
+  truncated, and at least one "\\n" of padding follows each);
+* each slot starts with "{", and the region holds no "[": so the only
+  container a datagram can leave open at its slot's end is an object, and
+  there "\\n..., {" (padding, comma, the next slot's brace) is a parse error
+  where a key is due. No string can run past a slot either: "\\n" is not
+  allowed unescaped inside a JSON string. So each slot's "{" opens a new
+  element of the array;
+* the array then holds exactly n elements: one per slot, none with a second
+  object after it;
+* the region is UTF-8 (msgspec does not validate the strings it skips).
 
-Anything else (a bad datagram, a nested value, a brace inside a string, a
-long datagram) returns None and the caller checks the batch datagram by
-datagram; that path is exact, just slower.
+Anything else (a bad datagram, an integer beyond int64, a "[" anywhere, a long
+datagram) returns None and the caller checks the batch datagram by datagram;
+that path is exact, just slower.
 """
 
 from __future__ import annotations
 
-import orjson
+import codecs
+from typing import TYPE_CHECKING, Annotated
 
-from .recvmmsg import DENSE, SLOT
+import msgspec
+
+from .recvmmsg import SLOT
 from .window import INT64_MAX, INT64_MIN
 
+if TYPE_CHECKING:
+    from .recvmmsg import BatchReceiver
+
+_Int64 = Annotated[int, msgspec.Meta(ge=INT64_MIN, le=INT64_MAX)]
+
+
+class _Datagram(msgspec.Struct, gc=False):
+    """The three figures of a datagram; msgspec ignores other keys."""
+
+    A1: _Int64
+    A2: _Int64
+    A3: _Int64
+
+
+_decode = msgspec.json.Decoder(list[_Datagram]).decode
+_utf8 = codecs.utf_8_decode
 _BRACES = b"{" * 1024
-_INT_ONLY = {int}
 _CLOSE = ord("]")
 _COMMA = ord(",")
 
 
-def aggregate(
-    dense: bytearray, view: memoryview, n: int, lengths: memoryview, flags: memoryview
-) -> tuple[int, int, int, int] | None:
-    """(count, A1 sum, A2 max, A3 min) of n good datagrams, or None: check one by one."""
+def aggregate(rx: BatchReceiver, n: int) -> tuple[int, int, int, int] | None:
+    """(count, A1 sum, A2 max, A3 min) of the n datagrams ``rx`` holds if all are
+    good, or None: check them one by one."""
+    dense = rx.dense
     end = 1 + n * SLOT
-    if (
-        max(lengths) > DENSE
-        or any(flags)
-        or dense[1:end:SLOT] != _BRACES[:n]
-        or dense.count(b"{", 1, end) != n
-        or dense.count(b"}", 1, end) != n
-        or dense.find(b"[", 1, end) >= 0
-    ):
+    if not rx.all_dense(n) or dense[1:end:SLOT] != _BRACES[:n] or dense.find(b"[", 1, end) >= 0:
         return None
+    region = rx.dense_view[:end]
     dense[end - 1] = _CLOSE
     try:
-        objs = orjson.loads(view[:end])
-    except orjson.JSONDecodeError:
+        _utf8(region, "strict", True)
+        objs = _decode(region)
+    except (msgspec.DecodeError, UnicodeDecodeError):  # ValidationError is a DecodeError
         return None
     finally:
         dense[end - 1] = _COMMA
     if len(objs) != n:
         return None
-    try:
-        a1 = [o["A1"] for o in objs]
-        a2 = [o["A2"] for o in objs]
-        a3 = [o["A3"] for o in objs]
-    except (KeyError, TypeError):
-        return None
-    if {*map(type, a1), *map(type, a2), *map(type, a3)} != _INT_ONLY:
-        return None  # a bool, a float, or an integer beyond 64 bits (orjson makes it a float)
-    top, bottom = max(a2), min(a3)
-    if (
-        min(a1) < INT64_MIN
-        or max(a1) > INT64_MAX
-        or top > INT64_MAX
-        or min(a2) < INT64_MIN
-        or bottom < INT64_MIN
-        or max(a3) > INT64_MAX
-    ):
-        return None
-    return n, sum(a1), top, bottom
+    return n, sum([o.A1 for o in objs]), max([o.A2 for o in objs]), min([o.A3 for o in objs])

@@ -7,8 +7,8 @@ array (see :mod:`.batch`):
 
     [ <datagram 0><"\\n" padding>, <datagram 1><"\\n" padding>, ... ]
 
-Lengths and flags are read through a flat uint32 view of the mmsghdr array,
-so the hot loop touches no ctypes objects.
+Lengths and flags are read through flat views of the mmsghdr array, so the
+hot loop touches no ctypes objects.
 """
 
 from __future__ import annotations
@@ -55,6 +55,14 @@ _recvmmsg.restype = ctypes.c_int
 _STRIDE = ctypes.sizeof(MMsgHdr) // 4
 _LEN_AT = MMsgHdr.msg_len.offset // 4
 _FLAGS_AT = (MMsgHdr.msg_hdr.offset + MsgHdr.msg_flags.offset) // 4
+# The same in bytes: msg_len is a little-endian uint32 below 2**16 (a UDP payload's
+# length fits the 16-bit IP length field), so its low two bytes say all of it.
+_HDR_SIZE = _STRIDE * 4
+_LEN_LOW = _LEN_AT * 4
+_LEN_HIGH = _LEN_LOW + 1
+# Low length bytes a datagram that fits its slot may have; translate() deletes them.
+_DENSE_LOW = bytes(range(DENSE + 1))
+_ZEROS = bytes(4096)
 
 
 class BatchReceiver:
@@ -83,7 +91,8 @@ class BatchReceiver:
             rest.iov_base, rest.iov_len = over_at + i * spill, spill
             self._hdrs[i].msg_hdr.msg_iov = ctypes.pointer(first)
             self._hdrs[i].msg_hdr.msg_iovlen = 2
-        self.words = memoryview(self._hdrs).cast("B").cast("I")
+        self._hdr_bytes = memoryview(self._hdrs).cast("B")
+        self.words = self._hdr_bytes.cast("I")
         self._hdr_ptr = ctypes.addressof(self._hdrs)
 
     def recv(self) -> int:
@@ -98,11 +107,16 @@ class BatchReceiver:
             return 0
         raise OSError(err, os.strerror(err))
 
-    def lengths(self, n: int) -> memoryview:
-        return self.words[_LEN_AT : n * _STRIDE : _STRIDE]
+    def all_dense(self, n: int) -> bool:
+        """Is each of the first n datagrams whole within its dense slot (at most
+        ``DENSE`` bytes)? A truncated datagram is not: its length is ``size``.
 
-    def flags(self, n: int) -> memoryview:
-        return self.words[_FLAGS_AT : n * _STRIDE : _STRIDE]
+        Byte-strided slices of one copy of the headers: C-level passes, where
+        ``max()`` over the lengths would make an int per datagram."""
+        raw = self._hdr_bytes[: n * _HDR_SIZE].tobytes()
+        return raw[_LEN_HIGH::_HDR_SIZE] == _ZEROS[:n] and not raw[_LEN_LOW::_HDR_SIZE].translate(
+            None, _DENSE_LOW
+        )
 
     def length(self, i: int) -> int:
         return self.words[i * _STRIDE + _LEN_AT]

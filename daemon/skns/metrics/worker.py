@@ -74,7 +74,6 @@ def run(ctx: ChildContext, sock: socket.socket, block: Block) -> None:
     signal.signal(signal.SIGINT, on_stop)
 
     rx = BatchReceiver(sock, settings.batch, settings.max_datagram)
-    dense, dense_view = rx.dense, rx.dense_view
     poller = select.poll()
     poller.register(sock, select.POLLIN)
     base = settings.window
@@ -106,7 +105,7 @@ def run(ctx: ChildContext, sock: socket.socket, block: Block) -> None:
         if w != cur_w:
             cur_w, count, total, top, bottom = w, 0, 0, _NO_MAX, _NO_MIN
         before = count
-        whole = aggregate(dense, dense_view, n, rx.lengths(n), rx.flags(n))
+        whole = aggregate(rx, n)
         if whole is not None:
             count += n
             total += whole[1]
