@@ -8,15 +8,14 @@ import time
 
 from skns import jsonexact
 from skns.executor.events import Event
-from skns.executor.handlers import write_record
+from skns.executor.handlers import record_sync, write_record
 
 
 def sync_record(event: Event) -> None:
     """A blocking handler: must run in the shard's thread pool, never on its loop."""
     if threading.current_thread() is threading.main_thread():
         raise RuntimeError("sync handler ran on the event loop thread")
-    time.sleep(event.env.duration)
-    write_record(event)
+    record_sync(event)
 
 
 async def flaky(event: Event) -> None:

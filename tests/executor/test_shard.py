@@ -7,6 +7,7 @@ import signal
 import socket
 import threading
 import time
+from collections import Counter
 from typing import Any
 
 import pytest
@@ -188,3 +189,20 @@ def test_a_flipped_byte_loses_one_record_not_the_journal(executor: Any) -> None:
         "the damage in the stats",
     )
     assert [(s["journal_damaged"], s["journal_quarantined"]) for s in stats] == [(1, 1), (1, 1)]
+
+
+def test_a_sync_handler_meets_the_bound_with_the_default_threads(executor: Any) -> None:
+    # The statement's shape scaled down: 1,000 accounts, 4 events each on average, a
+    # blocking 0.2 s handler. ~500 accounts per shard have work at once: a fixed pool of
+    # 64 threads per shard needed 2.7x the bound here.
+    ex = executor(handler="executor.exec_handlers:sync_record", duration=0.2)
+    rng = random.Random(3)
+    accounts = [rng.randrange(1000) for _ in range(4000)]
+    bound = max(Counter(accounts).values()) * 0.2
+    start = time.time()
+    with ex.connect() as ws:
+        acked = send_events(ws, accounts, batch=500)
+    verdict = verify(acked, ex.wait_done(len(accounts)))
+    assert verdict.ok, verdict.summary()
+    total = verdict.last - start
+    assert total < 1.3 * bound, f"{total:.2f} s against a bound of {bound:.2f} s"

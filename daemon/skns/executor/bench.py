@@ -10,8 +10,9 @@ real sockets, the journal on and fsynced) in a temporary state directory:
    (per shard, the sum over its accounts of count x duration; the worst shard).
 2. *throughput*: a zero-cost handler, events per second from ingest to completion.
 
-The handler of both is ``skns.executor.handlers:record``, which writes a line
-per finished event; the checker verifies from those lines that every acked
+The handler of both is ``skns.executor.handlers:record`` (``record_sync`` with
+``--sync``: the same as a blocking function, run in the shard's threads), which
+writes a line per finished event; the checker verifies from those lines that every acked
 event ran exactly once and each account's events ran in arrival order.
 """
 
@@ -187,6 +188,7 @@ class Plan:
     window: int  # client frames sent and not yet acked
     journal: bool
     seed: int
+    handler: str
 
 
 def run_once(plan: Plan) -> Outcome:
@@ -206,7 +208,7 @@ def run_once(plan: Plan) -> Outcome:
                 "executor": {
                     "listen": f"127.0.0.1:{port}",
                     "shards": plan.shards,
-                    "handler": "skns.executor.handlers:record",
+                    "handler": plan.handler,
                     "duration": plan.duration,
                     "journal": plan.journal,
                 },
@@ -326,6 +328,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--fast-events", type=int, default=200_000, help="zero-cost run events")
     parser.add_argument("--only", choices=("ordered", "fast"), help="run just one of the two")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--sync", action="store_true", help="a blocking handler (time.sleep, in threads)"
+    )
     args = parser.parse_args(argv)
     common = {
         "accounts": args.accounts,
@@ -335,6 +340,7 @@ def main(argv: list[str]) -> int:
         "window": args.window,
         "journal": not args.no_journal,
         "seed": args.seed,
+        "handler": f"skns.executor.handlers:record{'_sync' if args.sync else ''}",
     }
     ordered = fast = None
     if args.only != "fast":
@@ -345,7 +351,7 @@ def main(argv: list[str]) -> int:
     print(
         f"executor: journal {'off' if args.no_journal else 'on (fsync)'}, "
         f"{args.batch} events per frame, {args.window} frames in flight, "
-        "handler skns.executor.handlers:record"
+        f"handler {common['handler']}"
     )
     print(report(ordered, fast, 1.02, 30_000))
     ok = True

@@ -112,6 +112,13 @@ async def record(event: Event) -> None:
     write_record(event)
 
 
+def record_sync(event: Event) -> None:
+    """:func:`record` as a plain blocking function (``time.sleep``): runs in a pool thread."""
+    if event.env.duration:
+        time.sleep(event.env.duration)
+    write_record(event)
+
+
 def read_records(state_dir: Path) -> list[list[Any]]:
     """Every line the record handler wrote under an executor state directory."""
     lines: list[list[Any]] = []

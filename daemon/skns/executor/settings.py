@@ -15,12 +15,14 @@ class ExecutorSettings(Section):
     listen: HostPort = HostPort("127.0.0.1", 9126)
     # 0: one shard per CPU.
     shards: int = 0
-    # module:function, sync (run in a thread pool of `threads`) or async.
+    # module:function, sync (run in a thread, see `threads`) or async.
     handler: str = "skns.executor.handlers:sleep"
     # Seconds, for the sleep handler.
     duration: float = 1.0
-    # Sync handlers run in a pool of this many threads per shard.
-    threads: int = 64
+    # Most threads per shard for sync handlers. Threads are started on demand, one per account
+    # whose sync handler is running (an account runs one event at a time), so the pool grows
+    # with the accounts that have work, up to this ceiling; past it, accounts wait for a thread.
+    threads: int = 1024
     # Seconds one attempt of a handler may take before it counts as failed; 0: no limit.
     # An async handler is cancelled then; a sync one cannot be and runs on in its thread.
     handler_timeout: float = 0.0

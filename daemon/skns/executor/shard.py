@@ -189,6 +189,9 @@ class Shard:
         if self.handler_is_async:
             return self.handler(event)
         if self.threads is None:
+            # ThreadPoolExecutor starts a thread only when none is idle: with at most one
+            # handler running per account, the pool grows to the number of accounts with
+            # work (a sleeping sync handler holds its thread), capped by `threads`.
             self.threads = ThreadPoolExecutor(self.config.threads, thread_name_prefix="handler")
         return asyncio.get_running_loop().run_in_executor(self.threads, self.handler, event)
 
