@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 import urllib.error
@@ -11,6 +12,7 @@ from typing import Any
 
 import orjson
 import pytest
+from websockets.exceptions import ConnectionClosed
 
 from helpers import wait_for
 from skns.executor import records
@@ -176,3 +178,38 @@ def test_warns_of_journals_beyond_the_shard_count(
     )
     executor()
     assert "belongs to shard 5 but shards = 2" in capfd.readouterr().err
+
+
+def test_a_graceful_stop_sends_the_acks_that_are_due_first(executor: Any) -> None:
+    ex = executor()
+    acked: set[int] = set()
+    with ex.connect() as ws:
+
+        def flood() -> None:
+            with contextlib.suppress(ConnectionClosed):
+                for i in range(5000):  # far more than runs before the stop below
+                    ws.send(orjson.dumps([{"account_id": (i * 20 + j) % 97} for j in range(20)]))
+
+        def collect() -> None:
+            with contextlib.suppress(ConnectionClosed):
+                while True:
+                    acked.update(orjson.loads(ws.recv(timeout=30))["ack"])
+
+        threads = [threading.Thread(target=f, daemon=True) for f in (flood, collect)]
+        for thread in threads:
+            thread.start()
+        wait_for(lambda: len(acked) > 2000, 20, "a stream of acks")
+        ex.family.stop()
+        for thread in threads:
+            thread.join(10)
+    # Whatever a shard journaled runs, now or after the restart; a client resends what it
+    # saw no ack for, so each of those runs must have been acked.
+    again = executor()
+    wait_for(
+        lambda: (s := again.shard_stats()) and all(x and not x["backlog"] for x in s),
+        20,
+        "the journals replayed",
+    )
+    ran = {line[0] for line in again.records()}
+    assert ran >= acked
+    assert ran - acked == set(), f"{len(ran - acked)} events ran without an ack"

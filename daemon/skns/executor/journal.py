@@ -84,6 +84,7 @@ class Journal:
         self._generation = 0
         self._old: list[Path] = []  # segments superseded but not yet deleted
         self._wake = asyncio.Event()
+        self._flushed = asyncio.Event()  # set after each write (or nothing to write)
         self._closing = False
         self._flusher: asyncio.Task[None] | None = None
         self.segment_bytes = 0
@@ -230,6 +231,7 @@ class Journal:
         if high > self.durable:
             self.durable = high
             self._on_durable(high)
+        self._flushed.set()
 
     async def _flush_loop(self) -> None:
         while True:
@@ -255,6 +257,20 @@ class Journal:
         return self.segment_bytes >= limit and (
             self.segment_bytes >= 2 * self._base_bytes or pending <= self._base_count // 2
         )
+
+    async def sync(self) -> None:
+        """Until everything appended so far is written and fsynced (and so acked).
+
+        Returns early if the writer has failed (then nothing more is acked).
+        """
+        target = self._appended
+        flusher = self._flusher
+        while self.durable < target and flusher is not None and not flusher.done():
+            self._flushed.clear()
+            self._wake.set()
+            flushed = asyncio.create_task(self._flushed.wait())
+            await asyncio.wait([flushed, flusher], return_when=asyncio.FIRST_COMPLETED)
+            flushed.cancel()
 
     # -- compaction --------------------------------------------------------------------------
 

@@ -73,6 +73,8 @@ class Client:
         self.ready = asyncio.Event()  # an answer may be sendable
         self.drained = asyncio.Event()  # fewer than MAX_ANSWERS are owed
         self.drained.set()
+        self.closing = False  # the router stops: send what is due, then end
+        self.writer = asyncio.create_task(self.write_answers())
 
     def owe(self, answer: Answer) -> None:
         self.answers.append(answer)
@@ -91,12 +93,19 @@ class Client:
                     await self.ws.send(answers.popleft().body, text=True)
                 if len(answers) < MAX_ANSWERS:
                     self.drained.set()
+                if self.closing:
+                    return
         except ConnectionClosed:
             pass  # the client left: what it is still owed goes nowhere
 
     def release(self) -> None:
         """Stop holding the reader back (the router is stopping)."""
         self.drained.set()
+
+    def finish(self) -> None:
+        """Send the answers that are due now, then end the writer."""
+        self.closing = True
+        self.ready.set()
 
 
 class Router:
@@ -181,7 +190,6 @@ class Router:
 
     async def _serve_client(self, ws: ServerConnection) -> None:
         client = Client(ws)
-        writer = asyncio.create_task(client.write_answers())
         self.clients.add(client)
         room = self.room
         max_unacked = self.config.max_unacked
@@ -190,6 +198,10 @@ class Router:
                 # Text frames too as bytes: no UTF-8 decoding into str (orjson checks
                 # the encoding as it parses) and the size limit counts bytes.
                 message = await ws.recv(decode=False)
+                if self.stopping:
+                    # Not taken, not answered: the client sends it again. Reading on (until
+                    # the close) lets the client's close frame through the flow control.
+                    continue
                 self._take(client, message)
                 # Back-pressure: not reading leaves the frames in the client's TCP stream.
                 if self.unacked >= max_unacked and not self.stopping:
@@ -201,7 +213,7 @@ class Router:
             pass
         finally:
             self.clients.discard(client)
-            writer.cancel()
+            client.writer.cancel()
 
     def _health(self, connection: ServerConnection, request: Request) -> Response | None:
         if request.path != "/health":
@@ -249,6 +261,8 @@ class Router:
                 process_request=self._health,
                 max_size=self.config.max_frame_bytes * HARD_FRAME_FACTOR,
                 compression=None,
+                # A client that does not read its answers cannot hold a stop for long.
+                close_timeout=self.config.drain_timeout,
             ) as server:
                 self.port = server.sockets[0].getsockname()[1]
                 log.info(
@@ -256,11 +270,7 @@ class Router:
                 )
                 self.ready()
                 await stop.wait()
-                # Wake readers held back by back-pressure, so that closing ends them.
-                self.stopping = True
-                self.room.set()
-                for client in self.clients:
-                    client.release()
+                await self._stop_clients()
                 server.close()
                 await server.wait_closed()
         finally:
@@ -269,6 +279,32 @@ class Router:
             await asyncio.gather(*keepers, return_exceptions=True)
             for link in self.links:
                 link.close()
+
+    async def _stop_clients(self) -> None:
+        """Take no more frames, then send every ack that falls due before closing.
+
+        A client resends a frame it saw no ack for, so an ack withheld for an
+        event a shard has journaled makes that event run twice. The shards
+        journal and ack what they hold when they stop; the router waits up to
+        ``drain_timeout`` for those acks (or for the shard to go), then lets
+        each connection's writer send what is due.
+        """
+        self.stopping = True
+        # Wake readers held back by back-pressure: their next frame ends them.
+        self.room.set()
+        for client in self.clients:
+            client.release()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.drain_timeout
+        while loop.time() < deadline and any(
+            link.connected and link.backlog for link in self.links
+        ):
+            await asyncio.sleep(0.01)
+        for client in self.clients:
+            client.finish()
+        writers = [client.writer for client in self.clients]
+        if writers:
+            await asyncio.wait(writers, timeout=self.config.drain_timeout)
 
     def stats(self) -> dict[str, Any]:
         return {

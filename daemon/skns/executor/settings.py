@@ -49,7 +49,9 @@ class ExecutorSettings(Section):
     max_frame_bytes: int = 1024 * 1024
     # Largest number of events in one batch frame.
     max_batch: int = 10_000
-    # Seconds a stopping shard lets running handlers finish before cancelling them.
+    # Seconds, on stop: the router waits this long for the shards' acks of what it sent (and
+    # for a client's close handshake); a shard reads on for the router this long, then lets
+    # running handlers finish this long before cancelling them (they run again on start).
     drain_timeout: float = 2.0
 
     def validate(self) -> None:

@@ -92,7 +92,8 @@ class Shard:
         self.high = 0  # highest seq accepted
         self.links: set[RouterLink] = set()
         self.paused = False
-        self.stopping = False
+        self.finishing = False  # stopping: taking the router's last events whatever the backlog
+        self.stopping = False  # stopping: runners take no next event
         self.runners: set[asyncio.Task[None]] = set()
         self.threads: ThreadPoolExecutor | None = None
         self.journal: Journal | None = None
@@ -162,7 +163,11 @@ class Shard:
             self.journal.accept(body, self.high)
         else:
             self._ack(self.high)
-        if not self.paused and self.scheduler.queued >= self.config.max_backlog:
+        if (
+            not self.paused
+            and not self.finishing
+            and self.scheduler.queued >= self.config.max_backlog
+        ):
             self.paused = True
             for link in self.links:
                 link.set_reading(False)
@@ -267,6 +272,11 @@ class Shard:
             await self._until_stopped(stop)
         finally:
             server.close()
+            await self._let_router_finish()
+            for link in self.links:
+                link.set_reading(False)
+            if self.journal is not None:
+                await self.journal.sync()  # acks what was taken, before hanging up
             for link in list(self.links):
                 if link.transport is not None:
                     link.transport.close()
@@ -289,6 +299,28 @@ class Shard:
         failed.cancel()
         if failed in done:
             raise failed.result()
+
+    async def _let_router_finish(self) -> None:
+        """Take and ack events until the router hangs up, for up to ``drain_timeout``.
+
+        A stopping router sends its clients the acks that are due before it
+        closes, and a client resends a frame it saw no ack for. A frame's events
+        may be spread over several shards, and acks go out in frame order: if
+        this shard stopped taking events first, events other shards had
+        journaled would wait behind an ack that never comes, and run twice. So
+        the shard reads on (past ``max_backlog`` too: the router holds at most
+        ``max_unacked`` events) until the router, done with its clients, hangs
+        up; a router that is not stopping gets ``drain_timeout``.
+        """
+        self.finishing = True
+        if self.paused:
+            self.paused = False
+            for link in self.links:
+                link.set_reading(True)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.drain_timeout
+        while self.links and loop.time() < deadline:
+            await asyncio.sleep(0.01)
 
     async def _drain(self) -> None:
         """Let running handlers finish for a while, then cancel them (they run again later)."""
