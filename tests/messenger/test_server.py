@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
+import time
+import urllib.parse
 from collections.abc import Callable
 
 import orjson
@@ -129,3 +133,76 @@ def test_database_down_gives_503(start_replicas: Callable[..., LocalReplicas]) -
     status, _, health = request(url + "/healthz", "GET")
     assert status == 503 and "unavailable" in health["error"]
     assert post(url, b"nonsense")[0] == 400  # input is still checked first
+
+
+# -- slow and malformed clients ----------------------------------------------------------
+
+
+def test_slow_clients_are_closed_within_the_request_timeout(
+    start_replicas: Callable[..., LocalReplicas],
+) -> None:
+    (url,) = start_replicas(replicas=1, request_timeout=1.0).urls
+    address = urllib.parse.urlsplit(url)
+    started = time.monotonic()
+    slow = []
+    for i in range(100):  # a slowloris: heads that never end, a byte now and then
+        sock = socket.create_connection((address.hostname, address.port), timeout=5)
+        sock.sendall(b"POST /messages HTTP/1.1\r\nHost: x\r\n" if i % 2 else b"")
+        slow.append(sock)
+    silent = slow[::2]  # connected, sent nothing at all
+    open_ones = set(range(len(slow)))
+    while open_ones and time.monotonic() - started < 8:
+        for i in list(open_ones):
+            try:
+                if i % 2:
+                    slow[i].sendall(b"X")
+                slow[i].setblocking(False)
+                if slow[i].recv(4096) == b"":
+                    open_ones.discard(i)
+            except BlockingIOError:
+                pass
+            except OSError:  # reset: closed too
+                open_ones.discard(i)
+        time.sleep(0.2)
+    took = time.monotonic() - started
+    for sock in slow:
+        sock.close()
+    assert not open_ones, f"{len(open_ones)} slow connections still open after {took:.1f} s"
+    assert silent and took < 5  # request_timeout 1 s, plus a loaded machine's margin
+    # A body that trickles gets 408 and the connection closes; the replica still serves.
+    with socket.create_connection((address.hostname, address.port), timeout=10) as sock:
+        sock.sendall(
+            b"POST /messages HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b'Content-Length: 100\r\n\r\n{"sender"'
+        )
+        started = time.monotonic()
+        answer = b""
+        while b"}" not in answer and (chunk := sock.recv(4096)):
+            answer += chunk
+        took = time.monotonic() - started
+    assert answer.startswith(b"HTTP/1.1 408") and b"not received within 1 s" in answer
+    assert b"Connection: close" in answer and took < 5
+    assert post(url, {"sender": "ann", "text": "still here"})[0] == 200
+
+
+def test_malformed_requests_are_logged_once_per_reason(
+    start_replicas: Callable[..., LocalReplicas], capfd: pytest.CaptureFixture[str]
+) -> None:
+    (url,) = start_replicas(replicas=1).urls
+    address = urllib.parse.urlsplit(url)
+    junk = [
+        b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n",  # TLS on the HTTP port
+        b"GET / HTTP/9.9\r\n\r\n",
+        b"POST /messages HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n",
+        b"GET /" + b"a" * 10_000 + b" HTTP/1.1\r\n\r\n",
+    ]
+    for i in range(1000):
+        with socket.create_connection((address.hostname, address.port), timeout=10) as sock:
+            sock.sendall(junk[i % len(junk)])
+            with contextlib.suppress(OSError):
+                sock.recv(4096)
+    assert post(url, {"sender": "ann", "text": "after the junk"})[0] == 200
+    err = capfd.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert "Traceback" not in err
+    assert len(lines) <= 2 * len(junk), "\n".join(lines[:20])

@@ -46,7 +46,13 @@ def run(ctx: ChildContext) -> None:
     address = m.listen[ctx.spec.index]
     store = make_store(ctx.settings)
     replica = Replica(
-        store, m.sender_max, m.text_max, m.batching, m.batch_max, m.batch_delay_ms / 1000
+        store,
+        m.sender_max,
+        m.text_max,
+        m.batching,
+        m.batch_max,
+        m.batch_delay_ms / 1000,
+        m.request_timeout,
     )
 
     async def main(stop: asyncio.Event) -> None:

@@ -7,6 +7,7 @@ back the body it produced. Status codes:
 - 400 bad input (not JSON, not an object, a missing, non-string, empty or too
   long field, a content type other than ``application/json``); 413 a body
   larger than any valid message could be. Both with ``{"error": ...}``.
+- 408 the body did not arrive within ``request_timeout``.
 - 503 the database is unreachable or refused the transaction: nothing of the
   message was stored (unless the connection was lost after the COMMIT was
   sent, which no client of any database can tell apart). Once the store knows
@@ -26,6 +27,7 @@ from aiohttp import web
 
 from .answers import HISTORY, answer_bodies
 from .batcher import GroupCommit
+from .httplog import http_logger
 from .message import BadMessage, max_body, parse_message
 from .store import Post, Store, StoreUnavailable
 
@@ -49,8 +51,10 @@ class Replica:
         batching: bool,
         batch_max: int,
         batch_delay: float = 0.0,
+        request_timeout: float = 10.0,
     ) -> None:
         self.store = store
+        self.request_timeout = request_timeout
         self.sender_max = sender_max
         self.text_max = text_max
         self.group: GroupCommit[Post, bytes] = GroupCommit(
@@ -74,9 +78,14 @@ class Replica:
         if request.content_type != JSON:
             return self._answer(_error(400, f"content type must be {JSON}"))
         try:
-            body = await request.read()
+            async with asyncio.timeout(self.request_timeout):
+                body = await request.read()
         except web.HTTPRequestEntityTooLarge:
             return self._answer(_error(413, f"body is larger than {self.max_body} bytes"))
+        except TimeoutError:  # a client trickling its body: the connection is not kept
+            response = _error(408, f"body not received within {self.request_timeout:g} s")
+            response.force_close()
+            return self._answer(response)
         try:
             post = parse_message(body, self.sender_max, self.text_max)
         except BadMessage as exc:
@@ -113,7 +122,7 @@ class Replica:
             "batching": g.batching,
             "requests": sum(self.answers.values()),
             "ok": self.answers[200],
-            "bad_request": self.answers[400] + self.answers[413],
+            "bad_request": self.answers[400] + self.answers[408] + self.answers[413],
             "unavailable": self.answers[503],
             "internal_error": self.answers[500],
             "transactions": g.batches,
@@ -136,9 +145,17 @@ async def serve(
 ) -> None:
     """Serve until ``stop`` is set, then give the requests in flight ``grace`` s to finish.
 
-    ``ready`` is called once the socket listens."""
+    ``ready`` is called once the socket listens. A connection that has not sent a whole
+    request head within ``request_timeout`` s of opening or of its previous answer is closed
+    (aiohttp's keep-alive timer runs from both, and a partial head does not stop it): a
+    slowloris client holds a connection that long at most; the body has as long again."""
     runner = web.AppRunner(
-        replica.app(), access_log=None, handle_signals=False, shutdown_timeout=grace
+        replica.app(),
+        access_log=None,
+        handle_signals=False,
+        shutdown_timeout=grace,
+        keepalive_timeout=replica.request_timeout,
+        logger=http_logger(),
     )
     await runner.setup()
     try:

@@ -31,6 +31,10 @@ class MessengerSettings(Section):
     pool_size: int = 4
     # Seconds a request may wait for a database connection or a statement before it gets 503.
     db_timeout: float = 5.0
+    # Seconds a client has to send a whole request head, counted from connecting or from the
+    # previous answer (an idle keep-alive connection is closed after it too), and again for
+    # the body (408); a slow client (slowloris) is closed, not waited for.
+    request_timeout: float = 10.0
     # Seconds the pool keeps retrying a lost connection (backing off) before starting afresh.
     reconnect_timeout: float = 10.0
 
@@ -44,3 +48,4 @@ class MessengerSettings(Section):
         self.require(1 <= self.pool_size <= 100, "pool_size", "must be within 1..100")
         self.require(self.db_timeout > 0, "db_timeout", "must be > 0")
         self.require(self.reconnect_timeout > 0, "reconnect_timeout", "must be > 0")
+        self.require(0 < self.request_timeout <= 3600, "request_timeout", "must be within 0..3600")
