@@ -17,10 +17,7 @@ from collections.abc import Iterator
 
 import pytest
 from nspawn import CannotBoot, Container, scratch_parent, skip_reason, wheelhouse
-from unitctl import Unit
-
-# Figures the tests report (boot time, loss tables), printed at the end of the run.
-REPORT: list[str] = []
+from unitctl import REPORT, Unit
 
 
 @pytest.fixture(scope="package")

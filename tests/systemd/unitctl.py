@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 import time
 import tomllib
@@ -21,6 +22,8 @@ PIP_ARGS = "PIP_ARGS=--no-index --find-links /wheels"
 # the container has its own loopback).
 WINDOW = 1
 INTERVALS = (1, 5)
+# Figures the tests report (boot time, loss tables), printed at the end of the run.
+REPORT: list[str] = []
 SHOW = (
     "LoadState",
     "ActiveState",
@@ -164,11 +167,21 @@ def merge(parts: list[dict[str, Any]]) -> dict[str, int]:
     }
 
 
-def merge_mismatches(lines: list[dict[str, Any]]) -> list[str]:
-    """Every longer-interval line that is not the merge of the base lines it spans."""
+def merge_mismatches(lines: list[dict[str, Any]], start: int = 0) -> list[str]:
+    """From line start on: every longer-interval line that is not the merge of the base lines
+    it spans, and every longer interval that ended between the first and the last base line
+    but has no line (its running totals were lost)."""
     bases = base_lines(lines)
+    recent = lines[start:]
     wrong = []
-    for longer in lines:
+    if base_lines(recent):
+        first, last = base_lines(recent)[0]["timestamp"], base_lines(recent)[-1]["timestamp"]
+        for seconds in INTERVALS[1:]:
+            ends = {x["timestamp"] for x in recent if x["count_type"] == f"{seconds:g}s"}
+            for end in range(math.ceil(first / seconds) * seconds, math.floor(last) + 1, seconds):
+                if end not in ends:
+                    wrong.append(f"no {seconds:g}s line at {end}")
+    for longer in recent:
         seconds = float(longer["count_type"].removesuffix("s"))
         if seconds == WINDOW:
             continue

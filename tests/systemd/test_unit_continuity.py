@@ -1,0 +1,138 @@
+"""Nothing lost across ``systemctl restart`` and a kill -9 of the main process (issue 12).
+
+Inside the container, loadgen.py sends 10,000 datagrams/s from 16 sockets to the metrics
+port for 8 s while a prober connects to the messenger's port every 10 ms; 2.5 s in (the
+middle of a 5 s interval), the test restarts the service (or SIGKILLs its main process,
+which systemd restarts). Then
+every datagram sent must be counted in metrics.jsonl (the 1 s lines written since), no
+connect refused, no window written twice, and every 5 s line the merge of its 1 s lines.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+
+import pytest
+from unitctl import INTERVALS, REPORT, UNIT, Unit, base_lines, merge_mismatches, repeated_windows
+
+RATE, SOCKETS, SECONDS, EVENT_AT = 10_000, 16, 8.0, 2.5
+LOADGEN = [
+    "python3",
+    "/src/tests/systemd/loadgen.py",
+    "--udp=127.0.0.1:9125",
+    f"--rate={RATE}",
+    f"--sockets={SOCKETS}",
+    f"--seconds={SECONDS}",
+    "--tcp=127.0.0.1:9127",
+    "--probe-interval=0.01",
+]
+
+
+def restart(unit: Unit, pid: int) -> None:
+    unit.systemctl("restart", UNIT)
+
+
+def kill_9(unit: Unit, pid: int) -> None:
+    unit.machine.run("kill", "-9", str(pid))
+
+
+def measure(unit: Unit, event: Callable[[Unit, int], None]) -> dict:
+    """Run the load across event; return the figures and what the output says."""
+    # Start just after a 5 s edge, so that the event falls inside a 5 s interval whose first
+    # 1 s windows were written before it: the interval's line must still add them up.
+    longest = INTERVALS[-1]
+    time.sleep((longest + 0.3 - time.time() % longest) % longest)
+    before = len(unit.lines())
+    pid = int(unit.show()["MainPID"])
+    load = unit.machine.popen(*LOADGEN)
+    time.sleep(EVENT_AT)
+    outage = time.monotonic()
+    event(unit, pid)
+    unit.wait_running(not_pid=pid, timeout=30)
+    outage = time.monotonic() - outage
+    out, err = load.communicate(timeout=SECONDS + 30)
+    assert load.returncode == 0, err
+    result = json.loads(out)
+    # The last datagram's window closes within a second of its end; then the 5 s line.
+    last = math.ceil(result["ended"]) + 1
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        lines = unit.lines()[before:]
+        if any(x["count_type"] == "5s" and x["timestamp"] >= last for x in lines):
+            break
+        time.sleep(0.2)
+    lines = unit.lines()
+    counted = sum(x["count"] for x in base_lines(lines[before:]))
+    return {
+        **result,
+        "rate": result["sent"] / (result["ended"] - result["started"]),
+        "outage": outage,
+        "counted": counted,
+        "lost": result["sent"] - counted,
+        "merge_wrong": merge_mismatches(lines, start=before),
+        "lines": [(x["timestamp"], x["count_type"], x["count"]) for x in lines[before:]],
+        "repeated": repeated_windows(lines),
+    }
+
+
+def table(name: str, m: dict) -> str:
+    c = m["connects"]
+    return (
+        f"{name:<18} {m['sent']:>8} {m['counted']:>8} {m['lost']:>7} {m['rate']:>8.0f}/s "
+        f"{m['outage']:>6.2f}s {c['ok']:>6} {c['refused']:>7} {c['timeout'] + c['other']:>7} "
+        f"{len(m['merge_wrong']):>5}"
+    )
+
+
+HEADER = (
+    f"{'event':<18} {'sent':>8} {'counted':>8} {'lost':>7} {'rate':>10} {'back in':>7} "
+    f"{'conn ok':>6} {'refused':>7} {'failed':>7} {'merge':>5}"
+)
+
+
+# Until the supervisor keeps its sockets and state in systemd's fd store (issue 12).
+BEFORE_FD_STORE = (
+    "issue 12: needs the fd store and the memfd (helper continuity); on main before it: "
+)
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        pytest.param(
+            restart,
+            id="restart",
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason=BEFORE_FD_STORE + "9,900-16,100 of 80,000-100,000 datagrams lost, "
+                "175-244 connects refused, back in 2.3-3.2 s",
+            ),
+        ),
+        pytest.param(
+            kill_9,
+            id="kill-9",
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason=BEFORE_FD_STORE + "31,000-43,000 of 80,000-100,000 datagrams lost, "
+                "281-412 connects refused, back in 3.5-7.6 s, the 5 s line of the interval "
+                "killed in missing",
+            ),
+        ),
+    ],
+)
+def test_nothing_lost_across(running: Unit, event: Callable[[Unit, int], None]) -> None:
+    m = measure(running, event)
+    row = table(event.__name__, m)
+    if HEADER not in REPORT:
+        REPORT.append(HEADER)
+    REPORT.append(row)
+    print(HEADER, row, sep="\n")
+    assert m["send_failed"] == 0, row
+    assert m["lost"] == 0, f"{m['lost']} of {m['sent']} datagrams lost\n{HEADER}\n{row}"
+    assert m["connects"]["refused"] == 0, f"connects refused\n{HEADER}\n{row}"
+    assert m["connects"]["timeout"] + m["connects"]["other"] == 0, f"connects failed\n{row}"
+    assert not m["repeated"], m["repeated"]
+    assert not m["merge_wrong"], "\n".join([*m["merge_wrong"], str(m["lines"])])
