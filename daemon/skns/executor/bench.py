@@ -189,6 +189,7 @@ class Plan:
     journal: bool
     seed: int
     handler: str
+    threads: int  # sync handler threads per shard; 0: the default
 
 
 def run_once(plan: Plan) -> Outcome:
@@ -209,6 +210,7 @@ def run_once(plan: Plan) -> Outcome:
                     "listen": f"127.0.0.1:{port}",
                     "shards": plan.shards,
                     "handler": plan.handler,
+                    **({"threads": plan.threads} if plan.threads else {}),
                     "duration": plan.duration,
                     "journal": plan.journal,
                 },
@@ -331,6 +333,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument(
         "--sync", action="store_true", help="a blocking handler (time.sleep, in threads)"
     )
+    parser.add_argument("--threads", type=int, default=0, help="[executor] threads; 0: default")
     args = parser.parse_args(argv)
     common = {
         "accounts": args.accounts,
@@ -341,6 +344,7 @@ def main(argv: list[str]) -> int:
         "journal": not args.no_journal,
         "seed": args.seed,
         "handler": f"skns.executor.handlers:record{'_sync' if args.sync else ''}",
+        "threads": args.threads,
     }
     ordered = fast = None
     if args.only != "fast":
