@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import aiohttp
 import orjson
@@ -14,16 +14,26 @@ import uvloop
 
 import pg
 from skns.messenger.local import LocalReplicas
+from skns.messenger.pgcluster import Cluster
 from skns.messenger.replica import stored_rows
 from skns.messenger.rules import Answer, Message, check
 
+from .httpclient import post, request
+
+
+@pytest.fixture
+def cluster(pg_server: pg.PgServer) -> Iterator[Cluster]:
+    """The session's throwaway server, for a test that stops it; running again afterwards."""
+    if pg_server.cluster is None:
+        pytest.skip("needs the throwaway cluster (cannot stop $SKNS_TEST_PG_DSN's server)")
+    yield pg_server.cluster
+    if pg_server.cluster.postmaster_pid is None:
+        pg_server.cluster.start()  # leave it running for the other tests
+
 
 def test_database_stopped_mid_load(
-    pg_server: pg.PgServer, start_replicas: Callable[..., LocalReplicas]
+    pg_server: pg.PgServer, cluster: Cluster, start_replicas: Callable[..., LocalReplicas]
 ) -> None:
-    cluster = pg_server.cluster
-    if cluster is None:
-        pytest.skip("needs the throwaway cluster (cannot stop $SKNS_TEST_PG_DSN's server)")
     dsn = pg_server.database()
     replicas = start_replicas(dsn=dsn, db_timeout=1.0, reconnect_timeout=2.0)
     statuses: Counter[int | str] = Counter()
@@ -82,11 +92,7 @@ def test_database_stopped_mid_load(
             stop.set()
             await asyncio.gather(*clients)
 
-    try:
-        uvloop.run(run())
-    finally:
-        if cluster.postmaster_pid is None:
-            cluster.start()  # leave the session's server running for the other tests
+    uvloop.run(run())
     assert phases["before"][200] > 0 and phases["down"][503] >= 5
     assert statuses[200] > phases["down"][200] + 5
 
@@ -100,20 +106,13 @@ def test_database_stopped_mid_load(
     assert stored <= {a.text for a in answers} | failed
     assert len(stored & failed) <= 8
     # Both replicas serve again.
-    from .httpclient import post
-
     for url in replicas.urls:
         assert post(url, {"sender": "after", "text": url})[0] == 200
 
 
 def test_503_comes_at_once_while_the_database_is_down_and_service_recovers(
-    pg_server: pg.PgServer, start_replicas: Callable[..., LocalReplicas]
+    pg_server: pg.PgServer, cluster: Cluster, start_replicas: Callable[..., LocalReplicas]
 ) -> None:
-    from .httpclient import post, request
-
-    cluster = pg_server.cluster
-    if cluster is None:
-        pytest.skip("needs the throwaway cluster (cannot stop $SKNS_TEST_PG_DSN's server)")
     db_timeout = 3.0
     replicas = start_replicas(
         dsn=pg_server.database(), replicas=1, db_timeout=db_timeout, reconnect_timeout=2.0
@@ -126,29 +125,26 @@ def test_503_comes_at_once_while_the_database_is_down_and_service_recovers(
         result = call(*args)
         return time.monotonic() - started, result
 
-    try:
-        cluster.stop("immediate")  # like a crash: no goodbye to the clients
-        # The first request learns it (the pool may wait up to db_timeout) ...
-        took, (status, _) = timed(post, url, {"sender": "ann", "text": "first"})
-        assert status == 503 and took < db_timeout + 2
-        # ... and from then on POST and /healthz answer 503 at once, with a JSON body.
-        slowest = 0.0
-        for i in range(20):
-            took, (status, body) = timed(post, url, {"sender": "ann", "text": str(i)})
-            assert status == 503 and "not stored" in body["error"], body
-            slowest = max(slowest, took)
-            took, (status, ctype, body) = timed(request, url + "/healthz", "GET")
-            assert status == 503 and ctype.startswith("application/json"), body
-            assert "database down" in body["error"]
-            slowest = max(slowest, took)
-        assert slowest < 0.5, f"a 503 took {slowest:.2f} s (db_timeout is {db_timeout} s)"
-        deadline = time.monotonic() + 5  # status shows it (stats are published every 0.5 s)
-        while not orjson.loads(replicas.stats()[0] or b"{}").get("database_down"):
-            assert time.monotonic() < deadline, replicas.stats()
-            time.sleep(0.1)
-    finally:
-        if cluster.postmaster_pid is None:
-            cluster.start()
+    cluster.stop("immediate")  # like a crash: no goodbye to the clients
+    # The first request learns it (the pool may wait up to db_timeout) ...
+    took, (status, _) = timed(post, url, {"sender": "ann", "text": "first"})
+    assert status == 503 and took < db_timeout + 2
+    # ... and from then on POST and /healthz answer 503 at once, with a JSON body.
+    slowest = 0.0
+    for i in range(20):
+        took, (status, body) = timed(post, url, {"sender": "ann", "text": str(i)})
+        assert status == 503 and "not stored" in body["error"], body
+        slowest = max(slowest, took)
+        took, (status, ctype, body) = timed(request, url + "/healthz", "GET")
+        assert status == 503 and ctype.startswith("application/json"), body
+        assert "database down" in body["error"]
+        slowest = max(slowest, took)
+    assert slowest < 0.5, f"a 503 took {slowest:.2f} s (db_timeout is {db_timeout} s)"
+    deadline = time.monotonic() + 5  # status shows it (stats are published every 0.5 s)
+    while not orjson.loads(replicas.stats()[0] or b"{}").get("database_down"):
+        assert time.monotonic() < deadline, replicas.stats()
+        time.sleep(0.1)
+    cluster.start()
     # Back without a restart of the replica, within a few seconds.
     started = time.monotonic()
     while post(url, {"sender": "ann", "text": "after"})[0] != 200:
