@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from . import __version__, config, logs
@@ -10,6 +11,8 @@ from .errors import AlreadyRunning, ConfigError, ControlError
 
 # A second instance on the same state_dir (EX_TEMPFAIL: try again once the first stops).
 EXIT_ALREADY_RUNNING = 75
+
+STATE_UMASK = 0o027
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,6 +26,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--version", action="version", version=f"skns {__version__}")
     args = parser.parse_args(argv)
+    # State files (chat messages, journals, metrics) are for the service and its group
+    # alone, whatever umask we were started with: files 0640, directories 0750 at most.
+    os.umask(STATE_UMASK)
     try:
         settings = config.load(args.config)
     except ConfigError as exc:
