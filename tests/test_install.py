@@ -203,7 +203,7 @@ def test_installed_skns_ctl_runs(root: Path, tmp_path: Path) -> None:
     proc = run_installed(root, ctl, "--help", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "check-config" in proc.stdout
-    # What ExecStartPre= and ExecReload= run before every start and reload.
+    # What ExecReload= runs before every reload.
     proc = run_installed(root, ctl, "check-config", root / CONFIG, cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
@@ -249,17 +249,34 @@ def test_unit_runs_the_installed_commands(root: Path, settings: dict) -> None:
     assert unit["Type"] == ["notify"]
     assert unit["ExecStart"] == [f"{PREFIX}/bin/skns-metrics --config /etc/skns/config.toml"]
     check = f"{PREFIX}/bin/skns-ctl check-config /etc/skns/config.toml"
-    assert unit["ExecStartPre"] == [check]
     assert unit["ExecReload"][0] == check
+    # A bad config is not retried: the main process itself refuses it with exit status 2,
+    # which RestartPreventExitStatus= covers (a failing ExecStartPre= it does not).
+    assert "ExecStartPre" not in unit
+    assert "2" in unit["RestartPreventExitStatus"][-1].split()
     assert unit["User"] == ["skns"] and unit["KillMode"] == ["mixed"]
     assert "WatchdogSec" in unit
     # systemd must not SIGKILL what the supervisor is still stopping gracefully.
     assert seconds(unit["TimeoutStopSec"][-1]) > settings["service"]["graceful_timeout"]
-    for key in ("ExecStartPre", "ExecStart", "ExecReload"):
+    for key in ("ExecStart", "ExecReload"):
         for line in unit[key]:
             command = line.split()[0].lstrip("-+!@:")
             assert command.startswith("/"), line
             assert os.access(inside(root, Path(command)), os.X_OK), f"{key}: {command}"
+
+
+def test_installed_service_refuses_a_bad_config_with_exit_status_2(
+    root: Path, tmp_path: Path
+) -> None:
+    """What systemd's RestartPreventExitStatus=2 relies on, and the message the journal gets."""
+    bad = tmp_path / "config.toml"
+    bad.write_text("[metrics]\nwindow = -1\n")
+    unit = sandbox.unit_settings(root / UNIT)
+    assert "UMask" in unit and int(unit["UMask"][-1], 8) & 0o027 == 0o027
+    command = unit["ExecStart"][0].split()[0]
+    proc = run_installed(root, inside(root, Path(command)), "--config", bad, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip() == f"skns-metrics: {bad}: metrics.window: must be > 0"
 
 
 @pytest.mark.skipif(
@@ -318,7 +335,7 @@ def test_sysusers_and_tmpfiles_apply(root: Path, tmp_path: Path) -> None:
     uid, gid = users["skns"]
     assert uid < 1000, "skns must be a system user"
     state = (image / "var/lib/skns").stat()
-    assert (state.st_uid, state.st_gid, state.st_mode & 0o777) == (uid, gid, 0o755)
+    assert (state.st_uid, state.st_gid, state.st_mode & 0o777) == (uid, gid, 0o750)
     config = (image / CONFIG).stat()
     assert (config.st_uid, config.st_gid, config.st_mode & 0o777) == (0, gid, 0o640)
 

@@ -8,8 +8,8 @@ systemd-sysctl included, and touches nothing outside WORK. The machine starts wi
 (a ``make install DESTDIR=STAGED`` tree) unpacked on it, as a package would be: so the venv
 built under a DESTDIR is the one that runs here, at its final path. Then, in a
 private network namespace as well, it starts the installed service with the installed config
-the way systemd runs the unit: RuntimeDirectory=, WorkingDirectory=, ExecStartPre= and
-ExecStart= as User=skns inside the unit's sandbox (sandbox.py), $NOTIFY_SOCKET, reload by
+the way systemd runs the unit: RuntimeDirectory=, WorkingDirectory=, ExecStartPre= (if any)
+and ExecStart= as User=skns inside the unit's sandbox (sandbox.py), $NOTIFY_SOCKET, reload by
 ExecReload=, stop by SIGTERM to the main process. Prints ``machine ok`` when every step held.
 """
 
@@ -115,7 +115,7 @@ def install(repo: Path) -> None:
     skns = pwd.getpwnam("skns")
     assert skns.pw_uid < 1000 and skns.pw_dir == str(STATE)
     state = STATE.stat()
-    assert (state.st_uid, state.st_mode & 0o777) == (skns.pw_uid, 0o755)
+    assert (state.st_uid, state.st_mode & 0o777) == (skns.pw_uid, 0o750)
     config = CONFIG.stat()
     assert (config.st_uid, config.st_gid, config.st_mode & 0o777) == (0, skns.pw_gid, 0o640)
     assert int(RMEM_MAX.read_text()) == 33554432, "systemd-sysctl did not raise rmem_max"
@@ -157,7 +157,7 @@ def serve(work: Path) -> None:
     )
     run(*as_skns(VENV_PYTHON, "-c", view), cwd=STATE, env=env)
     owned.rmdir()
-    for line in unit["ExecStartPre"]:
+    for line in unit.get("ExecStartPre", []):
         run(*as_skns(*line.split()), cwd=STATE, env=env)
     notify = Notify(NOTIFY)
     log = (work / "service.log").open("wb")
@@ -184,6 +184,9 @@ def serve(work: Path) -> None:
         assert proc.wait(timeout=20) == 0
         left = [p for p in Path("/proc").iterdir() if p.name.isdigit() and owned_by(p, skns)]
         assert not left, f"processes of skns outlive the service: {left}"
+        # What the service wrote is for it and its group only (metrics, state, SQLite).
+        shown = [p for p in STATE.rglob("*") if p.lstat().st_mode & 0o007]
+        assert not shown, f"readable by everyone: {shown}"
     finally:
         if proc.poll() is None:
             proc.kill()
