@@ -135,7 +135,7 @@ def enter(spec: ChildSpec, settings: Settings, slot: Slot) -> int:
     reset_signals()
     _die_with_parent()
     setproctitle.setproctitle(f"skns-metrics: {spec.name}")
-    logs.setup(settings.service.log_level, spec.name)
+    logs.setup(settings.service.log_level, spec.role, spec.index)
     log = logging.getLogger(f"skns.{spec.subsystem}")
     if spec.cpus is not None:
         try:
