@@ -284,13 +284,13 @@ class Router:
         """Take no more frames, then send every ack that falls due before closing.
 
         A client resends a frame it saw no ack for, so an ack withheld for an
-        event a shard has journaled makes that event run twice. The shards
-        journal and ack what they hold when they stop; the router waits up to
-        ``drain_timeout`` for those acks (or for the shard to go), then lets
-        each connection's writer send what is due.
+        event a shard has journaled makes that event run twice. Stopping shards
+        go on journaling and acking what the router sent until it hangs up; the
+        router waits up to ``drain_timeout`` for those acks (or for the shard to
+        go), then lets each connection's writer send what is due.
         """
         self.stopping = True
-        # Wake readers held back by back-pressure: their next frame ends them.
+        # Wake readers held back by back-pressure: from now on they read and drop frames.
         self.room.set()
         for client in self.clients:
             client.release()
