@@ -8,10 +8,10 @@ reinstall.
 
 from __future__ import annotations
 
+import json
 import re
 import time
 
-import pytest
 from nspawn import Container
 from unitctl import CONFIG, OUTPUT, UNIT, Unit, base_lines, repeated_windows
 
@@ -175,27 +175,64 @@ def test_watchdog_kills_and_restarts_a_hung_supervisor(running: Unit) -> None:
     running.wait_running()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 10 item 6: RestartPreventExitStatus=2 does not cover a failing ExecStartPre, "
-    "so a bad config is retried (helper contain-io fixes the unit)",
-)
 def test_bad_config_fails_once_and_is_not_retried(running: Unit) -> None:
     machine = running.machine
     good = machine.read(CONFIG)
     try:
         machine.write(CONFIG, good.replace("[metrics]\n", '[metrics]\nwindow = "ten"\n', 1))
         running.systemctl("reset-failed", UNIT)
+        since = running.now()
         assert running.machine.run("systemctl", "restart", UNIT, check=False).returncode != 0
         # One and a half RestartSec=2s: a retry loop would have come round by now.
         time.sleep(3)
         props = running.show()
         assert props["ActiveState"] == "failed", props
         assert props["NRestarts"] == "0", props
+        assert (props["Result"], props["ExecMainStatus"]) == ("exit-code", "2"), props
+        # One start, one clear message naming the file and what is wrong with it.
+        journal = running.journal(since=since)
+        assert journal.count(f"skns-metrics: {CONFIG}: ") == 1, journal
+        assert journal.count("status=2/INVALIDARGUMENT") == 1, journal
     finally:
         machine.write(CONFIG, good)
         running.systemctl("reset-failed", UNIT, check=False)
         running.systemctl("restart", UNIT)
+
+
+def test_journal_filters_by_role(running: Unit) -> None:
+    """The README's ``journalctl -u skns-metrics ROLE=udp-worker``: every process's records
+    carry ROLE= (children ROLE_INDEX= too)."""
+    since = running.now()
+    running.systemctl("restart", UNIT)
+    running.wait_running()
+
+    def records(*match: str) -> list[dict]:
+        out = running.machine.run(
+            "journalctl", "-u", UNIT, f"--since=@{since:.6f}", "-o", "json", *match
+        ).stdout
+        return [json.loads(line) for line in out.splitlines()]
+
+    workers = records("ROLE=udp-worker")
+    assert workers, running.journal(since=since)
+    assert {r["ROLE"] for r in workers} == {"udp-worker"}
+    assert any(r["MESSAGE"].startswith("udp-worker 0: listening on") for r in workers), workers
+    assert all(r["MESSAGE"].startswith(f"udp-worker {r['ROLE_INDEX']}: ") for r in workers)
+    supervisor = records("ROLE=supervisor")
+    up = [r for r in supervisor if "children up" in r["MESSAGE"]]
+    assert [r["_PID"] for r in up] == [running.show()["MainPID"]], supervisor
+
+
+def test_state_files_are_for_the_service_and_its_group_only(running: Unit) -> None:
+    """UMask=0027 and skns's own umask: no file under /var/lib/skns is world-readable."""
+    wait_lines(running, bool, "a first window")
+    out = running.machine.run("find", "/var/lib/skns", "-printf", "%m %y %u:%g %p\\n").stdout
+    rows = [line.split(" ", 3) for line in out.splitlines()]
+    assert any(path.endswith("/metrics.jsonl") for *_, path in rows), out
+    assert any(path.endswith("/messenger.sqlite3") for *_, path in rows), out
+    for mode, kind, owner, path in rows:
+        limit = 0o750 if kind == "d" else 0o640
+        assert int(mode, 8) & ~limit == 0, f"{path}: {mode}"
+        assert owner == "skns:skns", f"{path}: {owner}"
 
 
 def test_stop_ends_every_process_cleanly(running: Unit) -> None:
