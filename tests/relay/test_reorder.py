@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from skns.relay.reorder import BELOW_SENT, DUPLICATE, ReorderBuffer
+from skns.relay.reorder import BELOW_SENT, BELOW_START, DUPLICATE, OUTLIER_RUN, ReorderBuffer
 
 # Arrivals: ids out of a small range (so duplicates and gaps are common), in any order.
 arrivals = st.lists(st.integers(min_value=0, max_value=60), max_size=200)
@@ -98,10 +98,18 @@ def test_learned_first_id_is_the_lowest_seen_while_settling(ids: list[int]) -> N
         result = buffer.push(id_, id_, 1)
         assert result in ([], DUPLICATE)
     out.extend(buffer.expire(11))
-    if ids:
-        assert out == contiguous_prefix(ids, min(ids))
-    else:
+    out.extend(buffer.expire(21))  # the second settle, given to outliers
+    if not ids:
         assert out == [] and buffer.next_id is None
+        return
+    # The lowest id starts, unless strays below the run were dropped as outliers.
+    distinct = sorted(set(ids))
+    dropped = distinct[: buffer.outliers]
+    assert buffer.start == distinct[buffer.outliers]
+    assert out == contiguous_prefix(ids, buffer.start)
+    assert all(i + 1 not in distinct and i - 1 not in distinct for i in dropped)
+    assert buffer.outliers < OUTLIER_RUN
+    assert buffer.released + len(buffer) + buffer.duplicates + buffer.outliers == len(ids)
 
 
 def test_in_order_arrivals_come_straight_back() -> None:
@@ -196,3 +204,76 @@ def test_a_permutation_comes_out_whole_and_sorted(order: list[int]) -> None:
     buffer: ReorderBuffer[int] = ReorderBuffer(0)
     assert feed(buffer, order) == list(range(300))
     assert len(buffer) == 0 and len(buffer._heap) == 0
+
+
+def settle_with(ids: list[int], settle: float = 10) -> tuple[ReorderBuffer[int], list[int]]:
+    """A learning buffer fed ``ids`` at time 0, then expired at the end of the settle."""
+    buffer: ReorderBuffer[int] = ReorderBuffer(None, settle=settle)
+    for id_ in ids:
+        assert buffer.push(id_, id_, 0) == []
+    return buffer, buffer.expire(settle)
+
+
+def test_a_stray_id_below_the_stream_is_an_outlier_not_a_stall() -> None:
+    # {"id": -5} before 0..4999: starting at -5 waited for -4 forever.
+    buffer, out = settle_with([-5, *range(4_999, -1, -1)])
+    assert out == [] and buffer.next_id is None  # one more settle for -4 .. -1
+    out = buffer.expire(20)
+    assert out == list(range(5_000))
+    assert (buffer.start, buffer.outliers, len(buffer)) == (0, 1, 0)
+    assert buffer.push(-5, -5, 21) == BELOW_START  # again, later: dropped, counted
+
+
+def test_a_first_id_joined_by_its_late_successor_is_no_outlier() -> None:
+    buffer, out = settle_with([0, *range(2, 40)])  # 1 is late
+    assert out == []
+    assert buffer.push(1, 1, 15) == []  # within the second settle
+    assert buffer.expire(20) == list(range(40))
+    assert (buffer.start, buffer.outliers) == (0, 0)
+
+
+def test_a_first_id_still_alone_after_the_second_settle_is_dropped_and_counted() -> None:
+    buffer, _ = settle_with([0, *range(2, 40)])
+    assert buffer.expire(20) == list(range(2, 40))
+    assert (buffer.start, buffer.outliers) == (2, 1)
+    # Its successor, later still, is below the start: dropped and reported, never a stall.
+    assert buffer.push(1, 1, 30) == BELOW_START
+    assert (buffer.below_start, buffer.lowest_below_start, buffer.below_sent) == (1, 1, 0)
+
+
+def test_several_strays_are_outliers() -> None:
+    buffer, _ = settle_with([-100, 10**30, -50, *range(20)])
+    assert buffer.expire(20) == list(range(20))
+    assert buffer.outliers == 2 and list(buffer._held) == [10**30]  # a stray above waits
+
+
+def test_without_a_run_to_judge_by_the_lowest_id_starts() -> None:
+    # A trickle: too few ids for a run; a sparse start: every low id alone.
+    for ids in ([0, 3], [-5, *range(OUTLIER_RUN - 1)], [0, 2, 4, 6, 8, 10, 12, 14, 16, 17, 18]):
+        buffer, out = settle_with(ids)
+        assert out == contiguous_prefix(ids, min(ids)), ids
+        assert (buffer.start, buffer.outliers) == (min(ids), 0)
+
+
+def test_lowest_ids_with_neighbours_are_never_outliers() -> None:
+    # Late ids leave holes, but every low id has a neighbour: the stream starts at 0.
+    ids = [0, 1, 3, 4, 6, 7, 9, 10, 12, 13, 15, 16, 18, 19]
+    buffer, out = settle_with(ids)
+    assert out == [0, 1] and buffer.outliers == 0
+
+
+def test_a_first_id_later_than_the_settle_time_is_dropped_as_below_start() -> None:
+    buffer, out = settle_with(list(range(5, 10)))
+    assert out == list(range(5, 10))
+    for id_ in (3, 4, 9):
+        buffer.push(id_, id_, 50)
+    assert (buffer.below_start, buffer.lowest_below_start, buffer.below_sent) == (2, 3, 1)
+    assert buffer.learned
+
+
+def test_ids_below_a_configured_first_id_are_below_start() -> None:
+    buffer: ReorderBuffer[int] = ReorderBuffer(10)
+    assert buffer.push(-5, -5, 0) == BELOW_START
+    assert buffer.push(10, 10, 0) == [10]
+    assert buffer.push(10, 10, 0) == BELOW_SENT
+    assert not buffer.learned and buffer.start == 10

@@ -36,21 +36,13 @@ async def relay_count(relay: Relay, idle_timeout: float) -> dict[str, Any]:
 def report(relay: Relay) -> dict[str, Any]:
     """The relay's stats, plus ``ok``: all ``count`` sent, none skipped, the sink closed cleanly."""
     stats = relay.stats()
-    problems = []
+    problems = stats["problems"]
     if relay.sent < (relay.count or 0):
-        problems.append(f"sent {relay.sent} of {relay.count}")
-    if relay.buffer.skipped:
-        problems.append(f"{relay.buffer.skipped} ids skipped")
-    if relay.sink_drops:
-        problems.append(
-            f"the sink connection dropped {relay.sink_drops} time(s): what was in flight"
-            f" may be lost ({relay.sink_lost} surely)"
-        )
+        problems.insert(0, f"sent {relay.sent} of {relay.count}")
     if relay.sink_close_code != 1000:
         problems.append(f"sink close code {relay.sink_close_code} (1000 confirms delivery)")
     stats["count"] = relay.count
     stats["ok"] = not problems
-    stats["problems"] = problems
     return stats
 
 

@@ -33,13 +33,14 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from .holdtime import HoldTimes
 from .message import BAD_ID, MISSING_ID, NOT_JSON, NOT_OBJECT, message_id
-from .reorder import BELOW_SENT, DUPLICATE, ReorderBuffer
+from .reorder import BELOW_SENT, BELOW_START, DUPLICATE, ReorderBuffer
 from .settings import RelaySettings
 from .writer import BatchWriter
 
 log = logging.getLogger("skns.relay")
 
-DROP_REASONS = (NOT_JSON, NOT_OBJECT, MISSING_ID, BAD_ID, DUPLICATE, BELOW_SENT)
+DROP_REASONS = (NOT_JSON, NOT_OBJECT, MISSING_ID, BAD_ID, DUPLICATE, BELOW_SENT, BELOW_START)
+OUTLIER = "outlier"  # a stray id below the stream, dropped when the first id was learned
 
 # Frames websockets may queue before it stops reading the socket; large enough
 # that a burst is read in one go, small enough to bound memory per connection.
@@ -88,6 +89,7 @@ class Relay:
         self.source_url = source
         self.sink_url = sink
         self.count = count
+        self.settle_ms = settle_ms
         self.buffer: ReorderBuffer[tuple[bytes, int]] = ReorderBuffer(
             first_id,
             gap_timeout=gap_timeout_ms * 1_000_000,
@@ -373,10 +375,12 @@ class Relay:
             "sent": self.sent,
             "buffered": len(buffer),
             "outbox": len(self._outbox),
+            "first_id": buffer.start,
+            "first_id_learned": buffer.learned,
             "next_id": buffer.next_id,
             "skipped": buffer.skipped,
             "skips": buffer.skips,
-            "dropped": dict(self.dropped),
+            "dropped": {**self.dropped, OUTLIER: buffer.outliers},
             "sink_drops": self.sink_drops,
             "sink_lost": self.sink_lost,
             "hold": self.holds.summary_us(),
@@ -385,4 +389,25 @@ class Relay:
         }
         if self.count is not None:
             stats["past_count"] = self.past_count
+        stats["problems"] = self.problems()
         return stats
+
+    def problems(self) -> list[str]:
+        """What went wrong so far, in words, for status and the one-shot report."""
+        buffer = self.buffer
+        problems = []
+        if buffer.skipped:
+            problems.append(f"{buffer.skipped} ids skipped")
+        if buffer.below_start and buffer.learned:
+            problems.append(
+                f"{buffer.below_start} id(s) below the first id {buffer.start} arrived after it"
+                f" was learned (the lowest id seen within settle_ms {self.settle_ms}) and were"
+                f" dropped, the lowest {buffer.lowest_below_start}: set the first id"
+                f" (--first-id {buffer.lowest_below_start}) or a longer settle"
+            )
+        if self.sink_drops:
+            problems.append(
+                f"the sink connection dropped {self.sink_drops} time(s): what was in flight"
+                f" may be lost ({self.sink_lost} surely)"
+            )
+        return problems

@@ -20,7 +20,20 @@ The buffer never holds more than ``limit`` items: the push that would exceed
 it skips the oldest gap at once.
 
 Learning the first id. With ``first_id=None`` the buffer holds everything for
-``settle`` after the first push, then starts from the lowest id seen.
+``settle`` after the first push, then starts from the lowest id seen, unless
+that id is a stray: the relay would then wait forever (with no gap timeout) for
+the ids between it and the real stream. A held id is an *outlier* when it has
+no held neighbour (neither id - 1 nor id + 1) and lies below the run the others
+form: the next :data:`OUTLIER_RUN` held ids above it each have a neighbour.
+Outliers found when settling get one more ``settle`` to be joined by their
+neighbours (a real first id whose successors are late is joined); those still
+alone are dropped and counted in :attr:`outliers`, and the stream starts above
+them. With fewer ids than that (a trickle) there is no run to judge by, and
+the lowest id starts the stream as before.
+
+An id that arrives below the start once it is known (a first id later than
+``settle``, a stray after the start, or below a configured ``first_id``) is
+dropped as :data:`BELOW_START`, apart from ids below what was already sent.
 """
 
 from __future__ import annotations
@@ -33,25 +46,35 @@ T = TypeVar("T")
 # What push() did with an id besides holding or releasing it.
 DUPLICATE = "duplicate"  # the id is already held
 BELOW_SENT = "below_sent"  # the id is below the next expected one: sent, or skipped
+BELOW_START = "below_start"  # the id is below the first id (configured or learned)
+
+# Held ids, each with a held neighbour, that make the run an outlier lies below.
+OUTLIER_RUN = 8
 
 
 class ReorderBuffer(Generic[T]):
     """Holds items by integer id and releases them in strictly increasing id order."""
 
     __slots__ = (
+        "_confirming",
         "_gap_since",
         "_heap",
         "_held",
         "_settle_until",
         "below_sent",
+        "below_start",
         "duplicates",
         "gap_timeout",
+        "learned",
         "limit",
+        "lowest_below_start",
         "next_id",
+        "outliers",
         "released",
         "settle",
         "skipped",
         "skips",
+        "start",
     )
 
     def __init__(
@@ -66,6 +89,8 @@ class ReorderBuffer(Generic[T]):
             raise ValueError("limit must be >= 1")
         # The id the next release starts with; None until learned.
         self.next_id: int | None = first_id
+        self.start = first_id  # the first id released: configured, or learned
+        self.learned = first_id is None
         self.gap_timeout = gap_timeout
         self.limit = limit
         self.settle = settle
@@ -73,9 +98,13 @@ class ReorderBuffer(Generic[T]):
         self._heap: list[int] = []
         self._gap_since: float | None = None  # when the current first gap began holding
         self._settle_until: float | None = None
+        self._confirming = False  # settled once; outliers get one more settle to be joined
         self.released = 0  # items handed out
         self.duplicates = 0  # pushes dropped: id already held
-        self.below_sent = 0  # pushes dropped: id below next_id
+        self.below_sent = 0  # pushes dropped: id below next_id, at or above start
+        self.below_start = 0  # pushes dropped: id below start
+        self.lowest_below_start: int | None = None
+        self.outliers = 0  # ids dropped when settling: strays below the run (see above)
         self.skipped = 0  # ids given up on (gap timeout or limit)
         self.skips = 0  # times a gap was skipped
 
@@ -109,6 +138,12 @@ class ReorderBuffer(Generic[T]):
             self._release_from(id_ + 1, run, now)
             return run
         if next_id is not None and id_ < next_id:
+            if id_ < self.start:  # type: ignore[operator]  # start is known with next_id
+                self.below_start += 1
+                lowest = self.lowest_below_start
+                if lowest is None or id_ < lowest:
+                    self.lowest_below_start = id_
+                return BELOW_START
             self.below_sent += 1
             return BELOW_SENT
         if id_ in held:
@@ -134,7 +169,7 @@ class ReorderBuffer(Generic[T]):
         if deadline is None or now < deadline:
             return []
         if self.next_id is None:
-            return self._start(now)
+            return self._settled(now)
         return self._skip_gap(now)
 
     def drain(self) -> list[T]:
@@ -146,9 +181,39 @@ class ReorderBuffer(Generic[T]):
             run.extend(self._skip_gap(0))
         return run
 
+    def _settled(self, now: float) -> list[T]:
+        """The settle time is over: start, after dropping outliers still alone."""
+        outliers = self._outliers()
+        if outliers and not self._confirming:
+            self._confirming = True  # one more settle for their neighbours to come
+            self._settle_until = now + self.settle
+            return []
+        heap = self._heap
+        for _ in outliers:  # they are the lowest held ids
+            del self._held[heapq.heappop(heap)]
+        self.outliers += len(outliers)
+        return self._start(now)
+
+    def _outliers(self) -> list[int]:
+        """The held ids, lowest first, with no held neighbour below the run the others form."""
+        held = self._held
+        lowest = heapq.nsmallest(2 * OUTLIER_RUN, self._heap)
+        # Ascending, an id has no lower neighbour unless the one before it has an upper one.
+        alone = 0
+        while alone < len(lowest) and lowest[alone] + 1 not in held:
+            alone += 1
+        run = lowest[alone : alone + OUTLIER_RUN]
+        if not alone or alone >= OUTLIER_RUN or len(run) < OUTLIER_RUN:
+            return []  # no stray, too many to call strays, or too few ids to judge by
+        for id_ in run:
+            if id_ - 1 not in held and id_ + 1 not in held:
+                return []  # the others are no run either: nothing to judge by
+        return lowest[:alone]
+
     def _start(self, now: float) -> list[T]:
         self._settle_until = None
         first = self._heap[0]
+        self.start = first
         run: list[T] = [self._held.pop(first)]
         self._release_from(first + 1, run, now)
         return run
