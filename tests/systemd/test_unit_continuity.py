@@ -39,6 +39,16 @@ def kill_9(unit: Unit, pid: int) -> None:
     unit.machine.run("kill", "-9", str(pid))
 
 
+def udp_drops(unit: Unit, port: int = 9125) -> dict[str, int]:
+    """The kernel's drop counter of each UDP socket bound to port, by socket inode."""
+    drops = {}
+    for row in unit.machine.run("cat", "/proc/net/udp").stdout.splitlines()[1:]:
+        fields = row.split()
+        if int(fields[1].rpartition(":")[2], 16) == port:
+            drops[fields[9]] = int(fields[-1])
+    return drops
+
+
 def measure(unit: Unit, event: Callable[[Unit, int], None]) -> dict:
     """Run the load across event; return the figures and what the output says."""
     # Start just after a 5 s edge, so that the event falls inside a 5 s interval whose first
@@ -47,6 +57,7 @@ def measure(unit: Unit, event: Callable[[Unit, int], None]) -> dict:
     time.sleep((longest + 0.3 - time.time() % longest) % longest)
     before = len(unit.lines())
     pid = int(unit.show()["MainPID"])
+    drops_before = udp_drops(unit)
     load = unit.machine.popen(*LOADGEN)
     time.sleep(EVENT_AT)
     outage = time.monotonic()
@@ -66,12 +77,15 @@ def measure(unit: Unit, event: Callable[[Unit, int], None]) -> dict:
         time.sleep(0.2)
     lines = unit.lines()
     counted = sum(x["count"] for x in base_lines(lines[before:]))
+    # Only sockets open at the end count: a socket closed by the restart took its figure along.
+    drops = sum(n - drops_before.get(inode, 0) for inode, n in udp_drops(unit).items())
     return {
         **result,
         "rate": result["sent"] / (result["ended"] - result["started"]),
         "outage": outage,
         "counted": counted,
         "lost": result["sent"] - counted,
+        "drops": drops,
         "merge_wrong": merge_mismatches(lines, start=before),
         "lines": [(x["timestamp"], x["count_type"], x["count"]) for x in lines[before:]],
         "repeated": repeated_windows(lines),
@@ -81,15 +95,15 @@ def measure(unit: Unit, event: Callable[[Unit, int], None]) -> dict:
 def table(name: str, m: dict) -> str:
     c = m["connects"]
     return (
-        f"{name:<18} {m['sent']:>8} {m['counted']:>8} {m['lost']:>7} {m['rate']:>8.0f}/s "
-        f"{m['outage']:>6.2f}s {c['ok']:>6} {c['refused']:>7} {c['timeout'] + c['other']:>7} "
-        f"{len(m['merge_wrong']):>5}"
+        f"{name:<18} {m['sent']:>8} {m['counted']:>8} {m['lost']:>7} {m['drops']:>7} "
+        f"{m['rate']:>8.0f}/s {m['outage']:>6.2f}s {c['ok']:>7} {c['refused']:>7} "
+        f"{c['timeout'] + c['other']:>7} {len(m['merge_wrong']):>5}"
     )
 
 
 HEADER = (
-    f"{'event':<18} {'sent':>8} {'counted':>8} {'lost':>7} {'rate':>10} {'back in':>7} "
-    f"{'conn ok':>6} {'refused':>7} {'failed':>7} {'merge':>5}"
+    f"{'event':<18} {'sent':>8} {'counted':>8} {'lost':>7} {'drops':>7} {'rate':>10} "
+    f"{'back in':>7} {'conn ok':>7} {'refused':>7} {'failed':>7} {'merge':>5}"
 )
 
 
