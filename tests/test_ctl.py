@@ -139,3 +139,19 @@ def test_status_works_while_the_config_file_is_broken(start_service, tmp_path, d
     assert "running" in res.stdout
     assert "the config is broken" in res.stderr and str(svc.config_path) in res.stderr
     assert svc.ctl("check-config").returncode == 2
+
+
+def test_check_config_names_an_encoding_a_directory_and_a_handler_without_a_traceback(tmp_path):
+    latin1 = tmp_path / "latin1.toml"
+    latin1.write_bytes(b'[relay]\nname = "caf\xe9"\n')
+    typo = tmp_path / "typo.toml"
+    typo.write_text('[executor]\nhandler = "skns.executor.handlers:slep"\n')
+    for path, words in (
+        (latin1, "not UTF-8: byte 0xe9 on line 2"),
+        (tmp_path, "is a directory"),
+        (typo, "executor.handler: handler 'skns.executor.handlers:slep'"),
+    ):
+        res = ctl("check-config", str(path))
+        assert res.returncode == 2, res.stderr
+        assert words in res.stderr and str(path) in res.stderr
+        assert "Traceback" not in res.stderr

@@ -322,3 +322,37 @@ def test_faults_in_a_tick_a_control_request_or_a_reopen_are_contained(start_serv
     assert res.returncode == 0 and "fault:   metrics tick:" in res.stdout
     assert all(c["up"] for c in svc.children())
     assert svc.stop() == 0
+
+
+def test_a_reload_with_an_unusable_config_keeps_the_running_one(start_service, tmp_path):
+    """A Latin-1 byte, a directory in the file's place, a handler typo: each reload is
+    refused (status says why), nothing is restarted, the service goes on."""
+    svc = start_service(
+        metrics=metrics_table(tmp_path),
+        executor={"listen": f"127.0.0.1:{free_tcp_port()}", "shards": 1, "duration": 0.0},
+    )
+    pids = sorted(c["pid"] for c in svc.children())
+    good = svc.config_path.read_text()
+
+    def refused(words: str) -> None:
+        os.kill(svc.pid, signal.SIGHUP)
+        wait_for(lambda: words in (svc.status()["service"]["config_error"] or ""), what=words)
+        assert svc.proc.poll() is None
+        assert sorted(c["pid"] for c in svc.children()) == pids
+
+    svc.config_path.write_bytes(good.encode() + b"\n# caf\xe9\n")
+    refused("not UTF-8")
+    svc.config_path.unlink()
+    svc.config_path.mkdir()
+    refused("is a directory")
+    svc.config_path.rmdir()
+    svc.config_path.write_text(
+        good.replace("[executor]", '[executor]\nhandler = "skns.executor.handlers:slep"')
+    )
+    refused("has no slep")
+    res = svc.ctl("status")
+    assert res.returncode == 0 and "reload refused, the previous config runs on" in res.stdout
+    svc.config_path.write_text(good)
+    assert svc.ctl("reload").returncode == 0
+    wait_for(lambda: svc.status()["service"]["config_error"] is None, what="a good reload")
+    assert all(c["up"] for c in svc.children())

@@ -15,11 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError, SettingError
+from .executor.probe import probe_handler
 from .executor.settings import ExecutorSettings
 from .messenger.settings import MessengerSettings
 from .metrics.settings import MetricsSettings
 from .relay.settings import RelaySettings
-from .settings import Section
+from .settings import HostPort, Section
 from .tasks.settings import TasksSettings
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -100,11 +101,52 @@ def parse(data: dict[str, Any], path: Path) -> Settings:
             sections[name] = cls.from_table(table)
         except SettingError as exc:
             raise ConfigError(path, exc.key, exc.reason) from None
-    return Settings(path=path, **sections)  # type: ignore[arg-type]
+    settings = Settings(path=path, **sections)  # type: ignore[arg-type]
+    _check_ports(settings)
+    return settings
 
 
-def load(path: Path | str) -> Settings:
-    """Read and validate the TOML file at ``path``."""
+# Hosts that listen on every address of their family.
+_ANY = {"", "0.0.0.0", "::"}
+
+
+def _listeners(settings: Settings) -> list[tuple[str, str, HostPort]]:
+    """(key, protocol, address) of every socket the enabled subsystems listen on."""
+    out = []
+    if settings.metrics.enabled:
+        out.append(("metrics.listen", "udp", settings.metrics.listen))
+    if settings.executor.enabled:
+        out.append(("executor.listen", "tcp", settings.executor.listen))
+    if settings.messenger.enabled:
+        out += [("messenger.listen", "tcp", a) for a in settings.messenger.listen]
+    if settings.tasks.enabled:
+        out.append(("tasks.listen", "tcp", settings.tasks.listen))
+    return out
+
+
+def _check_ports(settings: Settings) -> None:
+    """Two subsystems on one port: the second would die at every start."""
+    seen: list[tuple[str, str, HostPort]] = []
+    for key, proto, addr in _listeners(settings):
+        for other_key, other_proto, other in seen:
+            if (
+                proto == other_proto
+                and addr.port == other.port != 0
+                and (addr.host == other.host or addr.host in _ANY or other.host in _ANY)
+            ):
+                where = "twice in" if key == other_key else "also in"
+                raise ConfigError(
+                    settings.path, key, f"{proto} port {addr.port} is {where} {other_key}"
+                )
+        seen.append((key, proto, addr))
+
+
+def load(path: Path | str, deep: bool = True) -> Settings:
+    """Read and validate the TOML file at ``path``.
+
+    ``deep`` also checks what needs more than the file: that the executor's handler
+    imports and is callable (in a throwaway process). The service and ``check-config``
+    load deep; a command that only needs a path from the file need not."""
     path = Path(path).absolute()
     try:
         with path.open("rb") as f:
@@ -113,9 +155,24 @@ def load(path: Path | str) -> Settings:
         raise ConfigError(path, None, "no such file") from None
     except PermissionError:
         raise ConfigError(path, None, "permission denied") from None
+    except IsADirectoryError:
+        raise ConfigError(path, None, "is a directory, not a file") from None
+    except OSError as exc:
+        raise ConfigError(path, None, f"cannot read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        line = exc.object[: exc.start].count(b"\n") + 1
+        byte = exc.object[exc.start]
+        raise ConfigError(
+            path, None, f"not UTF-8: byte 0x{byte:02x} on line {line} (offset {exc.start})"
+        ) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(path, None, f"not valid TOML: {exc}") from None
-    return parse(data, path)
+    settings = parse(data, path)
+    if deep and settings.executor.enabled:
+        problem = probe_handler(settings.executor.handler)
+        if problem is not None:
+            raise ConfigError(path, "executor.handler", problem)
+    return settings
 
 
 def control_socket(path: Path | str) -> tuple[Path, ConfigError | None]:
@@ -127,7 +184,7 @@ def control_socket(path: Path | str) -> tuple[Path, ConfigError | None]:
     TOML, the ``control_socket = "..."`` line of ``[service]`` is taken as written;
     without one, the default."""
     try:
-        return load(path).service.control_socket, None
+        return load(path, deep=False).service.control_socket, None
     except ConfigError as exc:
         error = exc
     found: object = None

@@ -39,6 +39,11 @@ class MetricsSettings(Section):
                 f"{n:g} is not a positive multiple of window ({self.window:g})",
             )
         self.require(len(set(self.intervals)) == len(self.intervals), "intervals", "has duplicates")
+        self.require(
+            any(abs(n - self.window) < 1e-9 for n in self.intervals),
+            "intervals",
+            f"must include the base window ({self.window:g}): its line leads every window's lines",
+        )
         self.require(self.recv_buffer_bytes >= 4096, "recv_buffer_bytes", "must be >= 4096")
         self.require(0 <= self.coalesce_ms <= 50, "coalesce_ms", "must be within 0..50")
         self.require(1 <= self.batch <= 1024, "batch", "must be within 1..1024")
