@@ -502,3 +502,23 @@ def test_a_flooding_client_leaves_the_others_a_low_latency(server: LocalServer) 
         f"p99 {p99 * 1000:.0f} ms beside a flood of {sent[0]} requests "
         f"(alone {alone[int(len(alone) * 0.99) - 1] * 1000:.1f} ms)"
     )
+
+
+def test_a_backlog_of_slow_jobs_does_not_delay_another_clients_job(
+    make_server: Callable[..., LocalServer],
+) -> None:
+    # 20 hard jobs of 0.5 s each (they time out) on one worker: in one FIFO another client's
+    # hard job would wait 10 s behind them; taking turns, it waits for one at most.
+    server = make_server(max_pending_per_connection=20)
+    thread, _sent = flooding(server.url, {"type": "factorial", "number": LONG_JOB}, 4.0)
+    try:
+        assert wait_until(lambda: server.stats()["hard"]["queued"] >= 10)
+        with connect(server.url) as ws:
+            started = time.monotonic()
+            task_id = submit(ws, 2000)
+            frame = next_frame(ws)
+            took = time.monotonic() - started
+    finally:
+        thread.join(WAIT)
+    assert frame["task_id"] == task_id and frame["type"] == "success"
+    assert took < 3 * HARD_LIMIT + 1.0, f"waited {took:.1f} s behind another client's backlog"

@@ -29,9 +29,10 @@ import signal
 import socket
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 
 from . import protocol, wire, worker
+from .fairqueue import FairQueue
 from .store import DONE, FAILED, QUEUED, RUNNING, TIMED_OUT, Task
 
 log = logging.getLogger("skns.tasks.pool")
@@ -72,7 +73,7 @@ class Pool:
         self.prefetch = prefetch
         self._finish = finish
         self._loop = asyncio.get_running_loop()
-        self._pending: deque[Task] = deque()
+        self._pending: FairQueue[Task] = FairQueue()  # one turn per owner (connection)
         self._workers: dict[int, _Worker] = {}  # by pid, in spawn order
         self._dying: dict[int, int] = {}  # pid -> pidfd of workers not reaped yet
         self._dispatch_soon = False
@@ -159,8 +160,9 @@ class Pool:
 
     # -- jobs -------------------------------------------------------------
 
-    def submit(self, task: Task) -> None:
-        self._pending.append(task)
+    def submit(self, task: Task, owner: Hashable = None) -> None:
+        """Queue ``task``; owners take turns, so one owner's backlog does not delay others."""
+        self._pending.append(task, owner)
         # Once per loop iteration: the jobs submitted meanwhile go out in one write per worker.
         if not self._dispatch_soon:
             self._dispatch_soon = True

@@ -9,7 +9,8 @@ outbox drained by a writer task; a watcher that has gone is skipped, and the
 outcome is stored all the same for whoever fetches it later.
 
 One connection cannot take the server from the others: handlers take turns on
-the loop after every request, and a connection with ``max_pending_per_connection``
+the loop after every request, the pools take one job of each connection in
+turn (:mod:`skns.tasks.fairqueue`), and a connection with ``max_pending_per_connection``
 jobs unfinished or final frames unwritten is not read until one is written
 (its client's sends then wait in TCP buffers, see :class:`Outbox`).
 
@@ -192,7 +193,7 @@ class TaskServer:
                     # Accepted is accepted: the job runs and its outcome is kept even if
                     # the client has gone before reading the acknowledgement.
                     if task is not None:
-                        self.pools[task.queue].submit(task)
+                        self.pools[task.queue].submit(task, outbox)
                 if outbox.full:  # backpressure: read no more until a frame went out
                     self.throttled += 1
                     await outbox.room()
