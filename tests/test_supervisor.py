@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -288,10 +289,14 @@ def test_faults_in_a_tick_a_control_request_or_a_reopen_are_contained(start_serv
     inject.mkdir()
     (inject / "sitecustomize.py").write_text(FAULTS)
     trigger = tmp_path / "fault"
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(tmp_path / "notify"))
+    notify.settimeout(0.2)
     svc = start_service(
         env={
             "PYTHONPATH": os.pathsep.join([str(inject), os.environ.get("PYTHONPATH", "")]),
             "SKNS_TEST_FAULTS": str(trigger),
+            "NOTIFY_SOCKET": str(tmp_path / "notify"),
         },
         metrics=metrics_table(tmp_path),
     )
@@ -320,6 +325,16 @@ def test_faults_in_a_tick_a_control_request_or_a_reopen_are_contained(start_serv
     assert "faults contained" in svc.status()["service"]["summary"]
     res = svc.ctl("status")
     assert res.returncode == 0 and "fault:   metrics tick:" in res.stdout
+
+    def status_line() -> bool:
+        with contextlib.suppress(TimeoutError):
+            while True:
+                if b"faults contained (last: " in notify.recv(65536):
+                    return True
+        return False
+
+    assert wait_for(status_line, what="the systemd STATUS line")
+    notify.close()
     assert all(c["up"] for c in svc.children())
     assert svc.stop() == 0
 
