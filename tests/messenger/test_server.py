@@ -185,6 +185,34 @@ def test_slow_clients_are_closed_within_the_request_timeout(
     assert post(url, {"sender": "ann", "text": "still here"})[0] == 200
 
 
+def test_connections_past_the_limit_get_503_and_are_closed(
+    start_replicas: Callable[..., LocalReplicas],
+) -> None:
+    replicas = start_replicas(replicas=1, max_connections=20)
+    (url,) = replicas.urls
+    address = urllib.parse.urlsplit(url)
+    held = [socket.create_connection((address.hostname, address.port)) for _ in range(20)]
+    try:
+        with socket.create_connection((address.hostname, address.port), timeout=10) as extra:
+            answer = b""
+            while chunk := extra.recv(4096):  # the server closes it
+                answer += chunk
+        assert answer.startswith(b"HTTP/1.1 503") and b"too many connections" in answer
+        for sock in held[:5]:
+            sock.close()
+        deadline = time.monotonic() + 10  # room again once the replica saw them close
+        while post(url, {"sender": "ann", "text": "room again"})[0] != 200:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    finally:
+        for sock in held:
+            sock.close()
+    deadline = time.monotonic() + 5
+    while orjson.loads(replicas.stats()[0] or b"{}").get("refused_connections", 0) < 1:
+        assert time.monotonic() < deadline, replicas.stats()
+        time.sleep(0.1)
+
+
 def test_malformed_requests_are_logged_once_per_reason(
     start_replicas: Callable[..., LocalReplicas], capfd: pytest.CaptureFixture[str]
 ) -> None:

@@ -53,6 +53,7 @@ def run(ctx: ChildContext) -> None:
         m.batch_max,
         m.batch_delay_ms / 1000,
         m.request_timeout,
+        m.max_connections,
     )
 
     async def main(stop: asyncio.Event) -> None:

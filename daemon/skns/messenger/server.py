@@ -52,9 +52,12 @@ class Replica:
         batch_max: int,
         batch_delay: float = 0.0,
         request_timeout: float = 10.0,
+        max_connections: int = 1024,
     ) -> None:
         self.store = store
         self.request_timeout = request_timeout
+        self.max_connections = max_connections
+        self.refused_connections = 0
         self.sender_max = sender_max
         self.text_max = text_max
         self.group: GroupCommit[Post, bytes] = GroupCommit(
@@ -130,6 +133,7 @@ class Replica:
             "mean_batch": round(g.posts / g.batches, 2) if g.batches else 0.0,
             "largest_batch": g.largest_batch,
             "transaction_seconds": round(g.transaction_seconds, 3),
+            "refused_connections": self.refused_connections,
             "database_down": self.store.down,
             "last_unavailable": self.unavailable_reason[:200],
         }
@@ -148,7 +152,8 @@ async def serve(
     ``ready`` is called once the socket listens. A connection that has not sent a whole
     request head within ``request_timeout`` s of opening or of its previous answer is closed
     (aiohttp's keep-alive timer runs from both, and a partial head does not stop it): a
-    slowloris client holds a connection that long at most; the body has as long again."""
+    slowloris client holds a connection that long at most; the body has as long again. At
+    most ``max_connections`` are open at once (see :func:`_bound_connections`)."""
     runner = web.AppRunner(
         replica.app(),
         access_log=None,
@@ -158,6 +163,7 @@ async def serve(
         logger=http_logger(),
     )
     await runner.setup()
+    _bound_connections(runner.server, replica)
     try:
         site = web.TCPSite(runner, host, port, backlog=1024, reuse_address=True)
         await site.start()
@@ -168,3 +174,32 @@ async def serve(
     finally:
         await runner.cleanup()
         await replica.group.close()
+
+
+_TOO_MANY = (
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+    b"Content-Length: %d\r\nConnection: close\r\n\r\n%s"
+)
+
+
+def _bound_connections(server: web.Server | None, replica: Replica) -> None:
+    """Answer 503 and close a connection that would pass ``replica.max_connections``.
+
+    aiohttp has no such limit, and without one every slow client costs a descriptor and a
+    handler until its timeout. Its server object learns of every new connection through
+    ``connection_made`` before reading from it: that hook, wrapped, turns the surplus away.
+    """
+    assert server is not None  # set up
+    admit = server.connection_made
+    body = orjson.dumps({"error": "too many connections; try again"})
+    refusal = _TOO_MANY % (len(body), body)
+
+    def connection_made(handler: Any, transport: asyncio.Transport) -> None:
+        if len(server.connections) >= replica.max_connections:
+            replica.refused_connections += 1
+            transport.write(refusal)
+            transport.close()
+            return
+        admit(handler, transport)
+
+    server.connection_made = connection_made  # type: ignore[method-assign]

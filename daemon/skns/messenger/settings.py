@@ -35,6 +35,9 @@ class MessengerSettings(Section):
     # previous answer (an idle keep-alive connection is closed after it too), and again for
     # the body (408); a slow client (slowloris) is closed, not waited for.
     request_timeout: float = 10.0
+    # Client connections one replica keeps open at most; more are answered 503 and closed.
+    # Keep it well below the open-file limit (LimitNOFILE=65536 in the unit).
+    max_connections: int = 1024
     # Seconds the pool keeps retrying a lost connection (backing off) before starting afresh.
     reconnect_timeout: float = 10.0
 
@@ -49,3 +52,6 @@ class MessengerSettings(Section):
         self.require(self.db_timeout > 0, "db_timeout", "must be > 0")
         self.require(self.reconnect_timeout > 0, "reconnect_timeout", "must be > 0")
         self.require(0 < self.request_timeout <= 3600, "request_timeout", "must be within 0..3600")
+        self.require(
+            1 <= self.max_connections <= 60_000, "max_connections", "must be within 1..60000"
+        )
