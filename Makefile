@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 # Debian packages the build and the tests need, by what is missing.
 APT_GET := DEBIAN_FRONTEND=noninteractive apt-get
 
-.PHONY: run test bench lint sysdeps testdeps venv clean
+.PHONY: run test bench soak lint sysdeps testdeps venv clean
 
 run: $(VENV)/.installed
 	$(VENV)/bin/skns-metrics --config $(CONFIG)
@@ -18,6 +18,12 @@ test: $(VENV)/.installed testdeps
 
 bench: $(VENV)/.installed testdeps
 	$(VENV)/bin/skns-ctl bench all
+
+# Every subsystem under load for SOAK_ARGS (default --duration 180) while random children are
+# kill -9ed and SIGSTOPped; prints a table and fails on any loss it cannot account for.
+SOAK_ARGS ?=
+soak: $(VENV)/.installed
+	$(PY) tests/soak/soak.py $(SOAK_ARGS)
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check daemon tests
