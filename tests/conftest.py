@@ -50,7 +50,14 @@ def toml_dumps(tables: dict[str, dict[str, Any]]) -> str:
 class Service:
     """A running ``python -m skns`` and what it was started with."""
 
-    def __init__(self, root: Path, tables: dict[str, dict[str, Any]], env: dict[str, str]) -> None:
+    def __init__(
+        self,
+        root: Path,
+        tables: dict[str, dict[str, Any]],
+        env: dict[str, str],
+        prefix: tuple[str, ...] = (),
+        popen: dict[str, Any] | None = None,
+    ) -> None:
         self.root = root
         self.tables = tables
         self.config_path = root / "config.toml"
@@ -59,10 +66,11 @@ class Service:
         self.log_path = root / "service.log"
         self._log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "skns", "--config", str(self.config_path)],
+            [*prefix, sys.executable, "-m", "skns", "--config", str(self.config_path)],
             stdout=self._log,
             stderr=subprocess.STDOUT,
             env=env,
+            **(popen or {}),
         )
 
     @property

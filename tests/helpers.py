@@ -36,3 +36,22 @@ def metrics_table(tmp: Path, **extra: Any) -> dict[str, Any]:
 def metrics_port(svc: Any) -> int:
     """The UDP port a started service's metrics workers listen on."""
     return int(svc.status()["subsystems"]["metrics"]["listen"].rpartition(":")[2])
+
+
+# Runs the command after it with LISTEN_PID set to its own pid (exec keeps the shell's).
+AS_LISTEN_PID = ["sh", "-c", 'LISTEN_PID=$$ exec "$@"', "sh"]
+
+
+def passing_fds(fds: dict[str, int], env: dict[str, str]) -> dict[str, Any]:
+    """Popen keywords that start a process as systemd passes its fd store (put
+    ``AS_LISTEN_PID`` before the command): ``fds`` placed at 3.., named in ``env``."""
+    from skns.fdstore import pass_on
+
+    env["LISTEN_FDS"] = str(len(fds))
+    env["LISTEN_FDNAMES"] = ":".join(fds)
+
+    def place() -> None:
+        pass_on(fds, {})
+
+    # Popen closes every other fd after preexec_fn: keep the ones placed.
+    return {"preexec_fn": place, "pass_fds": tuple(range(3, 3 + len(fds)))}

@@ -26,7 +26,10 @@ import orjson
 from . import jsonexact
 
 if TYPE_CHECKING:
+    import socket
+
     from .config import Settings
+    from .settings import HostPort
     from .shm import Slot
 
 
@@ -39,10 +42,18 @@ class ChildSpec:
     index: int  # 0-based within the role
     target: Callable[[ChildContext], None]
     cpus: tuple[int, ...] | None = None  # pin to these CPUs
+    # A TCP address the child serves: the supervisor binds it (once, kept across restarts
+    # of the child and of itself) and hands the listening socket over as ctx.listener.
+    listen: HostPort | None = None
 
     @property
     def name(self) -> str:
         return f"{self.role} {self.index}"
+
+    @property
+    def fdname(self) -> str:
+        """Its listening socket's name in the fd store."""
+        return f"tcp-{self.subsystem}-{self.index}"
 
 
 StatsFn = Callable[[], Mapping[str, Any]]
@@ -52,10 +63,18 @@ MainFn = Callable[[asyncio.Event], Awaitable[None]]
 class ChildContext:
     """Handed to ``ChildSpec.target`` in the child process."""
 
-    def __init__(self, spec: ChildSpec, settings: Settings, slot: Slot) -> None:
+    def __init__(
+        self,
+        spec: ChildSpec,
+        settings: Settings,
+        slot: Slot,
+        listener: socket.socket | None = None,
+    ) -> None:
         self.spec = spec
         self.settings = settings
         self.slot = slot
+        # The listening socket of spec.listen, when the supervisor bound it; None: bind it.
+        self.listener = listener
 
     def heartbeat(self) -> None:
         """Tell the supervisor this child is alive; call at least every second or so."""
@@ -119,7 +138,9 @@ def _die_with_parent() -> None:
     libc.prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
 
 
-def enter(spec: ChildSpec, settings: Settings, slot: Slot) -> int:
+def enter(
+    spec: ChildSpec, settings: Settings, slot: Slot, listener: socket.socket | None = None
+) -> int:
     """Everything a child does between the fork and its exit; returns the exit status.
 
     The supervisor resets ``slot`` before the fork, calls this in the forked
@@ -143,7 +164,7 @@ def enter(spec: ChildSpec, settings: Settings, slot: Slot) -> int:
         except (OSError, ValueError) as exc:
             log.warning("cannot pin to CPUs %s: %s", spec.cpus, exc)
     try:
-        spec.target(ChildContext(spec, settings, slot))
+        spec.target(ChildContext(spec, settings, slot, listener))
     except KeyboardInterrupt:
         return 0
     except Exception:

@@ -11,6 +11,7 @@ import datetime
 import importlib
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -186,6 +187,25 @@ def cmd_simple(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_restart(args: argparse.Namespace) -> int:
+    """Re-execute the supervisor in place and wait until the new run serves."""
+    from .control import request
+
+    before = _request(args, "restart")["started"]
+    deadline = time.monotonic() + args.timeout
+    while time.monotonic() < deadline:
+        time.sleep(0.1)
+        try:
+            status = request(_socket_path(args), "status")
+        except (ControlError, OSError):  # between the two runs: nobody answers
+            continue
+        service = status.get("service", {})
+        if service.get("started", before) != before and service.get("state") == "running":
+            print(f"restarted (pid {service.get('pid')}, sockets and metrics state kept)")
+            return 0
+    raise ControlError(f"the service did not come back within {args.timeout:g}s")
+
+
 def cmd_check_config(args: argparse.Namespace) -> int:
     path = _config_path(args.path or args.config)
     settings = config.load(path)
@@ -253,6 +273,13 @@ def parser() -> argparse.ArgumentParser:
         ("reopen", "reopen output files"),
     ):
         sub.add_parser(name, help=text).set_defaults(func=cmd_simple)
+    r = sub.add_parser(
+        "restart", help="re-execute the supervisor in place, keeping sockets and state (SIGUSR2)"
+    )
+    r.add_argument(
+        "--timeout", type=float, default=60.0, help="seconds to wait for it to serve again"
+    )
+    r.set_defaults(func=cmd_restart)
     c = sub.add_parser("check-config", help="validate a config file")
     c.add_argument("path", nargs="?", help="the file (default: as --config)")
     c.set_defaults(func=cmd_check_config)

@@ -2,10 +2,11 @@
 
 Each name is a sub-package whose ``service`` module exposes either
 ``children(settings) -> list[ChildSpec]`` (children that need nothing from the
-supervisor), or ``supervise(settings) -> Part`` when the subsystem has work in
-the supervisor itself (metrics: shared memory made before the fork, windows
-closed and written by the supervisor). A subsystem whose table has
-``enabled = false`` contributes nothing.
+supervisor but, maybe, a listening socket: ``ChildSpec.listen``), or
+``supervise(settings, store) -> Part`` when the subsystem has work in the
+supervisor itself (metrics: sockets and shared memory made before the fork and
+kept in the fd ``store``, windows closed and written by the supervisor). A
+subsystem whose table has ``enabled = false`` contributes nothing.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     from .child import ChildSpec
     from .config import Settings
+    from .fdstore import FdStore
 
 NAMES = ("metrics", "relay", "executor", "messenger", "tasks")
 
@@ -80,12 +82,12 @@ class ChildrenOnly:
         pass
 
 
-def part(name: str, settings: Settings) -> Part:
+def part(name: str, settings: Settings, store: FdStore | None = None) -> Part:
     service = importlib.import_module(f"skns.{name}.service")
     if hasattr(service, "supervise"):
-        return service.supervise(settings)
+        return service.supervise(settings, store)
     return ChildrenOnly(name, service.children(settings))
 
 
-def parts(settings: Settings) -> list[Part]:
-    return [part(name, settings) for name in NAMES if getattr(settings, name).enabled]
+def parts(settings: Settings, store: FdStore | None = None) -> list[Part]:
+    return [part(name, settings, store) for name in NAMES if getattr(settings, name).enabled]

@@ -13,6 +13,12 @@ shown in status, and the loop goes on), and a subsystem that cannot run (it
 cannot be set up, or a child keeps dying at start) is handled by itself: rolled
 back to its last good settings if a reload changed them, else stopped until the
 next reload. The service exits only when no subsystem is left to run.
+
+The listening sockets are the supervisor's (bound once, inherited by the
+children) and, with the metrics memfd, registered in the fd store, so that
+they outlive a restart of the supervisor itself: under systemd through its
+file descriptor store, without it through a re-exec in place (SIGUSR2,
+``skns-ctl restart``), see :mod:`skns.fdstore`.
 """
 
 from __future__ import annotations
@@ -34,7 +40,9 @@ from .config import Settings
 from .control import ControlServer
 from .errors import ConfigError
 from .faults import Faults
+from .fdstore import FdStore, reexec
 from .instance import InstanceLock
+from .listeners import Listeners
 from .notify import Notifier
 from .settings import Section
 from .shm import SlotTable
@@ -85,6 +93,10 @@ class Supervisor:
         self.notifier = Notifier()
         self.signals: list[int] = []
         self.stopping = False
+        self.restarting = False  # stopping to re-execute in place
+        # Takes the fds a previous run passed, before anything binds or forks.
+        self.fdstore = FdStore()
+        self.listeners = Listeners(self.fdstore)
         self.ready = False
         self.exit_code = 0
         self.last_status = 0.0
@@ -112,7 +124,7 @@ class Supervisor:
             os.write(self._wake_w, b"\0")
 
     def _install_signals(self) -> None:
-        for signo in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD):
+        for signo in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD, signal.SIGUSR2):
             signal.signal(signo, self._queue_signal)
 
     # -- start ---------------------------------------------------------------
@@ -143,6 +155,7 @@ class Supervisor:
             )
             for c in self.children:
                 self._spawn(c)
+            self.fdstore.drop_unclaimed()
             self._loop()
         except Fatal as exc:
             log.error("%s: stopping the service", exc)
@@ -151,20 +164,25 @@ class Supervisor:
             log.exception("supervisor failed")
             self.exit_code = 1
         finally:
+            kept = self.fdstore.copies() if self.restarting and not self.exit_code else None
             self._shutdown()
+        if kept is not None:
+            log.info("re-executing in place with %d fds", len(kept))
+            reexec(kept)
         return self.exit_code
 
     def _spawn(self, c: Child) -> None:
         assert self.slots is not None
         slot = self.slots.slots[c.slot_index]
         slot.reset()
+        listener = self.listeners.get(c.spec)
         pid = os.fork()
         if pid == 0:  # the child
             status = 1
             try:
                 child.reset_signals()
                 self._close_in_child()
-                status = child.enter(c.spec, self.settings, slot)
+                status = child.enter(c.spec, self.settings, slot, listener)
             finally:
                 os._exit(status)
         c.pid = pid
@@ -248,6 +266,9 @@ class Supervisor:
             if signo in (signal.SIGTERM, signal.SIGINT):
                 log.info("%s: stopping", signal.Signals(signo).name)
                 self.stopping = True
+            elif signo == signal.SIGUSR2:
+                log.info("SIGUSR2: restarting in place, keeping the sockets and the metrics state")
+                self.stopping = self.restarting = True
             elif signo == signal.SIGHUP:
                 self._reload()
 
@@ -419,6 +440,8 @@ class Supervisor:
                     log.warning("[metrics] changed: applies at the next restart of the service")
             elif changed or name in self.trouble:  # a reload retries what could not run
                 self._reconfigure(name)
+        # Close the sockets of children gone for good (a retired child keeps its own copy).
+        self.listeners.keep_only({c.spec.fdname for c in self.children if not c.retired})
         self.notifier.ready(self._summary())
 
     def _reconfigure(self, name: str) -> None:
@@ -449,6 +472,10 @@ class Supervisor:
         self.parts.remove(old_part)
         with self.faults.guard(f"{name} stop"):
             old_part.stop()
+        # It closed the fds it kept: a restart must not be handed them (nor a re-exec
+        # numbers since reused).
+        for fdname in getattr(old_part, "fdnames", list)():
+            self.fdstore.forget(fdname)
 
     def _cannot_run(self, name: str, reason: str) -> None:
         """Subsystem ``name`` cannot run as configured: back to the settings it last ran
@@ -473,7 +500,7 @@ class Supervisor:
         """Make subsystem ``name``'s part and its children (started by ``_manage``; at
         the first start by ``run``)."""
         try:
-            new_part = part(name, self.settings)
+            new_part = part(name, self.settings, self.fdstore)
         except Exception as exc:
             log.exception("[%s] cannot be set up", name)
             self.trouble[name] = f"failed: cannot be set up: {type(exc).__name__}: {exc}"
@@ -512,12 +539,18 @@ class Supervisor:
         if command == "reload":
             self._queue_signal(signal.SIGHUP, None)
             return {"ok": True, "message": "reload queued"}
+        if command == "restart":
+            self._queue_signal(signal.SIGUSR2, None)
+            return {"ok": True, "message": "restart queued", "started": self.started}
         if command == "reopen":
             for p in self.parts:
                 with self.faults.guard(f"{p.name} reopen"):
                     p.reopen()
             return {"ok": True, "message": "output files reopened"}
-        return {"ok": False, "error": f"unknown command {command!r} (status, reload, reopen)"}
+        return {
+            "ok": False,
+            "error": f"unknown command {command!r} (status, reload, reopen, restart)",
+        }
 
     def status(self) -> dict[str, Any]:
         now = time.time()
@@ -589,7 +622,10 @@ class Supervisor:
         """Stop children subsystem by subsystem (last started first), then persist."""
         self.stopping = True
         with self.faults.guard("notify"):
-            self.notifier.stopping()
+            if self.restarting:  # systemd keeps the service up: READY=1 comes from the new run
+                self.notifier.reloading()
+            else:
+                self.notifier.stopping()
         if self.control is not None:
             self.control.close_clients()  # their descriptors may be needed to save state
         deadline = time.monotonic() + self.settings.service.graceful_timeout
@@ -604,6 +640,7 @@ class Supervisor:
                 log.exception("[%s] failed to stop cleanly", p.name)
         leftovers = [c for c in self.children if c.running]
         self._wait_exit(leftovers, deadline)
+        self.listeners.close()
         if self.control is not None:
             self.control.close()
         if self.slots is not None:

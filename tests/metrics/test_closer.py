@@ -76,3 +76,24 @@ def test_restore_refuses_another_window_configuration():
     other = Closer(Schedule(5.0, (5.0,)), 0)
     with pytest.raises(ValueError):
         other.restore(state, now=0)
+
+
+def test_restore_that_skips_windows_writes_the_interval_it_left():
+    """Windows 1 and 2 ran, 3..5 were down, window 6 (next interval) ran again: the first
+    60 s line is written with what it had, before window 6's line, and not lost."""
+    first = closer(0)
+    first.close(0, Aggregate(1, 1, 1, 1))
+    state = first.snapshot({1: Aggregate(1, 2, 2, 2), 2: Aggregate(1, 3, 3, 3)})
+    state["windows"]["6"] = Aggregate(1, 7, 7, 7).as_list()
+    second = closer(7)
+    owed = second.restore(state, now=7)
+    assert rows(owed) == [
+        (20, "10s", 1, 2),
+        (30, "10s", 1, 3),
+        (60, "60s", 3, 6),
+        (70, "10s", 1, 7),
+    ]
+    later = []
+    for w in range(7, 12):
+        later += second.close(w, Aggregate())
+    assert rows(later)[-1] == (120, "60s", 1, 7)

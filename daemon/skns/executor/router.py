@@ -23,6 +23,7 @@ import asyncio
 import http
 import logging
 import os
+import socket
 from collections import Counter, deque
 from collections.abc import Callable
 from typing import Any
@@ -35,6 +36,7 @@ from websockets.http11 import Request, Response
 
 from ..child import ChildContext
 from ..config import Settings
+from ..listeners import serve_args
 from . import ipc, records
 from .events import BadEvent, parse_frame
 from .link import Chunk, ShardLink
@@ -110,10 +112,15 @@ class Client:
 
 class Router:
     def __init__(
-        self, settings: Settings, shards: int, ready: Callable[[], None] = lambda: None
+        self,
+        settings: Settings,
+        shards: int,
+        ready: Callable[[], None] = lambda: None,
+        listener: socket.socket | None = None,
     ) -> None:
         self.settings = settings
         self.ready = ready  # called once the ingest listens
+        self.listener = listener  # the supervisor's socket on config.listen; None: bind it
         self.config = settings.executor
         self.ring = Ring(shards)
         self.state = settings.service.state_dir / "executor"
@@ -256,8 +263,7 @@ class Router:
         try:
             async with serve(
                 self._serve_client,
-                listen.host,
-                listen.port,
+                **serve_args(listen, self.listener),
                 process_request=self._health,
                 max_size=self.config.max_frame_bytes * HARD_FRAME_FACTOR,
                 compression=None,
@@ -327,6 +333,6 @@ def run(ctx: ChildContext) -> None:
     shards = ctx.settings.executor.shard_count(os.cpu_count())
     # One line per client connection is too much: keep websockets' warnings only.
     logging.getLogger("websockets").setLevel(max(logging.WARNING, log.getEffectiveLevel()))
-    router = Router(ctx.settings, shards, ready=ctx.ready)
+    router = Router(ctx.settings, shards, ready=ctx.ready, listener=ctx.listener)
     tune_gc()
     ctx.serve(router.main, router.stats)

@@ -11,6 +11,7 @@ from . import router, shard
 
 def children(settings: Settings) -> list[ChildSpec]:
     count = settings.executor.shard_count(os.cpu_count())
-    specs = [ChildSpec("executor", "executor-router", 0, router.run)]
+    listen = settings.executor.listen
+    specs = [ChildSpec("executor", "executor-router", 0, router.run, listen=listen)]
     specs.extend(ChildSpec("executor", "executor-shard", i, shard.run) for i in range(count))
     return specs

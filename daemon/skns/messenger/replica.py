@@ -70,6 +70,7 @@ def run(ctx: ChildContext) -> None:
                 stop,
                 grace=m.db_timeout + 1.0,
                 ready=ctx.ready,
+                listener=ctx.listener,
             )
         finally:
             await store.close()

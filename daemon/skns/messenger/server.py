@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -25,6 +26,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from ..listeners import BACKLOG
 from .answers import HISTORY, answer_bodies
 from .batcher import GroupCommit
 from .httplog import http_logger
@@ -146,6 +148,7 @@ async def serve(
     stop: asyncio.Event,
     grace: float = 10.0,
     ready: Callable[[], None] = lambda: None,
+    listener: socket.socket | None = None,
 ) -> None:
     """Serve until ``stop`` is set, then give the requests in flight ``grace`` s to finish.
 
@@ -153,7 +156,8 @@ async def serve(
     request head within ``request_timeout`` s of opening or of its previous answer is closed
     (aiohttp's keep-alive timer runs from both, and a partial head does not stop it): a
     slowloris client holds a connection that long at most; the body has as long again. At
-    most ``max_connections`` are open at once (see :func:`_bound_connections`)."""
+    most ``max_connections`` are open at once (see :func:`_bound_connections`).
+    ``listener``: the supervisor's socket on ``host:port``, served instead of binding one."""
     runner = web.AppRunner(
         replica.app(),
         access_log=None,
@@ -165,7 +169,11 @@ async def serve(
     await runner.setup()
     _bound_connections(runner.server, replica)
     try:
-        site = web.TCPSite(runner, host, port, backlog=1024, reuse_address=True)
+        site: web.BaseSite
+        if listener is not None:
+            site = web.SockSite(runner, listener, backlog=BACKLOG)
+        else:
+            site = web.TCPSite(runner, host, port, backlog=BACKLOG, reuse_address=True)
         await site.start()
         bound = runner.addresses[0][1] if runner.addresses else port  # port 0: the one it got
         log.info("messenger replica on http://%s:%d (%s)", host, bound, replica.store.kind)

@@ -13,6 +13,6 @@ if TYPE_CHECKING:
 
 def children(settings: Settings) -> list[ChildSpec]:
     return [
-        ChildSpec("messenger", "messenger", i, replica.run)
-        for i in range(len(settings.messenger.listen))
+        ChildSpec("messenger", "messenger", i, replica.run, listen=address)
+        for i, address in enumerate(settings.messenger.listen)
     ]

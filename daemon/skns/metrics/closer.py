@@ -28,11 +28,18 @@ class Closer:
         if w != self.next:
             raise ValueError(f"window {w} closed out of order (expected {self.next})")
         agg.merge(self.carry.pop(w, Aggregate()))
-        lines = []
+        flushed: list[str] = []
+        lines: list[str] = []
         for seconds, k in zip(self.schedule.intervals, self.schedule.multiples, strict=True):
             index = w // k
             held = self.open.get(k)
-            totals = held[1] if held and held[0] == index else Aggregate()
+            if held and held[0] != index:
+                # The service was down from inside that interval to past its end (a restore
+                # skipping windows): it ran for part of it, so its line is owed.
+                end_w = (held[0] + 1) * k - 1
+                flushed.append(line(end_of(end_w, self.schedule.base), seconds, held[1]))
+                held = None
+            totals = held[1] if held else Aggregate()
             totals.merge(agg)
             if (w + 1) % k == 0:
                 lines.append(line(end_of(w, self.schedule.base), seconds, totals))
@@ -40,15 +47,15 @@ class Closer:
             else:
                 self.open[k] = (index, totals)
         self.next = w + 1
-        return lines
+        return flushed + lines
 
     def snapshot(self, pending: dict[int, Aggregate]) -> dict[str, Any]:
         """What a stopping service saves: base windows not yet closed (with their
         partials) and the running totals of the longer intervals."""
         windows = {}
-        for w, agg in pending.items():
+        for w in sorted(pending.keys() | self.carry.keys()):
             total = Aggregate()
-            total.merge(agg)
+            total.merge(pending.get(w, Aggregate()))
             total.merge(self.carry.get(w, Aggregate()))
             windows[str(w)] = total.as_list()
         return {

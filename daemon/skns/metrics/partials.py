@@ -1,4 +1,4 @@
-"""Per-worker window partials in an anonymous shared mapping.
+"""Per-worker window partials in a shared mapping.
 
 The supervisor maps one block per UDP worker before forking; the worker with
 that index is the block's only writer, also across restarts (a restarted
@@ -9,6 +9,8 @@ A block holds:
 * the worker's watermark: every datagram it will still publish is stamped at
   or after this time, so a window ending at or before it is final for this worker;
 * cumulative counters (accepted, rejected by reason);
+* the pid of the worker writing it (a supervisor starting over blocks kept from
+  a previous run waits for that run's workers to be gone before starting its own);
 * a ring of window slots. A slot has a sequence counter and two copies of the
   record; the writer fills the copy the counter does not point at, then bumps
   the counter. A worker killed mid-write leaves the last published copy intact:
@@ -30,9 +32,11 @@ from .window import Aggregate
 
 REASONS = ("not_json", "not_object", "missing_key", "not_integer", "out_of_range", "truncated")
 
-# Header words: the watermark (a double), then the counters (accepted, then by reason).
+# Header words: the watermark (a double), then the counters (accepted, then by reason),
+# then at word 8 the pid of the worker writing the block.
 _COUNTERS = 1 + len(REASONS)
-_HEADER_SIZE = 64
+_OWNER = 8
+_HEADER_SIZE = 128
 # window index, count, A1 sum as two 64-bit halves (it may outgrow int64), A2 max, A3 min
 _RECORD = struct.Struct("<qQQqqq")
 _SEQ_SIZE = 8  # one word
@@ -61,6 +65,9 @@ class Block:
     def set_watermark(self, t: float) -> None:
         self._f64[self._off // 8] = t
 
+    def set_owner(self, pid: int) -> None:
+        self._u64[self._off // 8 + _OWNER] = pid
+
     def set_counters(self, accepted: int, rejected: list[int]) -> None:
         u64, first = self._u64, self._off // 8 + 1
         u64[first] = accepted
@@ -86,6 +93,10 @@ class Block:
 
     def watermark(self) -> float:
         return self._f64[self._off // 8]
+
+    def owner(self) -> int:
+        """The pid of the worker that last wrote the block (0: none yet)."""
+        return self._u64[self._off // 8 + _OWNER]
 
     def counters(self) -> tuple[int, list[int]]:
         first = self._off // 8 + 1
@@ -115,15 +126,18 @@ class Block:
 class Partials:
     """``workers`` blocks in one anonymous shared mapping; create it before forking."""
 
-    def __init__(self, workers: int) -> None:
-        self._buf = mmap.mmap(-1, max(workers, 1) * BLOCK_SIZE)
+    def __init__(self, workers: int, buf: mmap.mmap | None = None, offset: int = 0) -> None:
+        if buf is None:
+            buf = mmap.mmap(-1, max(workers, 1) * BLOCK_SIZE)
+        self._buf = buf
         self._u64 = memoryview(self._buf).cast("Q")
         self._f64 = memoryview(self._buf).cast("d")
         self.blocks = [
-            Block(self._buf, self._u64, self._f64, i * BLOCK_SIZE) for i in range(workers)
+            Block(self._buf, self._u64, self._f64, offset + i * BLOCK_SIZE) for i in range(workers)
         ]
 
     def close(self) -> None:
+        """Release the views; the mapping is closed too (also one passed as ``buf``)."""
         self._u64.release()
         self._f64.release()
         self._buf.close()

@@ -1,5 +1,11 @@
 """The metrics subsystem in the supervisor: sockets and shared memory made
-before the fork, one pinned UDP worker per CPU, windows closed and written here."""
+before the fork, one pinned UDP worker per CPU, windows closed and written here.
+
+What a restart must keep lives outside the process: the UDP sockets (with the
+datagrams queued in them) and the memfd of :mod:`.state` (the open windows'
+partials, the longer intervals' totals), both registered in the fd store. At
+start the kept memfd is the one source of truth; the state file written at a
+graceful stop is read only when there is no memfd (a cold start)."""
 
 from __future__ import annotations
 
@@ -15,14 +21,16 @@ from ..files import write_atomic
 from . import worker
 from .closer import Closer
 from .output import Output, last_lines
-from .partials import REASONS, Block, Partials
-from .sockets import bind_all, kernel_drops, spread
+from .partials import REASONS, RING, Block
+from .sockets import bind_all, kernel_drops, socket_name, spread
+from .state import FDNAME, StateMemory, StateTooLarge
 from .window import Aggregate, Schedule, end_of, index_of, label
 
 if TYPE_CHECKING:
     import socket
 
     from ..config import Settings
+    from ..fdstore import FdStore
 
 log = logging.getLogger("skns.metrics")
 
@@ -44,15 +52,15 @@ def worker_count(settings: Settings) -> int:
 class MetricsService:
     name = "metrics"
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, store: FdStore | None = None) -> None:
         m = settings.metrics
         self.settings = settings
+        self.store = store
         self.count = worker_count(settings)
         self.cpus = sorted(os.sched_getaffinity(0))
-        self.sockets = bind_all(m.listen, self.count, m.recv_buffer_bytes)
+        self.sockets = bind_all(m.listen, self.count, m.recv_buffer_bytes, store)
         self.port = self.sockets[0].getsockname()[1]
         self.spread = spread(self.sockets)
-        self.partials = Partials(self.count)
         self.schedule = Schedule(m.window, m.intervals)
         self.output = Output(m.output)
         self.state_path = settings.service.state_dir / STATE_FILE
@@ -60,50 +68,169 @@ class MetricsService:
         self.started = [0.0] * self.count
         self.windows_written = 0
         self.last_window: dict[str, Any] | None = None
+        self._save_failed = False
         now = index_of(time.time(), m.window)
         self.closer = Closer(self.schedule, now)
-        self._restore(now)
+        kept = self._kept_memory()
+        if kept is not None and kept.workers == self.count:
+            self.memory = kept  # the workers continue in the blocks they wrote
+        else:
+            self.memory = StateMemory.create(self.count)
+            if store is not None:
+                store.forget(FDNAME)
+                store.keep(FDNAME, self.memory.fd)
+        self.partials = self.memory.partials
+        state = self._state_from(kept, now) if kept is not None else self._state_file()
+        if kept is not None and kept is not self.memory:
+            kept.close()
+        if state is not None:
+            try:
+                lines = self.closer.restore(state, now)
+            except (ValueError, KeyError, TypeError) as exc:
+                log.error("ignoring the metrics state of the previous run: %s", exc)
+            else:
+                # Lines the previous run closed but had not written (a full disk, a crash
+                # between saving and writing), oldest first.
+                lines = self._unwritten(state.get("unwritten", [])) + lines
+                self._save(lines)
+                self._write(lines)
+                log.info("resumed the metrics state: %d line(s) owed", len(lines))
+                return
+        self._save()
 
     # -- state across restarts ---------------------------------------------
 
-    def _restore(self, now: int) -> None:
+    def _kept_memory(self) -> StateMemory | None:
+        fd = self.store.take(FDNAME) if self.store is not None else None
+        if fd is None:
+            return None
+        try:
+            return StateMemory.attach(fd)
+        except (OSError, ValueError) as exc:
+            log.error("ignoring the kept metrics state: %s", exc)
+            assert self.store is not None
+            self.store.forget(FDNAME)
+            os.close(fd)
+            return None
+
+    def _state_file(self) -> dict[str, Any] | None:
+        """The state a graceful stop saved, when no memfd was kept (a cold start)."""
         try:
             state = json.loads(self.state_path.read_text())
         except FileNotFoundError:
-            return
+            return None
         except (OSError, ValueError) as exc:
             log.error("ignoring unreadable %s: %s", self.state_path, exc)
-            return
+            return None
         finally:
             # Read once: a crash after this point must not replay the same windows.
             self.state_path.unlink(missing_ok=True)
+        if not isinstance(state, dict) or not isinstance(state.get("windows"), dict):
+            log.error("ignoring %s: not a metrics state", self.state_path)
+            return None
         tail = last_lines(self.output.path, 1)
         written = float(tail[0]["timestamp"]) if tail else float("-inf")  # type: ignore[arg-type]
-        windows = state.get("windows", {})
         state["windows"] = {
-            w: a for w, a in windows.items() if end_of(int(w), self.schedule.base) > written
+            w: a
+            for w, a in state["windows"].items()
+            if end_of(int(w), self.schedule.base) > written
         }
+        return state
+
+    def _state_from(self, kept: StateMemory, now: int) -> dict[str, Any] | None:
+        """The state of the run that left ``kept``: its saved closer state, with the
+        windows it ran for since, merged from its workers' blocks."""
+        self.state_path.unlink(missing_ok=True)  # the memfd is newer: one source of truth
         try:
-            lines = self.closer.restore(state, now)
+            state = kept.load()
+            if state is None:
+                return None
+            self._wait_gone([b.owner() for b in kept.partials.blocks])
+            windows = {int(w): Aggregate.from_list(a) for w, a in state["windows"].items()}
+            first = int(state["next"])
         except (ValueError, KeyError, TypeError) as exc:
-            log.error("ignoring %s: %s", self.state_path, exc)
-            return
-        # Lines the previous run closed but could not write (a full disk), oldest first.
-        owed = [str(text) for text in state.get("unwritten", [])]
-        self._write(owed + lines)
-        log.info("resumed %d open window(s) from %s", len(state["windows"]), self.state_path)
+            log.error("ignoring the kept metrics state: %s", exc)
+            return None
+        # The windows the previous run was up for: up to its workers' last watermark. The
+        # current one stays in the blocks when the workers continue in them.
+        seen = max((b.watermark() for b in kept.partials.blocks), default=0.0)
+        last = min(index_of(seen, self.schedule.base), now - 1 if kept is self.memory else now)
+        for w in range(max(first, last - RING + 1), last + 1):
+            agg = windows.setdefault(w, Aggregate())
+            for i, block in enumerate(kept.partials.blocks):
+                part = block.read(w)
+                if part is None:
+                    log.error("worker %d's kept partial for window %d was overwritten: lost", i, w)
+                else:
+                    agg.merge(part)
+        state["windows"] = {str(w): agg.as_list() for w, agg in windows.items()}
+        return state
+
+    def _wait_gone(self, pids: list[int]) -> None:
+        """Until the previous run's workers have exited (they die with their supervisor;
+        under systemd they are gone already): two writers must never share a block."""
+        deadline = time.monotonic() + self.settings.service.graceful_timeout
+        for pid in pids:
+            while pid > 0 and _alive(pid):
+                if time.monotonic() > deadline:
+                    log.error("a previous worker (pid %d) is still running: going on", pid)
+                    return
+                time.sleep(0.01)
+
+    def _unwritten(self, unwritten: list[str]) -> list[str]:
+        """Of the lines the previous run had not written (as it last knew), those the
+        output still lacks: it may have written some after saving its state."""
+        if not unwritten:
+            return []
+        tail = last_lines(self.output.path, 1)
+        if not tail:
+            return unwritten
+        last = (tail[0].get("timestamp"), tail[0].get("count_type"))
+        keys = [(row["timestamp"], row["count_type"]) for row in map(json.loads, unwritten)]
+        if last in keys:
+            return unwritten[keys.index(last) + 1 :]
+        return [] if float(last[0]) >= float(keys[-1][0]) else unwritten  # type: ignore[arg-type]
+
+    def _save(self, lines: list[str] | None = None) -> None:
+        """Save the closer's state to the memfd, at every change (a kill -9 loses nothing),
+        with the lines not yet written: those the output holds back, then ``lines``,
+        about to be written."""
+        state = self.closer.snapshot({})
+        state["next"] = self.closer.next
+        held = [line.decode().rstrip("\n") for line in self.output.pending]
+        state["unwritten"] = held + (lines or [])
+        try:
+            self.memory.save(state)
+        except StateTooLarge as exc:
+            # Many lines held back by a full disk: keep the state, lose those on a crash.
+            if not self._save_failed:
+                log.error("%s: a crash would lose the %d line(s) held back", exc, len(held))
+            self._save_failed = True
+            state["unwritten"] = lines or []
+            self.memory.save(state)
+        else:
+            self._save_failed = False
+
+    def fdnames(self) -> list[str]:
+        """What it keeps in the fd store (the supervisor forgets them when it stops the
+        subsystem alone; at a stop of the service they stay for the next start)."""
+        return [*(socket_name(i) for i in range(self.count)), FDNAME]
 
     def _pending(self, upto: int) -> dict[int, Aggregate]:
         return {w: self._merged(w) for w in range(self.closer.next, upto + 1)}
 
     def stop(self) -> None:
+        """The workers have stopped: save the state for the next start, in the memfd
+        (kept by systemd or passed by a re-exec) and in the state file (a cold start)."""
         now = index_of(time.time(), self.schedule.base)
         self.tick(time.time())
+        self._save()
         state = self.closer.snapshot(self._pending(max(now, self.closer.next)))
         state["unwritten"] = [line.decode().rstrip("\n") for line in self.output.pending]
         self.output.close()
         for s in self.sockets:
             s.close()
+        self.memory.close()
         try:
             write_atomic(self.state_path, json.dumps(state).encode())
         except OSError as exc:
@@ -170,8 +297,9 @@ class MetricsService:
                 return min(end - now, retry)
             if not all(self._passed(i, end) for i in range(self.count)):
                 return _RECHECK
-            agg = self._merged(w)
-            self._write(self.closer.close(w, agg))
+            lines = self.closer.close(w, self._merged(w))
+            self._save(lines)  # first: lines saved but not written are written at restart
+            self._write(lines)
             self.windows_written += 1
 
     def _write(self, lines: list[str]) -> None:
@@ -223,5 +351,14 @@ class MetricsService:
         return f"{text}, output {condition}" if condition else text
 
 
-def supervise(settings: Settings) -> MetricsService:
-    return MetricsService(settings)
+def _alive(pid: int) -> bool:
+    """Is ``pid`` a running process (not gone, not a zombie)?"""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rpartition(b")")[2].split()[0] != b"Z"
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+
+
+def supervise(settings: Settings, store: FdStore | None = None) -> MetricsService:
+    return MetricsService(settings, store)

@@ -15,8 +15,13 @@ from __future__ import annotations
 import ctypes
 import logging
 import socket
+from typing import TYPE_CHECKING
 
+from ..listeners import claim, family_of
 from ..settings import HostPort
+
+if TYPE_CHECKING:
+    from ..fdstore import FdStore
 
 log = logging.getLogger("skns.metrics")
 
@@ -43,17 +48,20 @@ class _SockFprog(ctypes.Structure):
     _fields_ = (("len", ctypes.c_ushort), ("filter", ctypes.POINTER(_SockFilter)))
 
 
+def _set_buffer(sock: socket.socket, recv_buffer_bytes: int) -> None:
+    try:
+        # Needs CAP_NET_ADMIN; lets the buffer exceed net.core.rmem_max.
+        sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, recv_buffer_bytes)
+    except PermissionError:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, recv_buffer_bytes)
+
+
 def bind(listen: HostPort, recv_buffer_bytes: int) -> socket.socket:
     """A non-blocking UDP socket on ``listen`` in the port's SO_REUSEPORT group."""
-    family = socket.AF_INET6 if ":" in listen.host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_DGRAM)
+    sock = socket.socket(family_of(listen), socket.SOCK_DGRAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        try:
-            # Needs CAP_NET_ADMIN; lets the buffer exceed net.core.rmem_max.
-            sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, recv_buffer_bytes)
-        except PermissionError:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, recv_buffer_bytes)
+        _set_buffer(sock, recv_buffer_bytes)
         sock.bind((listen.host, listen.port))
         sock.setblocking(False)
     except OSError:
@@ -62,12 +70,31 @@ def bind(listen: HostPort, recv_buffer_bytes: int) -> socket.socket:
     return sock
 
 
-def bind_all(listen: HostPort, count: int, recv_buffer_bytes: int) -> list[socket.socket]:
-    """``count`` sockets on one port; an ephemeral port (0) is resolved by the first."""
+def socket_name(i: int) -> str:
+    """Worker ``i``'s socket in the fd store."""
+    return f"udp-metrics-{i}"
+
+
+def bind_all(
+    listen: HostPort, count: int, recv_buffer_bytes: int, store: FdStore | None = None
+) -> list[socket.socket]:
+    """``count`` sockets on one port; an ephemeral port (0) is resolved by the first.
+
+    Sockets kept from before a restart (in ``store``) are taken back with the
+    datagrams queued in them, when still bound to ``listen``; new ones join
+    them and are registered in ``store``. Kept sockets beyond ``count`` are left
+    unclaimed (the store closes them)."""
     socks: list[socket.socket] = []
     try:
-        for _ in range(count):
-            socks.append(bind(listen, recv_buffer_bytes))
+        for i in range(count):
+            sock = claim(store, socket_name(i), socket.SOCK_DGRAM, listen)
+            if sock is not None:
+                _set_buffer(sock, recv_buffer_bytes)
+            else:
+                sock = bind(listen, recv_buffer_bytes)
+                if store is not None:
+                    store.keep(socket_name(i), sock.fileno())
+            socks.append(sock)
             listen = HostPort(listen.host, socks[0].getsockname()[1])
     except OSError:
         for s in socks:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import select
 import signal
 import socket
@@ -82,6 +83,7 @@ def run(ctx: ChildContext, sock: socket.socket, block: Block) -> None:
     lo, hi = INT64_MIN, INT64_MAX
     rejects = _RejectLog()
 
+    block.set_owner(os.getpid())
     # Continue from what this block holds: a restarted worker keeps its predecessor's figures.
     accepted, rejected = block.counters()
     cur_w = math.floor(time.time() / base)

@@ -24,6 +24,7 @@ import asyncio
 import collections
 import http
 import logging
+import socket
 import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -33,6 +34,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
+from ..listeners import serve_args
 from . import protocol
 from .pool import Pool
 from .settings import TasksSettings
@@ -119,9 +121,15 @@ class Outbox:
 
 
 class TaskServer:
-    def __init__(self, settings: TasksSettings, ready: Callable[[], None] = lambda: None) -> None:
+    def __init__(
+        self,
+        settings: TasksSettings,
+        ready: Callable[[], None] = lambda: None,
+        listener: socket.socket | None = None,
+    ) -> None:
         self.settings = settings
         self.ready = ready  # called once the server listens and both pools have workers
+        self.listener = listener  # the supervisor's socket on settings.listen; None: bind it
         self.store = Store(settings.result_ttl, settings.store_max_bytes)
         self.pools: dict[str, Pool] = {}
         self.port: int | None = None
@@ -146,8 +154,7 @@ class TaskServer:
                 pool.start()
             async with serve(
                 self._handler,
-                s.listen.host,
-                s.listen.port,
+                **serve_args(s.listen, self.listener),
                 process_request=self._health,
                 compression=None,  # deflating megabyte results would stall the loop
                 max_size=s.max_request_bytes,
@@ -303,5 +310,5 @@ def _bound_port(server: Server) -> int:
 
 def run(ctx: ChildContext) -> None:
     """The target of the ``tasks`` child (see :mod:`skns.tasks.service`)."""
-    server = TaskServer(ctx.settings.tasks, ready=ctx.ready)
+    server = TaskServer(ctx.settings.tasks, ready=ctx.ready, listener=ctx.listener)
     ctx.serve(server.main, server.stats)

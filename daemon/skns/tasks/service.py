@@ -17,4 +17,8 @@ if TYPE_CHECKING:
 
 
 def children(settings: Settings) -> list[ChildSpec]:
-    return [ChildSpec(subsystem="tasks", role="tasks", index=0, target=run)]
+    return [
+        ChildSpec(
+            subsystem="tasks", role="tasks", index=0, target=run, listen=settings.tasks.listen
+        )
+    ]

@@ -1,0 +1,270 @@
+"""Nothing lost across a restart of the supervisor: the real service under UDP load and
+TCP connects, restarted in place (skns-ctl restart, SIGUSR2) and killed with SIGKILL
+then started again with its fds handed back as systemd's fd store would."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import multiprocessing
+import os
+import signal
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import Service
+from helpers import AS_LISTEN_PID, metrics_port, metrics_table, passing_fds, wait_for
+from skns.tasks.local import free_port
+
+RATE = 10_000  # datagrams per second
+SENDERS = 16  # sockets, so the kernel spreads them over the workers
+WINDOW = 1.0
+LONG = 5.0
+
+
+def send(port: int, seconds: float, sent: Any) -> None:
+    """RATE datagrams/s for ``seconds`` from SENDERS sockets, paced every 5 ms; the number
+    sent goes to ``sent``. Values vary so that max and min are checked too."""
+    socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(SENDERS)]
+    payloads = [
+        json.dumps({"A1": i % 1000, "A2": i % 777, "A3": -(i % 555)}).encode() for i in range(4096)
+    ]
+    target = ("127.0.0.1", port)
+    start = time.monotonic()
+    n = 0
+    while (elapsed := time.monotonic() - start) < seconds:
+        due = int(elapsed * RATE)
+        while n < due:
+            socks[n % SENDERS].sendto(payloads[n % 4096], target)
+            n += 1
+        time.sleep(0.005)
+    sent.value = n
+
+
+class Sender:
+    """The load, in its own process so that the test's waiting does not slow it down."""
+
+    def __init__(self, port: int, seconds: float) -> None:
+        ctx = multiprocessing.get_context("fork")
+        self.sent = ctx.Value("q", -1)
+        self.proc = ctx.Process(target=send, args=(port, seconds, self.sent), daemon=True)
+        self.proc.start()
+
+    def join(self, timeout: float = 60.0) -> int:
+        self.proc.join(timeout)
+        assert self.sent.value >= 0, "the sender did not finish"
+        return self.sent.value
+
+
+class Prober(threading.Thread):
+    """Connects to each port again and again; counts refused connects."""
+
+    def __init__(self, ports: list[int]) -> None:
+        super().__init__(daemon=True)
+        self.ports = ports
+        self.ok = 0
+        self.refused = 0
+        self.other: list[str] = []
+        self.halt = threading.Event()
+        self.start()
+
+    def run(self) -> None:
+        while not self.halt.is_set():
+            for port in self.ports:
+                try:
+                    with socket.create_connection(("127.0.0.1", port), timeout=10):
+                        self.ok += 1
+                except ConnectionRefusedError:
+                    self.refused += 1
+                except OSError as exc:
+                    self.other.append(repr(exc))
+            time.sleep(0.005)
+
+    def stop(self) -> None:
+        self.halt.set()
+        self.join()
+
+
+class FdKeeper(threading.Thread):
+    """What systemd does with FDSTORE=1 messages on $NOTIFY_SOCKET: keeps the fds by name."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(daemon=True)
+        self.path = str(path)
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(self.path)
+        self.sock.settimeout(0.2)
+        self.fds: dict[str, int] = {}
+        self.halt = threading.Event()
+        self.start()
+
+    def run(self) -> None:
+        while not self.halt.is_set():
+            try:
+                data, fds, _, _ = socket.recv_fds(self.sock, 4096, 16)
+            except TimeoutError:
+                continue
+            fields = dict(x.split("=", 1) for x in data.decode().splitlines() if "=" in x)
+            name = fields.get("FDNAME", "unknown")
+            if fields.get("FDSTOREREMOVE") == "1" and name in self.fds:
+                os.close(self.fds.pop(name))
+            for fd in fds:
+                if fields.get("FDSTORE") == "1":
+                    if name in self.fds:
+                        os.close(self.fds[name])
+                    self.fds[name] = fd
+                else:
+                    os.close(fd)
+
+    def close(self) -> None:
+        self.halt.set()
+        self.join()
+        self.sock.close()
+        for fd in self.fds.values():
+            os.close(fd)
+
+
+def lines(path: Path) -> list[dict]:
+    return [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
+
+
+def written_through(path: Path, t: float) -> list[dict]:
+    """Every line, once the base window ending at or after ``t`` is written."""
+
+    def done() -> list[dict] | None:
+        rows = lines(path)
+        return rows if any(r["count_type"] == "1s" and r["timestamp"] >= t for r in rows) else None
+
+    return wait_for(done, timeout=60, what=f"the window ending {t}")
+
+
+def check_lines(rows: list[dict], sent: int) -> None:
+    """Every datagram counted once; each longer line is the merge of its base lines."""
+    base = [r for r in rows if r["count_type"] == "1s"]
+    assert sum(r["count"] for r in base) == sent
+    assert len({r["timestamp"] for r in base}) == len(base), "a window written twice"
+    longs = [r for r in rows if r["count_type"] == "5s"]
+    assert longs
+    for long in longs:
+        part = [r for r in base if long["timestamp"] - LONG < r["timestamp"] <= long["timestamp"]]
+        full = [r for r in part if r["count"]]
+        assert long["count"] == sum(r["count"] for r in part), long
+        assert long["A1_sum"] == sum(r["A1_sum"] for r in part), long
+        if full:
+            assert long["A2_max"] == max(r["A2_max"] for r in full), long
+            assert long["A3_min"] == min(r["A3_min"] for r in full), long
+
+
+def tables(tmp_path: Path) -> dict[str, Any]:
+    return {
+        "metrics": metrics_table(tmp_path, window=WINDOW, intervals=[WINDOW, LONG]),
+        "messenger": {"listen": [f"127.0.0.1:{free_port()}"]},
+        "tasks": {"listen": f"127.0.0.1:{free_port()}", "soft_workers": 1, "hard_workers": 1},
+    }
+
+
+def tcp_ports(svc: Service) -> list[int]:
+    return [
+        int(svc.tables["messenger"]["listen"][0].rpartition(":")[2]),
+        int(svc.tables["tasks"]["listen"].rpartition(":")[2]),
+    ]
+
+
+def restarted(svc: Service, before: float) -> dict[str, Any]:
+    def again() -> dict[str, Any] | None:
+        with contextlib.suppress(Exception):
+            status = svc.status()
+            s = status["service"]
+            if s["started"] != before and s["state"] == "running":
+                return status
+        return None
+
+    return wait_for(again, timeout=60, what="the restarted service")
+
+
+def test_restart_in_place_loses_no_datagram_and_refuses_no_connect(start_service, tmp_path):
+    svc = start_service(**tables(tmp_path))
+    out = Path(svc.tables["metrics"]["output"])
+    pid = svc.pid
+    sender = Sender(metrics_port(svc), 7.0)
+    prober = Prober(tcp_ports(svc))
+    time.sleep(2.0)
+    started = svc.status()["service"]["started"]
+    result = svc.ctl("restart")
+    assert result.returncode == 0, result.stderr
+    assert "restarted" in result.stdout
+    status = restarted(svc, started)
+    assert status["service"]["pid"] == pid  # in place
+    time.sleep(1.0)
+    os.kill(svc.pid, signal.SIGUSR2)
+    restarted(svc, status["service"]["started"])
+    sent = sender.join()
+    end = time.time()
+    time.sleep(0.5)
+    prober.stop()
+    rows = written_through(out, end + WINDOW)
+    assert sent > RATE * 4  # the load really ran (the machine may be slow: not all of it)
+    check_lines(rows, sent)
+    assert prober.refused == 0, prober.refused
+    assert prober.ok > 50 and not prober.other, (prober.ok, prober.other[:3])
+    assert svc.status()["subsystems"]["metrics"]["kernel_drops"] == 0
+    assert svc.log().count("kept the socket") >= 2 * 4  # 2 UDP + 2 TCP, twice
+
+
+@pytest.fixture
+def keeper(tmp_path):
+    k = FdKeeper(tmp_path / "notify.sock")
+    yield k
+    k.close()
+
+
+def gone(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rpartition(b")")[2].split()[0] == b"Z"
+    except FileNotFoundError:
+        return True
+
+
+def test_kill_9_then_start_with_the_kept_fds_loses_nothing(start_service, keeper, tmp_path):
+    env = {"NOTIFY_SOCKET": keeper.path}
+    svc = start_service(env=env, **tables(tmp_path))
+    out = Path(svc.tables["metrics"]["output"])
+    children = [c["pid"] for c in svc.children()]
+    wait_for(lambda: len(keeper.fds) == 5, what="5 fds in the store")  # 2 UDP, 2 TCP, memfd
+    sender = Sender(metrics_port(svc), 6.0)
+    prober = Prober(tcp_ports(svc))
+    time.sleep(2.0)
+    svc.proc.kill()
+    svc.proc.wait()
+    # The children die with it (PR_SET_PDEATHSIG); systemd would wait for them too.
+    wait_for(lambda: all(gone(pid) for pid in children), what="the old children gone")
+    time.sleep(0.5)  # down for a while: the kernel queues hold the traffic
+    run_env = {k: v for k, v in os.environ.items() if k != "WATCHDOG_USEC"}
+    run_env.update(env)
+    second = Service(
+        svc.root,
+        svc.tables,
+        run_env,
+        prefix=tuple(AS_LISTEN_PID),
+        popen=passing_fds(dict(keeper.fds), run_env),
+    )
+    try:
+        second.wait_ready()
+        sent = sender.join()
+        end = time.time()
+        time.sleep(0.5)
+        prober.stop()
+        rows = written_through(out, end + WINDOW)
+        assert sent > RATE * 3
+        check_lines(rows, sent)
+        assert prober.refused == 0, prober.refused
+        log = second.log()
+        assert "kept the socket" in log and "resumed the metrics state" in log
+    finally:
+        second.stop()
