@@ -106,6 +106,18 @@ def wheelhouse(cache: Path) -> Path:
     return ready
 
 
+def _test_containers() -> bool:
+    """Whether a container of a test run (``-M skns-test-PID``) is running on this machine."""
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        with contextlib.suppress(OSError):
+            argv = cmdline.read_bytes().split(b"\0")
+            if argv[0].endswith(b"systemd-nspawn") and any(
+                arg.startswith(b"skns-test-") for arg in argv
+            ):
+                return True
+    return False
+
+
 class Container:
     """One booted container; ``run`` executes a command inside it."""
 
@@ -118,6 +130,7 @@ class Container:
         self.pid1 = 0
         self.boot_seconds = 0.0
         self._mounted = False
+        self._sysctl_restore: dict[Path, tuple[str, str]] = {}
 
     # ---- life cycle -------------------------------------------------------------------------
 
@@ -135,6 +148,7 @@ class Container:
             raise CannotBoot(f"overlay mount of / refused: {proc.stderr.strip()}")
         self._mounted = True
         self._prepare_root(wheels)
+        self._apply_sysctl()
         started = time.monotonic()
         with self.console.open("wb") as console:
             self.nspawn = subprocess.Popen(
@@ -195,6 +209,25 @@ class Container:
                 shutil.copy2(REPO / name, src / name)
         shutil.copytree(wheels, self.root / "wheels")
 
+    def _apply_sysctl(self) -> None:
+        """Raise what systemd/*.conf (sysctl.d) raises, as the install does on a real machine.
+
+        make install applies them with systemd-sysctl, which a container cannot (its
+        /proc/sys is read only, and net.core.rmem_max is one for the whole kernel, not per
+        network namespace): without it the service's UDP queues are capped at the host's
+        rmem_max. Only raised, never lowered; restored by close() unless changed meanwhile.
+        """
+        for conf in sorted((REPO / "systemd").glob("*.conf")):
+            for line in conf.read_text().splitlines():
+                key, sep, value = line.partition("=")
+                if not sep or line.lstrip().startswith(("#", ";")):
+                    continue
+                path = Path("/proc/sys") / key.strip().replace(".", "/")
+                old = path.read_text().strip()
+                if int(old) < int(value.strip()):
+                    path.write_text(value.strip())
+                    self._sysctl_restore[path] = (old, value.strip())
+
     def _find_pid1(self, deadline: float) -> int:
         """The container's init: nspawn's child whose innermost pid is 1."""
         assert self.nspawn is not None
@@ -238,6 +271,13 @@ class Container:
                 subprocess.run(["umount", "-l", str(self.root)], capture_output=True)
             self._mounted = False
         shutil.rmtree(self.dir, ignore_errors=True)
+        # Another test run's container may need the raised value still: then it stays.
+        if not _test_containers():
+            for path, (old, raised) in self._sysctl_restore.items():
+                with contextlib.suppress(OSError):
+                    if path.read_text().strip() == raised:
+                        path.write_text(old)
+        self._sysctl_restore.clear()
 
     def tail(self, lines: int = 20) -> str:
         with contextlib.suppress(OSError):

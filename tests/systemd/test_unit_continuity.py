@@ -121,8 +121,8 @@ BEFORE_FD_STORE = (
             id="restart",
             marks=pytest.mark.xfail(
                 strict=True,
-                reason=BEFORE_FD_STORE + "9,900-16,100 of 80,000-100,000 datagrams lost, "
-                "175-244 connects refused, back in 2.3-3.2 s",
+                reason=BEFORE_FD_STORE + "5,000-16,100 of 80,000-100,000 datagrams lost, "
+                "89-244 connects refused, back in 1.2-3.2 s",
             ),
         ),
         pytest.param(
