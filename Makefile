@@ -53,7 +53,8 @@ sysdeps:
 	fi
 
 # Test needs: PostgreSQL server binaries (the tests start a throwaway cluster), and
-# systemd-nspawn (tests/systemd boots a real systemd in a container).
+# systemd-nspawn (tests/systemd boots a real systemd in a container), nats-server
+# (tests/cluster starts a throwaway 3-node JetStream cluster).
 testdeps:
 	@if ! command -v systemd-nspawn >/dev/null 2>&1; then \
 		echo "installing system packages: systemd-container"; \
@@ -64,6 +65,11 @@ testdeps:
 		echo "installing system packages: postgresql"; \
 		if [ "$$(id -u)" != 0 ]; then echo "run as root, or install postgresql" >&2; exit 1; fi; \
 		$(APT_GET) update -qq && $(APT_GET) install -y -qq --no-install-recommends postgresql; \
+	fi
+	@if ! command -v nats-server >/dev/null 2>&1; then \
+		echo "installing system packages: nats-server"; \
+		if [ "$$(id -u)" != 0 ]; then echo "run as root, or install nats-server" >&2; exit 1; fi; \
+		$(APT_GET) update -qq && $(APT_GET) install -y -qq --no-install-recommends nats-server; \
 	fi
 
 clean:

@@ -14,6 +14,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from .cluster.settings import ClusterSettings
 from .errors import ConfigError, SettingError
 from .executor.probe import probe_handler
 from .executor.settings import ExecutorSettings
@@ -69,6 +70,7 @@ SECTIONS: tuple[type[Section], ...] = (
     ExecutorSettings,
     MessengerSettings,
     TasksSettings,
+    ClusterSettings,
 )
 
 
@@ -81,6 +83,7 @@ class Settings:
     executor: ExecutorSettings
     messenger: MessengerSettings
     tasks: TasksSettings
+    cluster: ClusterSettings
 
     def as_dict(self) -> dict[str, Any]:
         return {s.table: getattr(self, s.table).as_dict() for s in SECTIONS}
