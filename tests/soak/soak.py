@@ -553,7 +553,8 @@ def _relay(sim: Simulator) -> tuple[bool, str]:
         f"{sent} ids sent by the source, {r['distinct']} delivered in "
         f"{r['connections']} sink connections, in order: {r['in_order']} "
         f"({r['out_of_order']} out of order), {r['duplicates']} duplicates, "
-        f"{sent - r['distinct']} not delivered (held by a killed relay, or skipped)"
+        f"{sent - r['distinct']} not delivered (in flight at the end, held by a killed relay, "
+        "or skipped)"
     )
 
 
