@@ -497,8 +497,9 @@ def test_a_flooding_client_leaves_the_others_a_low_latency(server: LocalServer) 
     finally:
         thread.join(WAIT)
     p99 = beside[int(len(beside) * 0.99) - 1]
-    # Without turns and the limit: p99 0.3-0.55 s, max 2.2 s (p99 alone: a few ms).
-    assert p99 < 0.15, (
+    # Without turns and the limit: p99 0.3-0.7 s, p50 up to 1.5 s (alone: a few ms); with
+    # them 6-100 ms p99 here, depending on what else the shared machine runs.
+    assert p99 < 0.3, (
         f"p99 {p99 * 1000:.0f} ms beside a flood of {sent[0]} requests "
         f"(alone {alone[int(len(alone) * 0.99) - 1] * 1000:.1f} ms)"
     )
