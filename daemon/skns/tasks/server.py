@@ -25,6 +25,7 @@ import collections
 import http
 import logging
 import socket
+import time
 import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -35,12 +36,14 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from ..listeners import serve_args
-from . import protocol
+from . import keep, protocol
 from .pool import Pool
 from .settings import TasksSettings
 from .store import Store, Task
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from ..child import ChildContext
 
 log = logging.getLogger("skns.tasks.server")
@@ -126,8 +129,11 @@ class TaskServer:
         settings: TasksSettings,
         ready: Callable[[], None] = lambda: None,
         listener: socket.socket | None = None,
+        keep_path: Path | None = None,
     ) -> None:
         self.settings = settings
+        # Where results and unfinished jobs wait across a restart (None: not kept).
+        self.keep_path = keep_path
         self.ready = ready  # called once the server listens and both pools have workers
         self.listener = listener  # the supervisor's socket on settings.listen; None: bind it
         self.store = Store(settings.result_ttl, settings.store_max_bytes)
@@ -152,6 +158,8 @@ class TaskServer:
         try:
             for pool in self.pools.values():
                 pool.start()
+            if self.keep_path is not None:
+                self._take_up(keep.load(self.keep_path, time.time()))
             async with serve(
                 self._handler,
                 **serve_args(s.listen, self.listener),
@@ -178,6 +186,33 @@ class TaskServer:
         finally:
             for pool in self.pools.values():
                 pool.close()
+            if self.keep_path is not None:
+                self._keep(self.keep_path)
+
+    def _take_up(self, kept: list[keep.Kept]) -> None:
+        """Outcomes and jobs saved by the previous run: fetchable by id as before."""
+        now = time.time()
+        for k in kept:
+            task = Task(k.id, k.number, k.queue, [])
+            self.store.add(task)
+            if k.finished:
+                self.store.finish(task, k.state, k.frame, ttl=k.expires - now)
+            else:
+                self.pools[k.queue].submit(task)
+        if kept:
+            log.info(
+                "took up %d task(s) from before the restart (%d to run)",
+                len(kept),
+                sum(not k.finished for k in kept),
+            )
+
+    def _keep(self, path: Path) -> None:
+        try:
+            n = keep.save(path, self.store.tasks(), time.time() - time.monotonic())
+        except OSError as exc:
+            log.error("cannot keep the tasks in %s (%s): a restart loses them", path, exc)
+        else:
+            log.info("kept %d task(s) in %s for the next start", n, path)
 
     async def _sweep(self) -> None:
         while True:
@@ -310,5 +345,10 @@ def _bound_port(server: Server) -> int:
 
 def run(ctx: ChildContext) -> None:
     """The target of the ``tasks`` child (see :mod:`skns.tasks.service`)."""
-    server = TaskServer(ctx.settings.tasks, ready=ctx.ready, listener=ctx.listener)
+    server = TaskServer(
+        ctx.settings.tasks,
+        ready=ctx.ready,
+        listener=ctx.listener,
+        keep_path=ctx.settings.service.state_dir / "tasks" / keep.FILE,
+    )
     ctx.serve(server.main, server.stats)

@@ -68,12 +68,18 @@ class Store:
         self.sweep()
         return self._tasks.get(task_id)
 
-    def finish(self, task: Task, state: str, frame: bytes) -> None:
-        """Record the outcome; it is kept from now for ``ttl`` seconds."""
+    def tasks(self) -> list[Task]:
+        """Every task held: unfinished ones, then outcomes oldest first."""
+        return [t for t in self._tasks.values() if not t.finished] + list(self._expiry)
+
+    def finish(self, task: Task, state: str, frame: bytes, ttl: float | None = None) -> None:
+        """Record the outcome; it is kept from now for ``ttl`` seconds (default: the
+        store's; less for an outcome taken over from before a restart, which must be
+        finished in expiry order, oldest first)."""
         task.state = state
         task.frame = frame
         task.watchers = []
-        task.expires = self._clock() + self.ttl
+        task.expires = self._clock() + (self.ttl if ttl is None else ttl)
         self._expiry.append(task)
         self.bytes += len(frame)
         while self.bytes > self.max_bytes:
