@@ -107,36 +107,7 @@ HEADER = (
 )
 
 
-# Until the supervisor keeps its sockets and state in systemd's fd store (issue 12).
-BEFORE_FD_STORE = (
-    "issue 12: needs the fd store and the memfd (helper continuity); on main before it: "
-)
-
-
-@pytest.mark.parametrize(
-    "event",
-    [
-        pytest.param(
-            restart,
-            id="restart",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason=BEFORE_FD_STORE + "5,000-16,100 of 80,000-100,000 datagrams lost, "
-                "89-244 connects refused, back in 1.2-3.2 s",
-            ),
-        ),
-        pytest.param(
-            kill_9,
-            id="kill-9",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason=BEFORE_FD_STORE + "31,000-43,000 of 80,000-100,000 datagrams lost, "
-                "281-412 connects refused, back in 3.5-7.6 s, the 5 s line of the interval "
-                "killed in missing",
-            ),
-        ),
-    ],
-)
+@pytest.mark.parametrize("event", [restart, kill_9], ids=["restart", "kill-9"])
 def test_nothing_lost_across(running: Unit, event: Callable[[Unit, int], None]) -> None:
     m = measure(running, event)
     row = table(event.__name__, m)
