@@ -2,7 +2,7 @@ import socket
 
 import pytest
 
-from skns.metrics.recvmmsg import DENSE, BatchReceiver
+from skns.metrics.recvmmsg import DENSE, MAX_BATCH, BatchReceiver
 
 
 @pytest.fixture
@@ -60,3 +60,10 @@ def test_batch_is_bounded(pair):
         counts.append(receiver.recv())
         receiver.reset(counts[-1])
     assert max(counts) == 4
+
+
+def test_batch_beyond_the_maximum_is_refused(pair):
+    rx, _ = pair
+    with pytest.raises(ValueError, match="batch"):
+        BatchReceiver(rx, batch=MAX_BATCH + 1, size=256)
+    assert BatchReceiver(rx, batch=MAX_BATCH, size=256).batch == MAX_BATCH

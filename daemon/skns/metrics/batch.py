@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import msgspec
 
-from .recvmmsg import SLOT
+from .recvmmsg import MAX_BATCH, SLOT
 from .window import INT64_MAX, INT64_MIN
 
 if TYPE_CHECKING:
@@ -56,7 +56,7 @@ class _Datagram(msgspec.Struct, gc=False):
 
 _decode = msgspec.json.Decoder(list[_Datagram]).decode
 _utf8 = codecs.utf_8_decode
-_BRACES = b"{" * 1024
+_BRACES = b"{" * MAX_BATCH
 _CLOSE = ord("]")
 _COMMA = ord(",")
 

@@ -24,6 +24,8 @@ MSG_TRUNC = 0x20
 # Bytes per dense slot: SLOT - 2 of datagram, at least one "\n", then ",".
 SLOT = 128
 DENSE = SLOT - 2
+# Most datagrams per call: larger batches cost less per datagram while the queue is deep.
+MAX_BATCH = 1024
 
 
 class IOVec(ctypes.Structure):
@@ -62,7 +64,7 @@ _LEN_LOW = _LEN_AT * 4
 _LEN_HIGH = _LEN_LOW + 1
 # Low length bytes a datagram that fits its slot may have; translate() deletes them.
 _DENSE_LOW = bytes(range(DENSE + 1))
-_ZEROS = bytes(4096)
+_ZEROS = bytes(MAX_BATCH)
 
 
 class BatchReceiver:
@@ -71,6 +73,8 @@ class BatchReceiver:
     def __init__(self, sock: socket.socket, batch: int, size: int) -> None:
         if size < SLOT:
             raise ValueError(f"size must be at least {SLOT}")
+        if not 1 <= batch <= MAX_BATCH:
+            raise ValueError(f"batch must be within 1..{MAX_BATCH}")
         self._fd = sock.fileno()
         self.batch = batch
         self.size = size

@@ -6,6 +6,7 @@ import dataclasses
 from pathlib import Path
 
 from ..settings import HostPort, Section
+from .recvmmsg import MAX_BATCH
 
 
 @dataclasses.dataclass(frozen=True)
@@ -22,7 +23,7 @@ class MetricsSettings(Section):
     output: Path = Path("./var/metrics.jsonl").absolute()
     recv_buffer_bytes: int = 33554432
     # Datagrams taken per recvmmsg call, and the largest datagram accepted whole.
-    batch: int = 256
+    batch: int = MAX_BATCH
     max_datagram: int = 2048
     # After a short batch, wait this long for a batch to build up (0: read on at once).
     coalesce_ms: float = 2.0
@@ -46,5 +47,5 @@ class MetricsSettings(Section):
         )
         self.require(self.recv_buffer_bytes >= 4096, "recv_buffer_bytes", "must be >= 4096")
         self.require(0 <= self.coalesce_ms <= 50, "coalesce_ms", "must be within 0..50")
-        self.require(1 <= self.batch <= 1024, "batch", "must be within 1..1024")
+        self.require(1 <= self.batch <= MAX_BATCH, "batch", f"must be within 1..{MAX_BATCH}")
         self.require(128 <= self.max_datagram <= 65535, "max_datagram", "must be within 128..65535")
