@@ -10,19 +10,20 @@ from hypothesis import strategies as st
 
 from skns.metrics.batch import aggregate
 from skns.metrics.parse import check
-from skns.metrics.recvmmsg import DENSE, BatchReceiver
+from skns.metrics.recvmmsg import SLOTS, BatchReceiver
 
 BATCH = 16
 
 
-@pytest.fixture(scope="module")
-def link():
+@pytest.fixture(scope="module", params=[SLOTS, *((s,) for s in SLOTS)], ids=str)
+def link(request):
+    """A receiver (adaptive, or pinned to one slot size) and a sender on loopback."""
     rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     rx.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
     rx.bind(("127.0.0.1", 0))
     tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     tx.connect(rx.getsockname())
-    yield BatchReceiver(rx, BATCH, 512), tx
+    yield BatchReceiver(rx, BATCH, 512, slots=request.param), tx
     rx.close()
     tx.close()
 
@@ -65,14 +66,20 @@ def test_what_needs_no_proof_of_slot_confinement_passes(link):
         b'{"A1": 1, "A2": 2, "A3": 3, "n": {"A1": 100, "x": {}}}',
         b'{"A1": 2, "A1": 4, "A2": 2, "A3": 3, "t": "caf\xc3\xa9 \xf0\x9f\x98\x80"}',
         b'{"\\u0041\\u0031": 8, "A2": 2, "A3": 3}',
-        b'{"A1": 1, "A2": 2, "A3": 3}' + b" " * (DENSE - 27),  # exactly a slot
     ]
-    assert fast(link, batch) == reference(batch) == (5, 15, 2, 3)
+    assert fast(link, batch) == reference(batch) == (4, 14, 2, 3)
+
+
+def test_a_datagram_filling_its_slot_passes(link):
+    receiver, _ = link
+    whole = b'{"A1": 1, "A2": 2, "A3": 3}' + b" " * (receiver.slot - 2 - 27)
+    assert fast(link, [whole]) == (1, 1, 2, 3)
 
 
 def test_int64_bounds_pass_and_sums_stay_exact(link):
-    top = b'{"A1": 9223372036854775807, "A2": 9223372036854775807, "A3": 0}'
-    bottom = b'{"A1": -9223372036854775808, "A2": 0, "A3": -9223372036854775808}'
+    # Compact, so that they fit the smaller slot (62 bytes) too.
+    top = b'{"A1":9223372036854775807,"A2":9223372036854775807,"A3":0}'
+    bottom = b'{"A1":-9223372036854775808,"A2":0,"A3":-9223372036854775808}'
     assert fast(link, [top] * 3 + [bottom]) == (4, 2 * (2**63) - 3, 2**63 - 1, -(2**63))
     assert fast(link, [top] * 3)[1] == 3 * (2**63 - 1)  # past 64 bits: a Python int
 

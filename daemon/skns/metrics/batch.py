@@ -13,8 +13,8 @@ while another datagram splits into two, keeping the count. The fast path is
 therefore taken only when the region proves that every datagram is exactly
 one object confined to its slot:
 
-* every datagram fits its slot (at most ``DENSE`` bytes: so none was
-  truncated, and at least one "\\n" of padding follows each);
+* every datagram fits its slot (at most the slot's size less 2 bytes: so
+  none was truncated, and at least one "\\n" of padding follows each);
 * each slot starts with "{", and the region holds no "[": so the only
   container a datagram can leave open at its slot's end is an object, and
   there "\\n..., {" (padding, comma, the next slot's brace) is a parse error
@@ -25,8 +25,8 @@ one object confined to its slot:
   object after it;
 * the region is UTF-8 (msgspec does not validate the strings it skips).
 
-Anything else (a bad datagram, an integer beyond int64, a "[" anywhere, a long
-datagram) returns None and the caller checks the batch datagram by datagram;
+Anything else (a bad datagram, an integer beyond int64, a "[" anywhere, a
+datagram longer than its slot) returns None and the caller checks the batch datagram by datagram;
 that path is exact, just slower.
 """
 
@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import msgspec
 
-from .recvmmsg import MAX_BATCH, SLOT
+from .recvmmsg import MAX_BATCH
 from .window import INT64_MAX, INT64_MIN
 
 if TYPE_CHECKING:
@@ -65,8 +65,9 @@ def aggregate(rx: BatchReceiver, n: int) -> tuple[int, int, int, int] | None:
     """(count, A1 sum, A2 max, A3 min) of the n datagrams ``rx`` holds if all are
     good, or None: check them one by one."""
     dense = rx.dense
-    end = 1 + n * SLOT
-    if not rx.all_dense(n) or dense[1:end:SLOT] != _BRACES[:n] or dense.find(b"[", 1, end) >= 0:
+    slot = rx.slot
+    end = 1 + n * slot
+    if not rx.all_dense(n) or dense[1:end:slot] != _BRACES[:n] or dense.find(b"[", 1, end) >= 0:
         return None
     region = rx.dense_view[:end]
     dense[end - 1] = _CLOSE

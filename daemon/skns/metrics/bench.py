@@ -28,6 +28,7 @@ import os
 import random
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -95,6 +96,8 @@ def generate(port: int, rate: float, seconds: float, sockets: int, result: Any) 
     for _ in range(sockets):
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
+        # Never block for good when nothing drains the queue (a worker stuck or gone).
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", 1, 0))
         s.connect(("127.0.0.1", port))
         senders.append(Sender(s, data))
     cpu0 = time.process_time()

@@ -1,11 +1,16 @@
 """Batched datagram receive with recvmmsg(2), which Python's socket module lacks.
 
-Each datagram is scattered over two buffers: its first ``SLOT - 2`` bytes into
+Each datagram is scattered over two buffers: its first ``slot - 2`` bytes into
 a slot of a dense region, the rest (if any) into an overflow buffer. The dense
 region is laid out so that, after a receive, it already reads as one JSON
 array (see :mod:`.batch`):
 
     [ <datagram 0><"\\n" padding>, <datagram 1><"\\n" padding>, ... ]
+
+The parser skips the padding byte by byte, so the slot is as small as the
+datagrams allow: 64 bytes while every datagram fits in 62, 128 bytes (up to
+126) once one does not. A datagram longer than its slot is still received
+whole (its tail in the overflow buffer); its batch only leaves the fast path.
 
 Lengths and flags are read through flat views of the mmsghdr array, so the
 hot loop touches no ctypes objects.
@@ -21,9 +26,13 @@ import socket
 MSG_DONTWAIT = 0x40
 MSG_TRUNC = 0x20
 
-# Bytes per dense slot: SLOT - 2 of datagram, at least one "\n", then ",".
-SLOT = 128
-DENSE = SLOT - 2
+# Bytes per dense slot: slot - 2 of datagram, at least one "\n", then ",". Small first.
+SLOTS = (64, 128)
+# The longest datagram any layout holds in its dense slot.
+DENSE = SLOTS[-1] - 2
+# Batches in a row whose datagrams all fit the smaller slot before the receiver goes back
+# to it: one long datagram now and then should not make it flip at every batch.
+_SHRINK_AFTER = 8
 # Most datagrams per call: larger batches cost less per datagram while the queue is deep.
 MAX_BATCH = 1024
 
@@ -62,48 +71,77 @@ _FLAGS_AT = (MMsgHdr.msg_hdr.offset + MsgHdr.msg_flags.offset) // 4
 _HDR_SIZE = _STRIDE * 4
 _LEN_LOW = _LEN_AT * 4
 _LEN_HIGH = _LEN_LOW + 1
-# Low length bytes a datagram that fits its slot may have; translate() deletes them.
-_DENSE_LOW = bytes(range(DENSE + 1))
 _ZEROS = bytes(MAX_BATCH)
 
 
-class BatchReceiver:
-    """Receives up to ``batch`` datagrams of up to ``size`` bytes each per call."""
+class _Layout:
+    """One slot size: its padding template and the headers that scatter into it."""
 
-    def __init__(self, sock: socket.socket, batch: int, size: int) -> None:
-        if size < SLOT:
-            raise ValueError(f"size must be at least {SLOT}")
+    def __init__(self, slot: int, batch: int, size: int, dense_at: int, over_at: int) -> None:
+        self.slot = slot
+        self.dense = slot - 2
+        self.spill = size - self.dense
+        # "[" then the slots; the template restores the padding after each batch.
+        self.template = b"[" + (b"\n" * (slot - 1) + b",") * batch
+        # Low length bytes a datagram that fits this slot may have; translate() deletes them.
+        self.fitting = bytes(range(self.dense + 1))
+        self.iov = (IOVec * (2 * batch))()
+        self.hdrs = (MMsgHdr * batch)()
+        for i in range(batch):
+            first, rest = self.iov[2 * i], self.iov[2 * i + 1]
+            first.iov_base, first.iov_len = dense_at + 1 + i * slot, self.dense
+            rest.iov_base, rest.iov_len = over_at + i * self.spill, self.spill
+            self.hdrs[i].msg_hdr.msg_iov = ctypes.pointer(first)
+            self.hdrs[i].msg_hdr.msg_iovlen = 2
+        self.hdr_ptr = ctypes.addressof(self.hdrs)
+        self.hdr_bytes = memoryview(self.hdrs).cast("B")
+        self.words = self.hdr_bytes.cast("I")
+
+    def fits(self, n: int, limit: bytes) -> bool:
+        """Are the first n datagrams received with this layout all as short as the
+        lengths in ``limit`` (the low bytes allowed)? Byte-strided slices of one copy
+        of the headers: C-level passes, where ``max()`` would make an int per datagram."""
+        raw = self.hdr_bytes[: n * _HDR_SIZE].tobytes()
+        return raw[_LEN_HIGH::_HDR_SIZE] == _ZEROS[:n] and not raw[_LEN_LOW::_HDR_SIZE].translate(
+            None, limit
+        )
+
+
+class BatchReceiver:
+    """Receives up to ``batch`` datagrams of up to ``size`` bytes each per call.
+
+    ``slots`` are the slot sizes it may use, smallest first (tests pin one)."""
+
+    def __init__(
+        self, sock: socket.socket, batch: int, size: int, slots: tuple[int, ...] = SLOTS
+    ) -> None:
+        if size < max(slots):
+            raise ValueError(f"size must be at least {max(slots)}")
         if not 1 <= batch <= MAX_BATCH:
             raise ValueError(f"batch must be within 1..{MAX_BATCH}")
         self._fd = sock.fileno()
         self.batch = batch
         self.size = size
-        spill = size - DENSE
-        # "[" then the slots; the template restores the padding after each batch.
-        self.template = b"[" + (b"\n" * (SLOT - 1) + b",") * batch
-        self.dense = bytearray(self.template)
+        self.dense = bytearray(1 + batch * max(slots))
         self.dense_view = memoryview(self.dense)
-        self.overflow = bytearray(batch * spill)
-        self._spill = spill
+        self.overflow = bytearray(batch * (size - min(slots) + 2))
         dense_at = ctypes.addressof((ctypes.c_char * len(self.dense)).from_buffer(self.dense))
         over_at = ctypes.addressof((ctypes.c_char * len(self.overflow)).from_buffer(self.overflow))
-        self._iov = (IOVec * (2 * batch))()
-        self._hdrs = (MMsgHdr * batch)()
-        for i in range(batch):
-            first, rest = self._iov[2 * i], self._iov[2 * i + 1]
-            first.iov_base, first.iov_len = dense_at + 1 + i * SLOT, DENSE
-            rest.iov_base, rest.iov_len = over_at + i * spill, spill
-            self._hdrs[i].msg_hdr.msg_iov = ctypes.pointer(first)
-            self._hdrs[i].msg_hdr.msg_iovlen = 2
-        self._hdr_bytes = memoryview(self._hdrs).cast("B")
-        self.words = self._hdr_bytes.cast("I")
-        self._hdr_ptr = ctypes.addressof(self._hdrs)
+        self._layouts = [_Layout(s, batch, size, dense_at, over_at) for s in sorted(slots)]
+        self._short_run = 0
+        self._use(self._layouts[0])
+
+    def _use(self, layout: _Layout) -> None:
+        self.layout = layout
+        self.slot = layout.slot
+        self.template = layout.template
+        self.dense[: len(layout.template)] = layout.template
 
     def recv(self) -> int:
         """Take what is queued, without blocking: the number of datagrams (0 if none).
 
         Call :meth:`reset` with that number once the datagrams are consumed."""
-        n = _recvmmsg(self._fd, self._hdr_ptr, self.batch, MSG_DONTWAIT, None)
+        n = _recvmmsg(self._fd, self.layout.hdr_ptr, self.batch, MSG_DONTWAIT, None)
         if n >= 0:
             return n
         err = ctypes.get_errno()
@@ -112,33 +150,44 @@ class BatchReceiver:
         raise OSError(err, os.strerror(err))
 
     def all_dense(self, n: int) -> bool:
-        """Is each of the first n datagrams whole within its dense slot (at most
-        ``DENSE`` bytes)? A truncated datagram is not: its length is ``size``.
-
-        Byte-strided slices of one copy of the headers: C-level passes, where
-        ``max()`` over the lengths would make an int per datagram."""
-        raw = self._hdr_bytes[: n * _HDR_SIZE].tobytes()
-        return raw[_LEN_HIGH::_HDR_SIZE] == _ZEROS[:n] and not raw[_LEN_LOW::_HDR_SIZE].translate(
-            None, _DENSE_LOW
-        )
+        """Is each of the first n datagrams whole within its dense slot? A truncated
+        datagram is not: its length is ``size``."""
+        return self.layout.fits(n, self.layout.fitting)
 
     def length(self, i: int) -> int:
-        return self.words[i * _STRIDE + _LEN_AT]
+        return self.layout.words[i * _STRIDE + _LEN_AT]
 
     def truncated(self, i: int) -> bool:
-        return bool(self.words[i * _STRIDE + _FLAGS_AT] & MSG_TRUNC)
+        return bool(self.layout.words[i * _STRIDE + _FLAGS_AT] & MSG_TRUNC)
 
     def datagram(self, i: int) -> bytes:
         """Datagram i as received (cut at ``size`` if it was truncated)."""
+        layout = self.layout
         n = min(self.length(i), self.size)
-        at = 1 + i * SLOT
-        if n <= DENSE:
+        at = 1 + i * layout.slot
+        if n <= layout.dense:
             return bytes(self.dense_view[at : at + n])
-        spill = i * self._spill
-        return bytes(self.dense_view[at : at + DENSE]) + bytes(
-            self.overflow[spill : spill + n - DENSE]
+        spill = i * layout.spill
+        return bytes(self.dense_view[at : at + layout.dense]) + bytes(
+            self.overflow[spill : spill + n - layout.dense]
         )
 
     def reset(self, n: int) -> None:
-        """Restore the padding of the first n slots for the next receive."""
-        self.dense[1 : 1 + n * SLOT] = self.template[1 : 1 + n * SLOT]
+        """Restore the padding of the first n slots for the next receive, and pick the
+        next batch's slot size: the larger one as soon as a datagram did not fit, the
+        smaller one after ``_SHRINK_AFTER`` batches in a row that would have fitted it."""
+        layout = self.layout
+        end = 1 + n * layout.slot
+        self.dense[1:end] = layout.template[1:end]
+        at = self._layouts.index(layout)
+        if not layout.fits(n, layout.fitting):
+            if at + 1 < len(self._layouts):
+                self._short_run = 0
+                self._use(self._layouts[at + 1])
+        elif at and layout.fits(n, self._layouts[at - 1].fitting):
+            self._short_run += 1
+            if self._short_run >= _SHRINK_AFTER:
+                self._short_run = 0
+                self._use(self._layouts[at - 1])
+        else:
+            self._short_run = 0
