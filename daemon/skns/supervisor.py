@@ -38,7 +38,7 @@ from . import __version__, child, config, jsonexact, logs
 from .child import ChildSpec
 from .config import Settings
 from .control import ControlServer
-from .errors import ConfigError
+from .errors import ConfigError, ControlError
 from .faults import Faults
 from .fdstore import FdStore, reexec
 from .instance import InstanceLock
@@ -154,11 +154,15 @@ class Supervisor:
                 self.settings.path,
             )
             for c in self.children:
-                self._spawn(c)
+                with self.faults.guard(f"starting {c.spec.name}"):  # retried by the loop
+                    self._spawn(c)
             self.fdstore.drop_unclaimed()
             self._loop()
         except Fatal as exc:
             log.error("%s: stopping the service", exc)
+            self.exit_code = 1
+        except ControlError as exc:
+            log.error("%s", exc)
             self.exit_code = 1
         except Exception:
             log.exception("supervisor failed")
@@ -176,6 +180,8 @@ class Supervisor:
         slot = self.slots.slots[c.slot_index]
         slot.reset()
         listener = self.listeners.get(c.spec)
+        # Stamped before the fork, which takes a while for a big supervisor on a busy host.
+        started, started_mono = time.time(), time.monotonic()
         pid = os.fork()
         if pid == 0:  # the child
             status = 1
@@ -186,8 +192,7 @@ class Supervisor:
             finally:
                 os._exit(status)
         c.pid = pid
-        c.started = time.time()
-        c.started_mono = time.monotonic()
+        c.started, c.started_mono = started, started_mono
         c.part.child_started(c.spec, c.started)
         log.info("started %s (pid %d)", c.spec.name, pid)
 
