@@ -124,3 +124,23 @@ async def test_session_settings_hold_whatever_the_database_defaults(pg_dsn: str)
         await s.commit([("ann", "x")], 10)
     finally:
         await s.close()
+
+
+@run_async
+async def test_a_statement_timeout_fails_its_batch_but_does_not_open_the_circuit(
+    pg_dsn: str,
+) -> None:
+    s = store(pg_dsn, pool_size=1, timeout=0.5)
+    await s.open()
+    try:
+        await s.commit([("ann", "before")], 10)
+        with psycopg.connect(pg_dsn) as blocker:  # holds the lock until the block ends
+            blocker.execute("LOCK TABLE messenger_messages IN ACCESS EXCLUSIVE MODE")
+            with pytest.raises(StoreUnavailable, match="statement timeout"):
+                await s.commit([("ann", "blocked")], 10)
+            assert not s.down  # a slow database, not a gone one
+            await asyncio.sleep(1.0)
+        committed = await s.commit([("ann", "after")], 10)  # at once, no probe needed
+        assert [row[2] for row in committed.new] == ["after"]
+    finally:
+        await s.close()

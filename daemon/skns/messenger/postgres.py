@@ -29,7 +29,8 @@ and from then on every request and health check gets :class:`StoreUnavailable`
 (a 503) at once. A background probe connects afresh every
 :data:`PROBE_INTERVAL` seconds; once one succeeds, the pool drops its broken
 idle connections and the circuit closes. A statement cancelled by
-``statement_timeout`` is a slow database, not a gone one: it does not open it.
+``statement_timeout`` is a slow database, not a gone one: it does not open it
+(:func:`_server_gone`).
 """
 
 from __future__ import annotations
@@ -111,8 +112,23 @@ ROWS = f"SELECT seq, sender, text, {CREATED_AT}, sender_count FROM {TABLE} ORDER
 
 # Errors that mean "the database is not there (now)": the batch was not stored.
 _UNAVAILABLE = (psycopg.OperationalError, PoolTimeout)
+# SQLSTATEs of a server going or gone: shutting down (admin, crash), not accepting connections.
+_SERVER_GONE = frozenset({"57P01", "57P02", "57P03"})
 # Seconds between two reconnect attempts while the circuit is open.
 PROBE_INTERVAL = 0.5
+
+
+def _server_gone(exc: Exception) -> bool:
+    """Does ``exc`` say the server is away, rather than that one statement failed on it?
+
+    No connection within the timeout, an error raised on our side of a connection (no
+    SQLSTATE: refused, reset, closed), a connection exception (class 08) or a shutdown.
+    A statement cancelled by statement_timeout (57014) or a transaction rolled back by the
+    server (class 40) come from a live server: they fail their batch and nothing more."""
+    if isinstance(exc, PoolTimeout):
+        return True
+    sqlstate = getattr(exc, "sqlstate", None)
+    return sqlstate is None or sqlstate.startswith("08") or sqlstate in _SERVER_GONE
 
 
 class PostgresStore:
@@ -183,7 +199,7 @@ class PostgresStore:
                 yield conn
         except _UNAVAILABLE as exc:
             reason = str(exc).strip() or type(exc).__name__
-            if not isinstance(exc, psycopg.errors.QueryCanceled):
+            if _server_gone(exc):
                 self._open_circuit(reason)
             raise StoreUnavailable(reason) from exc
 
