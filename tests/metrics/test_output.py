@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 from skns.metrics.output import Output
@@ -24,7 +25,7 @@ def content(path: Path) -> list[str]:
 
 def test_full_disk_keeps_lines_and_writes_them_once_space_is_back(tiny_fs):
     fs = tiny_fs(64 * 1024)
-    out = Output(fs.path / "metrics.jsonl")
+    out = Output(fs.path / "metrics.jsonl", retry=0)
     out.write(rows(3))
     fs.fill()
     sent = rows(3)
@@ -50,7 +51,7 @@ def test_full_disk_keeps_lines_and_writes_them_once_space_is_back(tiny_fs):
 
 def test_a_write_cut_short_is_truncated_back_to_its_last_whole_line(tiny_fs):
     fs = tiny_fs(64 * 1024)
-    out = Output(fs.path / "metrics.jsonl")
+    out = Output(fs.path / "metrics.jsonl", retry=0)
     sent = rows(1200)  # about 90 KiB: more than the filesystem holds
     out.write(sent)
     on_disk = content(out.path)
@@ -60,6 +61,23 @@ def test_a_write_cut_short_is_truncated_back_to_its_last_whole_line(tiny_fs):
     os.truncate(out.path, 0)  # the operator makes room (the kept lines stay kept)
     assert out.flush()
     assert content(out.path) == sent[len(on_disk) :]
+    out.close()
+
+
+def test_after_a_failure_the_next_attempt_waits_for_the_retry_interval(tiny_fs):
+    """A status poll or a closing window must not rewrite megabytes to a full disk each time."""
+    fs = tiny_fs(16 * 1024)
+    fs.fill()
+    out = Output(fs.path / "metrics.jsonl", retry=0.5)
+    out.write(rows(100))
+    assert out.write_errors == 1
+    fs.free()
+    out.write(rows(1, start=100))  # queued, not tried: the disk was full half a second ago
+    assert not out.flush()
+    assert out.write_errors == 1 and len(out.pending) == 101
+    time.sleep(0.6)
+    assert out.flush()
+    assert content(out.path) == rows(101)
     out.close()
 
 
@@ -78,7 +96,7 @@ def test_a_torn_tail_left_by_a_crash_is_cut_at_open(tmp_path):
 def test_past_the_bound_the_oldest_lines_are_dropped_and_counted(tiny_fs):
     fs = tiny_fs(16 * 1024)
     fs.fill()
-    out = Output(fs.path / "metrics.jsonl", max_pending=100)
+    out = Output(fs.path / "metrics.jsonl", max_pending=100, retry=0)
     sent = rows(130)
     for i in range(0, 130, 10):
         out.write(sent[i : i + 10])
@@ -94,7 +112,7 @@ def test_past_the_bound_the_oldest_lines_are_dropped_and_counted(tiny_fs):
 def test_an_output_that_cannot_be_opened_is_retried(tmp_path):
     blocker = tmp_path / "dir"
     blocker.write_text("a file where the output's directory should be")
-    out = Output(blocker / "metrics.jsonl")
+    out = Output(blocker / "metrics.jsonl", retry=0)
     out.write(rows(2))
     assert out.condition().startswith(("ENOTDIR since", "EEXIST since"))
     assert len(out.pending) == 2

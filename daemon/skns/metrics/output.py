@@ -23,6 +23,10 @@ log = logging.getLogger("skns.metrics")
 
 # About a week of 10 s and 60 s lines (~120 bytes each): plenty to ride out a full disk.
 MAX_PENDING = 100_000
+# Seconds between two attempts while writes fail (a status poll or a new window does not
+# bring the next one forward), and the most one attempt writes before it fsyncs.
+RETRY = 1.0
+_WRITE_CHUNK = 1 << 20
 _TAIL_CHUNK = 4096
 
 
@@ -32,9 +36,10 @@ class Output:
     ``reopen`` follows a rename (logrotate): new lines go to a new file at the path.
     """
 
-    def __init__(self, path: Path, max_pending: int = MAX_PENDING) -> None:
+    def __init__(self, path: Path, max_pending: int = MAX_PENDING, retry: float = RETRY) -> None:
         self.path = path
         self.max_pending = max_pending
+        self.retry = retry
         self.lines_written = 0
         self.lines_dropped = 0
         self.write_errors = 0
@@ -46,6 +51,7 @@ class Output:
         # whose truncation failed too), or None when it ends with a whole line.
         self._cut: int | None = None
         self._dropping = False
+        self._retry_at = 0.0  # monotonic time of the next attempt after a failure
         self.reopen()
 
     # -- opening ----------------------------------------------------------------------
@@ -92,12 +98,15 @@ class Output:
         """Try to write every queued line; True when none is left. Never raises."""
         if not self.pending:
             return True
+        if self.error is not None and time.monotonic() < self._retry_at:
+            return False
         if self._fd < 0:
             self.reopen()
             if self._fd < 0:
                 return False
         try:
-            self._append()
+            while self.pending:
+                self._append()
         except OSError as exc:
             self._failed(exc)
             return False
@@ -113,12 +122,20 @@ class Output:
         return True
 
     def _append(self) -> None:
+        """Write (and fsync) the oldest queued lines, up to about _WRITE_CHUNK bytes."""
         fd = self._fd
         if self._cut is not None:
             os.ftruncate(fd, self._cut)
             self._cut = None
         start = os.lseek(fd, 0, os.SEEK_END)
-        data = b"".join(self.pending)
+        lines = []
+        size = 0
+        for line in self.pending:
+            if lines and size + len(line) > _WRITE_CHUNK:
+                break
+            lines.append(line)
+            size += len(line)
+        data = b"".join(lines)
         done = 0
         try:
             while done < len(data):
@@ -127,13 +144,13 @@ class Output:
         except OSError:
             # Keep only the whole lines this write got into the file (none if fsync
             # failed: their durability is unknown, so they are written again).
-            whole = _whole_lines(self.pending, done if done < len(data) else 0)
-            self._cut = start + sum(len(x) for x in list(self.pending)[:whole])
+            whole = _whole_lines(lines, done if done < len(data) else 0)
+            self._cut = start + sum(len(x) for x in lines[:whole])
             self._settle(whole)
             os.ftruncate(fd, self._cut)
             self._cut = None
             raise
-        self._settle(len(self.pending))
+        self._settle(len(lines))
 
     def _settle(self, n: int) -> None:
         for _ in range(n):
@@ -142,6 +159,7 @@ class Output:
 
     def _failed(self, exc: OSError) -> None:
         self.write_errors += 1
+        self._retry_at = time.monotonic() + self.retry
         if self.error is None or self.error.errno != exc.errno:
             log.error(
                 "%s: cannot write (%s); %d line(s) kept in memory, retrying",
@@ -182,7 +200,7 @@ class Output:
         }
 
 
-def _whole_lines(lines: collections.deque[bytes], written: int) -> int:
+def _whole_lines(lines: list[bytes], written: int) -> int:
     """How many of ``lines`` fit whole in the first ``written`` bytes."""
     n = 0
     for line in lines:

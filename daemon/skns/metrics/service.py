@@ -37,8 +37,6 @@ log = logging.getLogger("skns.metrics")
 STATE_FILE = "metrics-state.json"
 # How often to look again while a worker has not yet passed a window's end.
 _RECHECK = 0.01
-# How often to try again to write lines a full disk (or an I/O error) held back.
-_RETRY = 1.0
 
 
 def _worker_main(sock: socket.socket, block: Block, ctx: ChildContext) -> None:
@@ -288,7 +286,7 @@ class MetricsService:
         return total
 
     def tick(self, now: float) -> float:
-        retry = _RETRY if not self.output.flush() else float("inf")
+        retry = self.output.retry if not self.output.flush() else float("inf")
         base = self.schedule.base
         while True:
             w = self.closer.next
