@@ -61,9 +61,10 @@ def test_status_cpu_percent_is_sampled_by_the_supervisor(start_service, tmp_path
     assert float(cpu_percent) > 1.0
 
 
-def test_status_when_not_running_exits_3(tmp_path):
+@pytest.mark.parametrize("command", ["status", "restart"])
+def test_when_not_running_exits_3(tmp_path, command):
     (tmp_path / "c.toml").write_text(f'[service]\ncontrol_socket = "{tmp_path}/none.sock"\n')
-    res = ctl("--config", str(tmp_path / "c.toml"), "status")
+    res = ctl("--config", str(tmp_path / "c.toml"), command)
     assert res.returncode == 3
     assert "not running" in res.stderr
 

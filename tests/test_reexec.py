@@ -133,12 +133,12 @@ def lines(path: Path) -> list[dict]:
     return [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
 
 
-def written_through(path: Path, t: float) -> list[dict]:
-    """Every line, once the base window ending at or after ``t`` is written."""
+def written_through(path: Path, t: float, label: str = "1s") -> list[dict]:
+    """Every line, once the ``label`` window ending at or after ``t`` is written."""
 
     def done() -> list[dict] | None:
         rows = lines(path)
-        return rows if any(r["count_type"] == "1s" and r["timestamp"] >= t for r in rows) else None
+        return rows if any(r["count_type"] == label and r["timestamp"] >= t for r in rows) else None
 
     return wait_for(done, timeout=60, what=f"the window ending {t}")
 
@@ -268,3 +268,29 @@ def test_kill_9_then_start_with_the_kept_fds_loses_nothing(start_service, keeper
         assert "kept the socket" in log and "resumed the metrics state" in log
     finally:
         second.stop()
+
+
+def test_a_restart_with_more_workers_carries_the_open_partials_over(start_service, tmp_path):
+    from conftest import toml_dumps
+
+    svc = start_service(metrics=metrics_table(tmp_path, window=2.0, intervals=[2.0, 10.0]))
+    out = Path(svc.tables["metrics"]["output"])
+    port = metrics_port(svc)
+    # Early in a window, so that the restart falls inside it.
+    time.sleep(2.1 - time.time() % 2.0)
+    tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    for i in range(300):
+        tx.sendto(json.dumps({"A1": i, "A2": i, "A3": -i}).encode(), ("127.0.0.1", port))
+    wait_for(lambda: svc.status()["subsystems"]["metrics"]["accepted"] == 300, what="300 in")
+    svc.tables["metrics"]["workers"] = 3
+    svc.config_path.write_text(toml_dumps(svc.tables))
+    result = svc.ctl("restart")
+    assert result.returncode == 0, result.stderr
+    assert svc.status()["subsystems"]["metrics"]["workers"] == 3
+    for i in range(300, 400):
+        tx.sendto(json.dumps({"A1": i, "A2": i, "A3": -i}).encode(), ("127.0.0.1", port))
+    end = time.time()
+    rows = [r for r in written_through(out, end + 2.0, "2s") if r["count_type"] == "2s"]
+    assert sum(r["count"] for r in rows) == 400
+    assert sum(r["A1_sum"] for r in rows) == sum(range(400))
+    assert "kept metrics state is for 2 workers, now 3" in svc.log()

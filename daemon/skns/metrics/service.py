@@ -73,6 +73,12 @@ class MetricsService:
         if kept is not None and kept.workers == self.count:
             self.memory = kept  # the workers continue in the blocks they wrote
         else:
+            if kept is not None:
+                log.info(
+                    "the kept metrics state is for %d workers, now %d: its partials carried over",
+                    kept.workers,
+                    self.count,
+                )
             self.memory = StateMemory.create(self.count)
             if store is not None:
                 store.forget(FDNAME)
