@@ -372,3 +372,24 @@ def test_a_reload_with_an_unusable_config_keeps_the_running_one(start_service, t
     assert svc.ctl("reload").returncode == 0
     wait_for(lambda: svc.status()["service"]["config_error"] is None, what="a good reload")
     assert all(c["up"] for c in svc.children())
+
+
+def test_a_subsystem_that_cannot_be_set_up_leaves_the_others_running(start_service, tmp_path):
+    """The metrics UDP port is taken by another program at start: metrics says so in
+    status, tasks runs; once the port is free a reload sets metrics up."""
+    taken = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    taken.bind(("127.0.0.1", 0))
+    port = taken.getsockname()[1]
+    svc = start_service(
+        metrics=metrics_table(tmp_path, listen=f"127.0.0.1:{port}"),
+        tasks=tasks_table(free_tcp_port()),
+    )
+    status = svc.status()
+    assert status["trouble"]["metrics"].startswith("failed: cannot be set up: ")
+    assert "metrics" not in status["subsystems"]
+    assert [c["up"] for c in svc.children()] == [True]  # the tasks server
+    taken.close()
+    assert svc.ctl("reload").returncode == 0
+    wait_for(lambda: len([c for c in svc.children("udp-worker") if c["up"]]) == 2, what="metrics")
+    assert svc.status()["trouble"] == {}
+    assert metrics_port(svc) == port
