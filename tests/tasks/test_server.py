@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 import os
@@ -449,11 +450,16 @@ def flood(url: str, request: str, seconds: float, sent: list[int]) -> None:
     asyncio.run(run())
 
 
-def flooding(url: str, request: dict, seconds: float) -> tuple[threading.Thread, list[int]]:
+@contextlib.contextmanager
+def flooding(url: str, request: dict, seconds: float) -> Iterator[list[int]]:
+    """A flooding client in a thread for ``seconds``; yields ``[requests sent so far]``."""
     sent = [0]
     thread = threading.Thread(target=flood, args=(url, json.dumps(request), seconds, sent))
     thread.start()
-    return thread, sent
+    try:
+        yield sent
+    finally:
+        thread.join(WAIT)
 
 
 def test_a_client_that_never_reads_holds_at_most_its_limit(
@@ -461,15 +467,12 @@ def test_a_client_that_never_reads_holds_at_most_its_limit(
 ) -> None:
     # Slow jobs: without the limit the flooder filled the queue with thousands of them.
     server = make_server(max_pending_per_connection=20)
-    thread, sent = flooding(server.url, {"type": "factorial", "number": LONG_JOB}, 4.0)
-    try:
+    with flooding(server.url, {"type": "factorial", "number": LONG_JOB}, 4.0) as sent:
         time.sleep(2.0)
         stats = server.stats()
         with connect(server.url) as ws:  # another client is served meanwhile
             task_id = submit(ws, 7)
             assert next_frame(ws) == {"type": "success", "task_id": task_id, "result": 5040}
-    finally:
-        thread.join(WAIT)
     assert sent[0] > 20  # it did try: the rest waits in TCP buffers, not in the server
     # In flight: at most 20; each one that timed out (0.5 s each, one worker) made room.
     assert stats["hard"]["queued"] + stats["hard"]["running"] <= 20, stats
@@ -490,12 +493,9 @@ def test_a_flooding_client_leaves_the_others_a_low_latency(server: LocalServer) 
         return sorted(took)
 
     alone = round_trips(1.0)
-    thread, sent = flooding(server.url, {"type": "factorial", "number": 10}, 4.0)
-    try:
+    with flooding(server.url, {"type": "factorial", "number": 10}, 4.0) as sent:
         time.sleep(0.5)
         beside = round_trips(2.5)
-    finally:
-        thread.join(WAIT)
     p99 = beside[int(len(beside) * 0.99) - 1]
     # Without turns and the limit: p99 0.3-0.7 s, p50 up to 1.5 s (alone: a few ms); with
     # them 6-100 ms p99 here, depending on what else the shared machine runs.
@@ -511,15 +511,12 @@ def test_a_backlog_of_slow_jobs_does_not_delay_another_clients_job(
     # 20 hard jobs of 0.5 s each (they time out) on one worker: in one FIFO another client's
     # hard job would wait 10 s behind them; taking turns, it waits for one at most.
     server = make_server(max_pending_per_connection=20)
-    thread, _sent = flooding(server.url, {"type": "factorial", "number": LONG_JOB}, 4.0)
-    try:
+    with flooding(server.url, {"type": "factorial", "number": LONG_JOB}, 4.0):
         assert wait_until(lambda: server.stats()["hard"]["queued"] >= 10)
         with connect(server.url) as ws:
             started = time.monotonic()
             task_id = submit(ws, 2000)
             frame = next_frame(ws)
             took = time.monotonic() - started
-    finally:
-        thread.join(WAIT)
     assert frame["task_id"] == task_id and frame["type"] == "success"
     assert took < 3 * HARD_LIMIT + 1.0, f"waited {took:.1f} s behind another client's backlog"
