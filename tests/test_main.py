@@ -6,9 +6,12 @@ import json
 import os
 import socket
 import stat
+import subprocess
+import sys
 import urllib.request
 from pathlib import Path
 
+import pytest
 from websockets.sync.client import connect
 
 from helpers import metrics_port, metrics_table, wait_for
@@ -70,3 +73,31 @@ def test_state_files_are_not_world_readable_whatever_the_umask(start_service, tm
 def modes(*roots: Path) -> dict[str, int]:
     """Every path under the roots (the roots too), by name, with its st_mode."""
     return {str(p): p.lstat().st_mode for root in roots for p in [root, *root.rglob("*")]}
+
+
+@pytest.mark.parametrize(
+    ("content", "words"),
+    [
+        (b'[relay]\nname = "caf\xe9"\n', "not UTF-8: byte 0xe9 on line 2"),
+        (None, "is a directory"),
+        (b'[executor]\nhandler = "skns.executor.handlers:slep"\n', "has no slep"),
+    ],
+)
+def test_a_config_that_cannot_be_used_at_start_exits_2_without_a_traceback(
+    tmp_path, content, words
+):
+    path = tmp_path / "config.toml"
+    if content is None:
+        path.mkdir()
+    else:
+        path.write_bytes(content)
+    res = subprocess.run(
+        [sys.executable, "-m", "skns", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    assert res.returncode == 2, res.stderr
+    assert words in res.stderr and str(path) in res.stderr
+    assert "Traceback" not in res.stderr

@@ -215,7 +215,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_tail(args: argparse.Namespace) -> int:
-    output = config.load(_config_path(args.config)).metrics.output
+    output = config.load(_config_path(args.config), deep=False).metrics.output
     rows = last_lines(output, args.n)
     if not rows:
         print(f"{output}: no windows written yet")
