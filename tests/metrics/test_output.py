@@ -81,6 +81,29 @@ def test_after_a_failure_the_next_attempt_waits_for_the_retry_interval(tiny_fs):
     out.close()
 
 
+def test_a_failed_fsync_keeps_the_whole_batch_and_writes_it_once_later(loop_fs):
+    """A device error reported by fsync (not by write): the batch's durability is unknown,
+    so it is cut from the file and written again once the device takes writes."""
+    fs = loop_fs(1 << 20)
+    out = Output(fs.path / "metrics.jsonl", retry=0)
+    sent: list[str] = []
+    for k in range(40):
+        size = out.path.stat().st_size
+        batch = [
+            json.dumps({"timestamp": i, "pad": "x" * 500}) for i in range(k * 1000, k * 1000 + 500)
+        ]
+        sent += batch
+        out.write(batch)
+        if out.error is not None:
+            break
+    assert out.error is not None, "the device never failed"
+    assert len(out.pending) == 500 and out.path.stat().st_size == size  # the batch cut whole
+    fs.grow_backing(64 << 20)
+    assert out.flush()
+    assert content(out.path) == sent
+    out.close()
+
+
 def test_a_torn_tail_left_by_a_crash_is_cut_at_open(tmp_path):
     path = tmp_path / "metrics.jsonl"
     path.write_bytes(b'{"timestamp": 1}\n{"timestamp": 2}\n{"t')
