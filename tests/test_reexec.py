@@ -294,3 +294,22 @@ def test_a_restart_with_more_workers_carries_the_open_partials_over(start_servic
     assert sum(r["count"] for r in rows) == 400
     assert sum(r["A1_sum"] for r in rows) == sum(range(400))
     assert "kept metrics state is for 2 workers, now 3" in svc.log()
+
+
+def test_a_stop_asked_for_with_a_restart_wins(start_service, tmp_path):
+    svc = start_service(metrics=metrics_table(tmp_path))
+    os.kill(svc.pid, signal.SIGUSR2)
+    os.kill(svc.pid, signal.SIGTERM)
+    assert svc.stop(timeout=30) == 0  # waits for the exit: no re-exec kept it running
+    assert "re-executing" not in svc.log()
+
+
+def test_a_child_is_not_the_supervisor_for_sigusr2(start_service, tmp_path):
+    svc = start_service(metrics=metrics_table(tmp_path))
+    (worker, *_) = svc.children("udp-worker")
+    # The default action: it dies and is restarted (with the supervisor's handler inherited,
+    # it would write to the supervisor's closed wake-up pipe, or to whatever reused its fd).
+    os.kill(worker["pid"], signal.SIGUSR2)
+    wait_for(lambda: svc.children("udp-worker")[0]["restarts"] == 1, what="a restart")
+    assert "udp-worker 0 killed by SIGUSR2" in svc.log()
+    assert "re-executing" not in svc.log()

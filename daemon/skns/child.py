@@ -122,9 +122,13 @@ class ChildContext:
         uvloop.run(runner())
 
 
+# The signals the supervisor handles (queues for its loop); a child starts with the defaults.
+SUPERVISOR_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD, signal.SIGUSR2)
+
+
 def reset_signals() -> None:
     """Undo the supervisor's signal handling in a freshly forked child."""
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD):
+    for sig in SUPERVISOR_SIGNALS:
         signal.signal(sig, signal.SIG_DFL)
     signal.set_wakeup_fd(-1)
 

@@ -124,7 +124,7 @@ class Supervisor:
             os.write(self._wake_w, b"\0")
 
     def _install_signals(self) -> None:
-        for signo in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD, signal.SIGUSR2):
+        for signo in child.SUPERVISOR_SIGNALS:
             signal.signal(signo, self._queue_signal)
 
     # -- start ---------------------------------------------------------------
@@ -271,7 +271,8 @@ class Supervisor:
             if signo in (signal.SIGTERM, signal.SIGINT):
                 log.info("%s: stopping", signal.Signals(signo).name)
                 self.stopping = True
-            elif signo == signal.SIGUSR2:
+                self.restarting = False  # a stop wins over a restart asked for with it
+            elif signo == signal.SIGUSR2 and not self.stopping:
                 log.info("SIGUSR2: restarting in place, keeping the sockets and the metrics state")
                 self.stopping = self.restarting = True
             elif signo == signal.SIGHUP:
