@@ -4,7 +4,8 @@ Runs the real service (``python -m skns``) with metrics, the relay (against its 
 the executor, the messenger (on SQLite) and tasks, all on free loopback ports in a temporary
 directory, and loads each from loopback clients. Meanwhile it kill -9s random children, and
 SIGSTOPs others for a while (then SIGCONTs them: a stop past ``heartbeat_timeout`` lets the
-supervisor kill the child, as it should), and asks ``skns-ctl status`` every 100 ms.
+supervisor kill the child, as it should), and asks for status every 100 ms (the control
+socket's answer, rendered as ``skns-ctl status`` prints it).
 
 It passes when the supervisor never exits, every status request is answered, no child dies
 that the soak did not kill or stop, and everything accepted is accounted for:
@@ -46,6 +47,7 @@ import aiohttp
 from websockets.asyncio.client import connect
 
 from skns import control
+from skns.ctl import render_status
 from skns.errors import ControlError
 from skns.executor.checker import verify
 from skns.executor.handlers import read_records
@@ -151,6 +153,7 @@ class Watcher(threading.Thread):
             t0 = time.monotonic()
             try:
                 status = control.request(self.sock, "status", timeout=5.0)
+                render_status(status)  # what skns-ctl status prints, built from the answer
             except ControlError as exc:
                 self.chaos.poll_failures.append(f"{time.strftime('%H:%M:%S')} {exc}")
             else:
@@ -440,8 +443,8 @@ async def _soak(args, root, chaos, ports, sim, proc) -> int:
             raise SystemExit("the service did not start")
         await asyncio.sleep(0.1)
     log("service running: load and chaos start")
-    stop = threading.Event()
-    watcher = Watcher(sock, chaos, stop)
+    stop, watched = threading.Event(), threading.Event()
+    watcher = Watcher(sock, chaos, watched)  # on until the service is told to stop
     monkey = Monkey(chaos, stop, args.chaos_every, args.seed)
     watcher.start()
     await asyncio.sleep(START_PERIOD + 1.5)
@@ -474,8 +477,7 @@ async def _soak(args, root, chaos, ports, sim, proc) -> int:
     # Every worker running again, then the window holding the last datagram closed and written.
     settle = time.monotonic() + 30
     while time.monotonic() < settle and not all(c["up"] for c in chaos.last.get("children", [])):
-        await asyncio.sleep(0.2)
-        chaos.last = control.request(sock, "status")
+        await asyncio.sleep(0.2)  # the watcher keeps chaos.last current
     await asyncio.sleep(max(0.0, metrics.last_sent + 2 * WINDOW + 1.0 - time.time()))
     status = control.request(sock, "status")
     drops = status["subsystems"]["metrics"]["kernel_drops"]
@@ -488,9 +490,10 @@ async def _soak(args, root, chaos, ports, sim, proc) -> int:
         ("tasks", tasks.check()),
         ("relay", _relay(sim)),
     ]
+    watched.set()
+    watcher.join()
     proc.send_signal(signal.SIGTERM)
     code = await asyncio.to_thread(proc.wait, 60)
-    watcher.join()
     # The supervisor may kill a child for a missed heartbeat only if the soak stopped it.
     hung = {int(pid) for pid in HUNG.findall((root / "service.log").read_text())}
     healthy_killed = hung - set(chaos.stopped)
