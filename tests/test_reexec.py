@@ -160,6 +160,15 @@ def check_lines(rows: list[dict], sent: int) -> None:
             assert long["A3_min"] == min(r["A3_min"] for r in full), long
 
 
+def figures(event: str, sent: int, rows: list[dict], prober: Prober, back_in: float) -> str:
+    """One line for the report (pytest -s shows it)."""
+    counted = sum(r["count"] for r in rows if r["count_type"] == "1s")
+    return (
+        f"\n{event}: sent {sent}, counted {counted}, lost {sent - counted}; "
+        f"connects ok {prober.ok}, refused {prober.refused}; back in {back_in:.2f} s"
+    )
+
+
 def tables(tmp_path: Path) -> dict[str, Any]:
     return {
         "metrics": metrics_table(tmp_path, window=WINDOW, intervals=[WINDOW, LONG]),
@@ -195,7 +204,9 @@ def test_restart_in_place_loses_no_datagram_and_refuses_no_connect(start_service
     prober = Prober(tcp_ports(svc))
     time.sleep(2.0)
     started = svc.status()["service"]["started"]
+    t0 = time.monotonic()
     result = svc.ctl("restart")
+    back_in = time.monotonic() - t0
     assert result.returncode == 0, result.stderr
     assert "restarted" in result.stdout
     status = restarted(svc, started)
@@ -208,6 +219,7 @@ def test_restart_in_place_loses_no_datagram_and_refuses_no_connect(start_service
     time.sleep(0.5)
     prober.stop()
     rows = written_through(out, end + WINDOW)
+    print(figures("restart + SIGUSR2", sent, rows, prober, back_in))
     assert sent > RATE * 4  # the load really ran (the machine may be slow: not all of it)
     check_lines(rows, sent)
     assert prober.refused == 0, prober.refused
@@ -240,6 +252,7 @@ def test_kill_9_then_start_with_the_kept_fds_loses_nothing(start_service, keeper
     sender = Sender(metrics_port(svc), 6.0)
     prober = Prober(tcp_ports(svc))
     time.sleep(2.0)
+    t0 = time.monotonic()
     svc.proc.kill()
     svc.proc.wait()
     # The children die with it (PR_SET_PDEATHSIG); systemd would wait for them too.
@@ -256,11 +269,13 @@ def test_kill_9_then_start_with_the_kept_fds_loses_nothing(start_service, keeper
     )
     try:
         second.wait_ready()
+        back_in = time.monotonic() - t0
         sent = sender.join()
         end = time.time()
         time.sleep(0.5)
         prober.stop()
         rows = written_through(out, end + WINDOW)
+        print(figures("kill -9, fds kept", sent, rows, prober, back_in))
         assert sent > RATE * 3
         check_lines(rows, sent)
         assert prober.refused == 0, prober.refused
