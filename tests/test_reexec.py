@@ -328,3 +328,30 @@ def test_a_child_is_not_the_supervisor_for_sigusr2(start_service, tmp_path):
     wait_for(lambda: svc.children("udp-worker")[0]["restarts"] == 1, what="a restart")
     assert "udp-worker 0 killed by SIGUSR2" in svc.log()
     assert "re-executing" not in svc.log()
+
+
+def test_a_restart_rebinds_a_changed_address_and_closes_the_old(start_service, keeper, tmp_path):
+    from conftest import toml_dumps
+
+    old, new = free_port(), free_port()
+    svc = start_service(
+        env={"NOTIFY_SOCKET": keeper.path},
+        tasks={"listen": f"127.0.0.1:{old}", "soft_workers": 1, "hard_workers": 1},
+    )
+    wait_for(lambda: "tcp-tasks-0" in keeper.fds, what="the listener in the store")
+    svc.tables["tasks"]["listen"] = f"127.0.0.1:{new}"
+    svc.config_path.write_text(toml_dumps(svc.tables))
+    result = svc.ctl("restart")
+    assert result.returncode == 0, result.stderr
+    socket.create_connection(("127.0.0.1", new), timeout=10).close()
+
+    # The store dropped the old socket (FDSTOREREMOVE=1) and holds the new one: nobody
+    # listens on the old port any more.
+    def stored_port() -> int:
+        with socket.socket(fileno=os.dup(keeper.fds["tcp-tasks-0"])) as stored:
+            return stored.getsockname()[1]
+
+    wait_for(lambda: stored_port() == new, what="the new socket in the store")
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", old), timeout=10)
+    assert "tcp-tasks-0: the kept socket is not bound to" in svc.log()
