@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
+import re
 import socket
+import struct
+import threading
+import time
 from collections.abc import Coroutine
 from typing import Any
 
@@ -180,6 +186,8 @@ def test_sink_dropping_the_connection_means_at_most_once_never_out_of_order() ->
     # What the sink got is what was sent, less frames lost with a cut connection.
     assert relay.sent == 6_000
     assert sink["received"] + sink["missing"] == 6_000
+    # Never calls lost what the sink received.
+    assert sink["received"] <= relay.sent - relay.sink_unconfirmed
 
 
 def test_stats_name_every_figure_status_shows() -> None:
@@ -301,3 +309,96 @@ def test_a_first_id_later_than_settle_is_reported_plainly() -> None:
         for p in stats["problems"]
     ), stats["problems"]
     assert "FAILED" in format_report(stats)
+
+
+class SlowAbortingSink:
+    """A real, slow WebSocket sink on a thread: reads ``chunk`` bytes a millisecond, then resets.
+
+    After ``abort_after`` frames it stops reading for ``stall`` s, then closes
+    with SO_LINGER 0: a TCP reset, and whatever sat in its small receive buffer
+    is gone. Raw sockets, so that what
+    it read and what it held unread are known to the byte.
+    """
+
+    def __init__(
+        self, abort_after: int, stall: float = 0.3, rcvbuf: int = 8192, chunk: int = 2048
+    ) -> None:
+        self.abort_after = abort_after
+        self.stall = stall
+        self.chunk = chunk
+        self.frames = 0  # whole frames read
+        self.listener = socket.socket()
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)  # inherited
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen()
+        self.rcvbuf = 0  # what the kernel made of it, on the accepted socket
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.listener.getsockname()[1]}/ordered-messages/slow"
+
+    def _serve(self) -> None:
+        conn, _ = self.listener.accept()
+        self.rcvbuf = conn.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+        request = b""
+        while b"\r\n\r\n" not in request:
+            request += conn.recv(4096)
+        key = re.search(rb"Sec-WebSocket-Key: *(\S+)", request, re.I).group(1)  # type: ignore[union-attr]
+        accept = base64.b64encode(
+            hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest()
+        )
+        conn.sendall(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n"
+        )
+        buffer = request.split(b"\r\n\r\n", 1)[1]
+        while self.frames < self.abort_after:
+            while len(buffer) >= 2:  # count the whole (masked, short) frames
+                size = 2 + 4 + (buffer[1] & 0x7F)
+                if len(buffer) < size:
+                    break
+                buffer = buffer[size:]
+                self.frames += 1
+            time.sleep(0.001)
+            buffer += conn.recv(self.chunk)
+        time.sleep(self.stall)  # reads no more: the relay fills its buffers
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        conn.close()
+        self.listener.close()
+
+
+def test_a_sink_reset_behind_a_slow_sink_counts_what_never_reached_it() -> None:
+    # Messages written into socket buffers count as sent; when the sink reset,
+    # the relay reported them all as delivered (sink_drops=0, none lost).
+    plan = SourcePlan(count=20_000, window=1, late=0.0, seed=12)
+    frames = plan.frames()
+    sink = SlowAbortingSink(abort_after=3_000)
+
+    async def go() -> Relay:
+        async with Simulator(Source(frames)) as sim:
+            relay = Relay(sim.source_url, sink.url, first_id=0, reconnect_backoff_ms=10)
+            stop = asyncio.Event()
+            task = asyncio.create_task(relay.run(stop))
+            while not relay.sink_drops:  # the reset, noticed
+                await asyncio.sleep(0.01)
+            stop.set()
+            await task
+            return relay
+
+    relay = run(go())
+    sink.thread.join(5)
+    assert relay.sink_drops == 1 and relay.sent > 3_000
+    unconfirmed = relay.sink_unconfirmed
+    at_most = relay.sent - unconfirmed  # acknowledged by the sink's TCP
+    # Never calls lost what the sink read; over by no more than what its buffers
+    # held unread when it reset (its receive buffer and one chunk).
+    shortest = min(len(payload) for *_, payload in frames) + 6  # + header and mask
+    assert sink.frames <= at_most <= sink.frames + (sink.rcvbuf + sink.chunk) // shortest + 1
+    assert unconfirmed > 0
+    assert relay.stats()["sink_unconfirmed"] == unconfirmed
+    assert any(
+        f"{unconfirmed} were never acknowledged" in p and f"at most {at_most} reached" in p
+        for p in relay.problems()
+    ), relay.problems()

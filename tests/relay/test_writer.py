@@ -11,7 +11,7 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
 from skns.relay.holdtime import HoldTimes
-from skns.relay.writer import BatchWriter
+from skns.relay.writer import BatchWriter, SinkConnection
 
 
 async def with_writer(scenario: Any, **options: Any) -> tuple[list[bytes], Any]:
@@ -32,7 +32,10 @@ async def with_writer(scenario: Any, **options: Any) -> tuple[list[bytes], Any]:
     async with (
         serve(handler, "127.0.0.1", 0, compression=None) as server,
         connect(
-            f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}", proxy=None, compression=None
+            f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}",
+            proxy=None,
+            compression=None,
+            create_connection=SinkConnection,
         ) as ws,
     ):
         writer = BatchWriter(ws, HoldTimes(), lambda n, end: written.append(n), **options)
@@ -58,7 +61,9 @@ def test_a_full_batch_is_written_at_once_each_frame_its_own_message() -> None:
     async def scenario(writer: BatchWriter, written: list[int]) -> list[int]:
         results = [writer.add(b'{"id":%d}' % i, 0) for i in range(10)]
         assert results == [False, False, False, True] * 2 + [False, False]
-        return list(written)
+        result = list(written)
+        writer.write()  # the rest, before the close (as the relay does)
+        return result
 
     # A long max wait, so only the batch size decides here.
     got, written = uvloop.run(with_writer(scenario, batch=4, max_wait_ns=10**12))
@@ -87,3 +92,35 @@ def test_frames_after_the_transport_closed_are_counted_lost() -> None:
     got, (lost, still_open) = uvloop.run(with_writer(scenario))
     assert lost == 1 and not still_open
     assert got == []
+
+
+def test_the_ledger_counts_every_byte_of_the_stream_control_frames_too() -> None:
+    async def scenario(writer: BatchWriter, written: list[int]) -> tuple[int, int | None]:
+        writer.add(b'{"id":1}', 0)
+        # websockets writes a ping of its own while our frame waits: it must
+        # neither carry our frame nor shift the ledger's offsets.
+        await writer.connection.ping(b"four")
+        for i in range(2, 100):
+            writer.add(b'{"id":%d}' % i, 0)
+        writer.write()
+        await asyncio.sleep(0.1)  # loopback acknowledges within this
+        ledger = writer.connection.ledger
+        return ledger.out, writer._acked()
+
+    got, (out, acked) = uvloop.run(with_writer(scenario))
+    assert got == [b'{"id":%d}' % i for i in range(1, 100)]
+    assert acked == out  # upgrade request + ping + 99 frames, byte for byte
+
+
+def test_after_a_clean_close_nothing_is_unconfirmed() -> None:
+    async def scenario(writer: BatchWriter, written: list[int]) -> BatchWriter:
+        for i in range(500):
+            writer.add(b'{"id":%d}' % i, 0)
+        writer.write()
+        return writer
+
+    got, writer = uvloop.run(with_writer(scenario))
+    assert len(got) == 500
+    # Every byte written, the close frame too, and the SYN and the FIN.
+    assert writer.connection.acked_at_loss == writer.connection.ledger.out + 2
+    assert writer.unconfirmed() == 0

@@ -35,7 +35,7 @@ from .holdtime import HoldTimes
 from .message import BAD_ID, MISSING_ID, NOT_JSON, NOT_OBJECT, message_id
 from .reorder import BELOW_SENT, BELOW_START, DUPLICATE, ReorderBuffer
 from .settings import RelaySettings
-from .writer import BatchWriter
+from .writer import BatchWriter, SinkConnection
 
 log = logging.getLogger("skns.relay")
 
@@ -119,12 +119,12 @@ class Relay:
         self.dropped = dict.fromkeys(DROP_REASONS, 0)
         self.source_connects = 0
         self.sink_connects = 0
-        # Messages released for a sink connection whose socket had already closed:
-        # counted as sent and never written again, so surely lost. (Messages
-        # written just before a connection failed may be lost too: only a clean
-        # close handshake confirms what the sink read; see sink_drops.)
-        self.sink_lost = 0
-        self.sink_drops = 0  # sink connections that ended without our close
+        # Messages counted as sent on a sink connection that then died, which the
+        # sink surely never got: its TCP never acknowledged them (see writer.py).
+        # Those it acknowledged reached the sink's host; only a clean close
+        # handshake confirms that the sink read them.
+        self.sink_unconfirmed = 0
+        self.sink_drops = 0  # sink connections that ended without our clean close
         self.sink_close_code: int | None = None  # of the last sink connection we closed
         self.first_receipt: int | None = None
         self.last_receipt: int | None = None
@@ -222,7 +222,11 @@ class Relay:
         while True:
             try:
                 async with connect(
-                    self.sink_url, proxy=None, compression=None, open_timeout=10
+                    self.sink_url,
+                    proxy=None,
+                    compression=None,
+                    open_timeout=10,
+                    create_connection=SinkConnection,
                 ) as ws:
                     self._sink = ws
                     self._writer = BatchWriter(ws, self.holds, self._written)
@@ -242,9 +246,11 @@ class Relay:
             except _RETRY as exc:
                 log.warning("sink %s: %s", self.sink_url, exc or type(exc).__name__)
             finally:
-                if self._writer is not None:
-                    self.sink_lost += self._writer.lost
-                    self.sink_drops += not self._closing
+                writer = self._writer
+                if writer is not None:
+                    self.sink_unconfirmed += writer.unconfirmed()
+                    closed = self._closing and writer.connection.close_code == 1000
+                    self.sink_drops += not closed
                 self._sink = None
                 self._writer = None
             await asyncio.sleep(backoff.next())
@@ -382,7 +388,7 @@ class Relay:
             "skips": buffer.skips,
             "dropped": {**self.dropped, OUTLIER: buffer.outliers},
             "sink_drops": self.sink_drops,
-            "sink_lost": self.sink_lost,
+            "sink_unconfirmed": self.sink_unconfirmed,
             "hold": self.holds.summary_us(),
             "run_s": round(run_s, 6),
             "sent_per_s": round(self.sent / run_s) if run_s > 0 else None,
@@ -407,7 +413,8 @@ class Relay:
             )
         if self.sink_drops:
             problems.append(
-                f"the sink connection dropped {self.sink_drops} time(s): what was in flight"
-                f" may be lost ({self.sink_lost} surely)"
+                f"the sink connection dropped {self.sink_drops} time(s): of the {self.sent}"
+                f" messages sent, {self.sink_unconfirmed} were never acknowledged by the"
+                f" sink's TCP (lost), at most {self.sent - self.sink_unconfirmed} reached it"
             )
         return problems
