@@ -32,6 +32,10 @@ def message_id(frame: bytes | str) -> int | str:
         message = _loads(frame)
     except _JSONDecodeError:
         return _exact_id(frame)  # not JSON, or an integer too large for a double
+    if type(message) is dict:  # the hot path, inline: an object with an int id
+        id_ = message.get("id")
+        if type(id_) is int:
+            return id_
     return _id_of(message, frame)
 
 

@@ -283,7 +283,13 @@ class Relay:
             if self._timer_at is not None or len(buffer):
                 self._arm(now)
             if run:
-                outbox.extend(self._allow(run) if counting else run)
+                if counting:  # self._allow(run), its common case inline
+                    left = self._left - len(run)  # type: ignore[operator]
+                    if left > 0:
+                        self._left = left
+                    else:
+                        run = self._allow(run)
+                outbox.extend(run)
                 if not self._draining:
                     if self._pump():
                         await self._drain()
