@@ -149,3 +149,16 @@ print(os.get_inheritable(3), os.get_inheritable(4))
 """
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=30)
     assert out.stdout.splitlines() == ["2 m:u True", "state True", "True True"], out.stderr
+
+
+def test_a_held_fd_found_closed_is_left_out_of_a_re_exec(caplog):
+    store = FdStore({})
+    r, w = os.pipe()
+    store.keep("open", r)
+    store.keep("gone", w)
+    os.close(w)
+    copies = store.copies()
+    assert list(copies) == ["open"]
+    assert "gone (fd" in caplog.text
+    for fd in (r, *copies.values()):
+        os.close(fd)

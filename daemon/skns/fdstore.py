@@ -110,8 +110,17 @@ class FdStore:
 
     def copies(self) -> dict[str, int]:
         """Duplicates of every held fd, for a re-exec: they stay open while the service
-        stops and closes its own."""
-        return {name: os.dup(fd) for name, fd in self.held.items()}
+        stops and closes its own. One found closed (its owner failed and did not say
+        so) is left out: the next run binds anew."""
+        found = {}
+        # Above every held number: a copy must not take the number of one still to copy.
+        floor = max(self.held.values(), default=0) + 1
+        for name, fd in self.held.items():
+            try:
+                found[name] = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, floor)
+            except OSError as exc:
+                log.error("%s (fd %d) is not open (%s): not passed on", name, fd, exc)
+        return found
 
     def _notify(self, message: str, fds: list[int] | None = None) -> None:
         if not self.systemd:

@@ -97,7 +97,9 @@ def bind_all(
             socks.append(sock)
             listen = HostPort(listen.host, socks[0].getsockname()[1])
     except OSError:
-        for s in socks:
+        for i, s in enumerate(socks):
+            if store is not None:
+                store.forget(socket_name(i))
             s.close()
         raise
     granted = socks[0].getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) // 2
