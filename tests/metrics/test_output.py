@@ -145,6 +145,24 @@ def test_an_output_that_cannot_be_opened_is_retried(tmp_path):
     out.close()
 
 
+def test_a_reopen_that_fails_keeps_writing_to_the_old_file_and_is_retried(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    out = Output(path, retry=0)
+    out.write(rows(1))
+    path.rename(tmp_path / "metrics.jsonl.1")  # logrotate
+    path.mkdir()  # and something in the way of the new file
+    out.reopen()
+    out.write(rows(1, start=1))
+    assert out.condition().startswith("EISDIR since ")
+    assert content(tmp_path / "metrics.jsonl.1") == rows(2)  # nothing held back, nothing lost
+    path.rmdir()
+    out.write(rows(1, start=2))
+    assert out.condition() is None
+    assert content(path) == rows(1, start=2)
+    assert content(tmp_path / "metrics.jsonl.1") == rows(2)
+    out.close()
+
+
 def test_new_files_are_not_world_readable(tmp_path):
     old = os.umask(0)
     try:

@@ -12,6 +12,7 @@ mid-write) is truncated away, so a later line is never glued onto a half line.
 from __future__ import annotations
 
 import collections
+import contextlib
 import errno
 import json
 import logging
@@ -52,27 +53,35 @@ class Output:
         self._cut: int | None = None
         self._dropping = False
         self._retry_at = 0.0  # monotonic time of the next attempt after a failure
+        self._want_reopen = False  # a reopen failed: writes go to the old file meanwhile
         self.reopen()
 
     # -- opening ----------------------------------------------------------------------
 
-    def reopen(self) -> None:
-        """Open the file at ``path`` (again); the old one is closed once the new one is open."""
+    def reopen(self) -> bool:
+        """Open the file at ``path`` (again); the old one is closed once the new one is open.
+        If that fails, lines go on to the old file (if any) and flushes retry the reopen."""
+        self._want_reopen = True
         try:
             self.path.parent.mkdir(mode=0o750, parents=True, exist_ok=True)
             fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
         except OSError as exc:
             self._failed(exc)
-            return
+            return False
         try:
             _cut_torn_tail(fd, self.path)
         except OSError as exc:
             os.close(fd)
             self._failed(exc)
-            return
+            return False
+        if self._cut is not None and self._fd >= 0:  # leave the old file whole too
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, self._cut)
         self.close()
         self._fd = fd
         self._cut = None
+        self._want_reopen = False
+        return True
 
     def close(self) -> None:
         if self._fd >= 0:
@@ -100,16 +109,16 @@ class Output:
             return True
         if self.error is not None and time.monotonic() < self._retry_at:
             return False
-        if self._fd < 0:
-            self.reopen()
-            if self._fd < 0:
-                return False
+        if self._want_reopen and not self.reopen() and self._fd < 0:
+            return False
         try:
             while self.pending:
                 self._append()
         except OSError as exc:
             self._failed(exc)
             return False
+        if self._want_reopen:  # written to the old file; the reopen's error stands
+            return True
         if self.error is not None:
             log.warning(
                 "%s: writable again after %.0f s (%s)",
