@@ -38,6 +38,9 @@ def machine(request: pytest.FixtureRequest) -> Iterator[Container]:
     except CannotBoot as exc:
         box.close()
         pytest.skip(f"systemd-nspawn cannot boot here: {exc}")
+    except BaseException:
+        box.close()  # no overlay left mounted, no container left running
+        raise
     REPORT.append(f"container booted to 'running' in {box.boot_seconds:.1f}s")
     try:
         yield box
