@@ -234,3 +234,30 @@ def test_malformed_requests_are_logged_once_per_reason(
     lines = [line for line in err.splitlines() if line.strip()]
     assert "Traceback" not in err
     assert len(lines) <= 2 * len(junk), "\n".join(lines[:20])
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"GARBAGE / HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET / HTTP/9.9\r\n\r\n",
+        b"POST /messages HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n",
+        b"POST /messages HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n",
+    ],
+)
+def test_a_request_aiohttp_cannot_parse_gets_400_with_a_json_body(
+    start_replicas: Callable[..., LocalReplicas], raw: bytes
+) -> None:
+    (url,) = start_replicas(replicas=1).urls
+    address = urllib.parse.urlsplit(url)
+    with socket.create_connection((address.hostname, address.port), timeout=10) as sock:
+        sock.sendall(raw)
+        answer = b""
+        while chunk := sock.recv(65536):  # the server closes after the error
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.split(b" ", 2)[1] == b"400", head
+    assert b"content-type: application/json" in head.lower()
+    error = orjson.loads(body)["error"]
+    assert isinstance(error, str) and error and "\n" not in error
+    assert post(url, {"sender": "ann", "text": "still serving"})[0] == 200

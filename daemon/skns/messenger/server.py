@@ -4,9 +4,10 @@ Thin: check the request, hand ``(sender, text)`` to the group commit, send
 back the body it produced. Status codes:
 
 - 200 the message is committed (durably); the body is ``{"messages": [...]}``.
-- 400 bad input (not JSON, not an object, a missing, non-string, empty or too
-  long field, a content type other than ``application/json``); 413 a body
-  larger than any valid message could be. Both with ``{"error": ...}``.
+- 400 bad input (a request aiohttp cannot parse, not JSON, not an object, a
+  missing, non-string, empty or too long field, a content type other than
+  ``application/json``); 413 a body larger than any valid message could be.
+  Both with ``{"error": ...}``.
 - 408 the body did not arrive within ``request_timeout``.
 - 503 the database is unreachable or refused the transaction: nothing of the
   message was stored (unless the connection was lost after the COMMIT was
@@ -21,10 +22,13 @@ import logging
 import socket
 from collections import Counter
 from collections.abc import Callable
+from http import HTTPStatus
 from typing import Any
 
 import orjson
 from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_request import BaseRequest
 
 from ..listeners import BACKLOG
 from .answers import HISTORY, answer_bodies
@@ -184,6 +188,33 @@ async def serve(
         await replica.group.close()
 
 
+class _JsonErrors(RequestHandler):
+    """aiohttp's connection handler, answering what it refuses before any route (a malformed
+    request line or header, a bad Content-Length) with ``{"error": ...}`` like every other
+    error, not text/plain.
+
+    aiohttp builds that answer in ``handle_error``, which still logs (through
+    :mod:`skns.messenger.httplog`) and checks that nothing was sent yet; only the body is
+    replaced. A 500 names no internals. The handler's class is swapped in
+    ``connection_made`` (aiohttp makes its handlers itself; both classes share one layout).
+    """
+
+    __slots__ = ()
+
+    def handle_error(
+        self,
+        request: BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        plain = super().handle_error(request, status, exc, message)
+        reason = message if status != 500 and message else HTTPStatus(plain.status).phrase
+        answer = _error(plain.status, reason.strip().splitlines()[0])
+        answer.force_close()
+        return answer
+
+
 _TOO_MANY = (
     b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
     b"Content-Length: %d\r\nConnection: close\r\n\r\n%s"
@@ -208,6 +239,7 @@ def _bound_connections(server: web.Server | None, replica: Replica) -> None:
             transport.write(refusal)
             transport.close()
             return
+        handler.__class__ = _JsonErrors
         admit(handler, transport)
 
     server.connection_made = connection_made  # type: ignore[method-assign]
