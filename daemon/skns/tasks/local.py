@@ -37,15 +37,23 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def local_settings(state_dir: Path, log_level: str = "warning", **tasks: Any) -> Settings:
-    """Settings with the task server on a free loopback port; other ``[tasks]`` keys as given."""
+def local_settings(
+    state_dir: Path,
+    log_level: str = "warning",
+    cluster: dict[str, Any] | None = None,
+    **tasks: Any,
+) -> Settings:
+    """Settings with the task server on a free loopback port; other ``[tasks]`` keys as given,
+    and the ``[cluster]`` table when given (cluster mode)."""
     table = {"listen": f"127.0.0.1:{free_port()}", **tasks}
     service = {
         "state_dir": str(state_dir),
         "control_socket": str(state_dir / "run" / "control.sock"),
         "log_level": log_level,
     }
-    return config.parse({"service": service, "tasks": table}, state_dir / "local.toml")
+    return config.parse(
+        {"service": service, "tasks": table, "cluster": cluster or {}}, state_dir / "local.toml"
+    )
 
 
 def healthy(url: str) -> bool:

@@ -15,7 +15,13 @@ jobs unfinished or final frames unwritten is not read until one is written
 (its client's sends then wait in TCP buffers, see :class:`Outbox`).
 
 ``GET /health`` on the same port answers JSON: 200 while both pools have
-workers, 503 otherwise. Any other path is the WebSocket endpoint.
+workers (and, in cluster mode, NATS is connected), 503 otherwise. Any other
+path is the WebSocket endpoint.
+
+In cluster mode (``[cluster] nats`` set) jobs and outcomes go through NATS
+JetStream, shared by every host (:mod:`skns.tasks.jetstream`): a submission is
+acknowledged once JetStream holds the job, the pools run jobs pulled from the
+cluster, and a task id this host does not hold is looked up there.
 """
 
 from __future__ import annotations
@@ -37,7 +43,7 @@ from websockets.http11 import Request, Response
 
 from ..listeners import serve_args
 from . import keep, protocol
-from .pool import Pool
+from .pool import FinishFn, Pool
 from .settings import TasksSettings
 from .store import Store, Task
 
@@ -45,6 +51,8 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from ..child import ChildContext
+    from ..cluster.settings import ClusterSettings
+    from .jetstream import ClusterTasks
 
 log = logging.getLogger("skns.tasks.server")
 
@@ -130,10 +138,14 @@ class TaskServer:
         ready: Callable[[], None] = lambda: None,
         listener: socket.socket | None = None,
         keep_path: Path | None = None,
+        cluster: ClusterSettings | None = None,
     ) -> None:
         self.settings = settings
-        # Where results and unfinished jobs wait across a restart (None: not kept).
-        self.keep_path = keep_path
+        self.cluster_settings = cluster if cluster is not None and cluster.enabled else None
+        self.cluster: ClusterTasks | None = None  # set once connected, in cluster mode
+        # Where results and unfinished jobs wait across a restart (None: not kept). Not in
+        # cluster mode: there JetStream keeps the jobs and the outcomes.
+        self.keep_path = keep_path if self.cluster_settings is None else None
         self.ready = ready  # called once the server listens and both pools have workers
         self.listener = listener  # the supervisor's socket on settings.listen; None: bind it
         self.store = Store(settings.result_ttl, settings.store_max_bytes)
@@ -150,16 +162,27 @@ class TaskServer:
 
     async def main(self, stop: asyncio.Event) -> None:
         s = self.settings
+        cluster = None
+        finish: FinishFn = self._finished
+        if self.cluster_settings is not None:
+            from .jetstream import ClusterTasks  # nats-py is loaded in cluster mode only
+
+            cluster = ClusterTasks(self, self.cluster_settings)
+            finish = cluster.ran  # the outcome of a job pulled from the cluster is stored there
         # The first workers are forked before listening; later ones close what they inherit.
         for queue in protocol.QUEUES:
             self.pools[queue] = Pool(
-                queue, s.workers(queue), s.limit(queue), s.prefetch(queue), self._finished
+                queue, s.workers(queue), s.limit(queue), s.prefetch(queue), finish
             )
         try:
             for pool in self.pools.values():
                 pool.start()
             if self.keep_path is not None:
                 self._take_up(keep.load(self.keep_path, time.time()))
+            if cluster is not None:
+                if not await cluster.start(stop):
+                    return  # stopped before NATS could be reached
+                self.cluster = cluster
             async with serve(
                 self._handler,
                 **serve_args(s.listen, self.listener),
@@ -184,6 +207,8 @@ class TaskServer:
                 sweeper.cancel()
                 log.info("stopping: closing %d connections", self.connections)
         finally:
+            if cluster is not None:
+                await cluster.close()
             for pool in self.pools.values():
                 pool.close()
             if self.keep_path is not None:
@@ -229,6 +254,11 @@ class TaskServer:
         try:
             async for message in ws:
                 frame, task = self._answer(message, outbox)
+                if self.cluster is not None:
+                    # The job goes to the cluster, not to this host's pools; an id this
+                    # host does not hold is asked of the cluster.
+                    frame = await self.cluster.answer(frame, task, outbox)
+                    task = None
                 try:
                     await ws.send(frame, text=True)
                 finally:
@@ -250,13 +280,19 @@ class TaskServer:
             outbox.close()
             writer.cancel()
 
-    def _answer(self, message: str | bytes, outbox: Outbox) -> tuple[bytes, Task | None]:
-        """The immediate answer to one request, and the task it submits, if any."""
+    def _answer(
+        self, message: str | bytes, outbox: Outbox
+    ) -> tuple[bytes, Task | protocol.Fetch | None]:
+        """The immediate answer to one request, and the task it submits, if any.
+
+        In cluster mode a fetch of an id this host does not hold comes back as the
+        Fetch itself, for the cluster to answer."""
         s = self.settings
         request = protocol.parse(message, s.soft_max, s.max_number)
         if type(request) is protocol.Submit:
             pool = self.pools[request.queue]
-            if pool.queued >= s.max_queued:
+            # In cluster mode the stream's own limit (max_queued) refuses at publish.
+            if self.cluster is None and pool.queued >= s.max_queued:
                 self.refused[protocol.SERVER_BUSY] += 1
                 return protocol.error_frame(
                     protocol.SERVER_BUSY,
@@ -271,6 +307,8 @@ class TaskServer:
         if type(request) is protocol.Fetch:
             self.fetched += 1
             task = self.store.get(request.task_id)
+            if task is None and self.cluster is not None:
+                return b"", request
             if task is None:
                 self.refused[protocol.TASK_NOT_FOUND] += 1
                 return protocol.not_found_frame(request.task_id), None
@@ -297,10 +335,14 @@ class TaskServer:
         """Healthy while both pools have workers (a replacement may be starting)."""
         pools = {queue: pool.stats() for queue, pool in self.pools.items()}
         healthy = all(stats["workers"] > 0 for stats in pools.values())
+        if self.cluster_settings is not None:
+            healthy = healthy and self.cluster is not None and self.cluster.connected
         body: dict[str, Any] = {
             "status": "ok" if healthy else "degraded",
             "connections": self.connections,
         }
+        if self.cluster is not None:
+            body["cluster"] = self.cluster.conn.status()
         for queue, stats in pools.items():
             body[queue] = {key: stats[key] for key in ("workers", "queued", "running")}
         return body
@@ -328,6 +370,7 @@ class TaskServer:
             "refused": dict(self.refused),
             **{queue: pool.stats() for queue, pool in self.pools.items()},
             "store": self.store.stats(),
+            **({"cluster": self.cluster.stats()} if self.cluster is not None else {}),
         }
 
 
@@ -350,5 +393,6 @@ def run(ctx: ChildContext) -> None:
         ready=ctx.ready,
         listener=ctx.listener,
         keep_path=ctx.settings.service.state_dir / "tasks" / keep.FILE,
+        cluster=ctx.settings.cluster,
     )
     ctx.serve(server.main, server.stats)

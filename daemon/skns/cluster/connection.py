@@ -1,0 +1,122 @@
+"""One process's connection to the NATS cluster, and the JetStream objects it makes.
+
+Every host creates the streams and buckets it uses at start, with the same
+configuration: creating an existing one with an equal configuration is a no-op
+in JetStream, so whichever host starts first makes them. A differing one (say
+``replicas`` changed) is updated to this host's configuration.
+
+The connection reconnects on its own, forever, to any server of the cluster
+(the configured ones and those the cluster announced); the first connection is
+retried until the process is told to stop, so a host may start before NATS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import nats
+from nats.aio.client import Client
+from nats.js import api
+from nats.js.errors import BadRequestError
+
+from .settings import ClusterSettings
+
+log = logging.getLogger("skns.cluster")
+
+_RETRY = 0.5  # seconds between first-connection attempts and between reconnects
+
+
+class Connection:
+    """``nc`` (core NATS) and ``js`` (JetStream) of one process, with its status."""
+
+    def __init__(self, settings: ClusterSettings, role: str) -> None:
+        self.settings = settings
+        self.role = role
+        self.nc: Client | None = None
+        self.reconnects = 0
+        self.disconnects = 0
+        self.on_reconnect: list[Callable[[], Awaitable[None]]] = []
+        self._closing = False
+
+    @property
+    def js(self) -> Any:
+        assert self.nc is not None
+        return self.nc.jetstream(timeout=self.settings.publish_timeout)
+
+    @property
+    def connected(self) -> bool:
+        return self.nc is not None and self.nc.is_connected
+
+    async def open(self, stop: asyncio.Event) -> bool:
+        """Connect, retrying until connected (True) or ``stop`` is set (False)."""
+        s = self.settings
+        while not stop.is_set():
+            try:
+                self.nc = await nats.connect(
+                    servers=list(s.nats),
+                    name=f"skns {s.host_name} {self.role}",
+                    connect_timeout=2,
+                    reconnect_time_wait=_RETRY,
+                    max_reconnect_attempts=-1,
+                    error_cb=self._error,
+                    disconnected_cb=self._disconnected,
+                    reconnected_cb=self._reconnected,
+                )
+            except Exception as exc:
+                log.warning("cannot connect to NATS %s: %s; retrying", ", ".join(s.nats), exc)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), _RETRY)
+                continue
+            log.info("connected to NATS at %s as %s", self._url(), s.host_name)
+            return True
+        return False
+
+    async def close(self) -> None:
+        self._closing = True
+        if self.nc is not None:
+            try:  # what was just sent (naks, acks) goes out before the connection closes
+                await self.nc.flush(timeout=1)
+            except Exception as exc:  # closing anyway, whatever nats-py raised
+                log.debug("NATS flush: %s", exc)
+            await self.nc.close()
+
+    async def stream(self, config: api.StreamConfig) -> None:
+        """Make the stream, or bring an existing one to ``config``."""
+        try:
+            await self.js.add_stream(config)
+        except BadRequestError:  # exists with another configuration
+            await self.js.update_stream(config)
+
+    async def _error(self, exc: Exception) -> None:
+        log.warning("NATS: %s", exc)
+
+    async def _disconnected(self) -> None:
+        if self._closing:
+            return
+        self.disconnects += 1
+        log.warning("disconnected from NATS; reconnecting")
+
+    async def _reconnected(self) -> None:
+        self.reconnects += 1
+        log.info("reconnected to NATS at %s", self._url())
+        for callback in self.on_reconnect:
+            await callback()
+
+    def _url(self) -> str | None:
+        url = self.nc.connected_url if self.nc is not None else None
+        return f"{url.scheme}://{url.hostname}:{url.port}" if url else None
+
+    def status(self) -> dict[str, Any]:
+        """For ``skns-ctl status``: this host, the server it talks to, the cluster's servers."""
+        nc = self.nc
+        return {
+            "host": self.settings.host_name,
+            "connected": self.connected,
+            "server": self._url() if self.connected else None,
+            "servers": sorted({f"{u.hostname}:{u.port}" for u in nc.servers}) if nc else [],
+            "reconnects": self.reconnects,
+        }

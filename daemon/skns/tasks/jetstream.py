@@ -1,0 +1,378 @@
+"""The task server's NATS side: jobs and results shared by every host of a cluster.
+
+Cluster mode only (``[cluster] nats`` set): nats-py is imported from here alone.
+
+* A job accepted by any host goes to the work-queue stream of its queue
+  (``SKNS_TASKS_SOFT`` or ``SKNS_TASKS_HARD``); the client's ``result`` ack is
+  sent once JetStream has acknowledged it. A full stream (``max_queued``) or a
+  cluster that does not answer within ``publish_timeout`` is a ``Server busy``.
+* Every host's pools pull from both streams through one shared durable consumer
+  per stream, never holding more than their workers can start (``workers x
+  prefetch``), and ack a job once its outcome is stored, so a host that dies
+  leaves its jobs to the others (after ``ack_wait``). The limits stay local: the
+  pool SIGKILLs a job at its limit and the outcome is the ``Timeout error``.
+* Outcomes go to the key-value bucket ``skns_tasks`` (entries expire
+  ``result_ttl`` after they are written) as ``<state>\\n<final frame>``; one too
+  big for a NATS message is stored whole in the object store ``skns_tasks_big``
+  (chunked, same expiry) and its entry is ``<state>\\n``. The entry is created as
+  ``queued`` when the job is accepted, so any host knows the id from then on.
+* When an outcome is stored, the id is announced on ``skns.tasks.done``. A host
+  that waits for that task (it took the job, or a client fetched it there while
+  pending) reads the outcome and pushes it as on one host. After a reconnect
+  (announcements may have been lost meanwhile) every awaited task is read again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from nats.errors import Error as NatsError
+from nats.errors import TimeoutError as NatsTimeout
+from nats.js import api
+from nats.js.errors import APIError, KeyNotFoundError, KeyWrongLastSequenceError
+
+from ..cluster.connection import Connection
+from ..cluster.settings import ClusterSettings
+from . import protocol
+from .store import FAILED, QUEUED, Task
+
+if TYPE_CHECKING:
+    from .server import Outbox, TaskServer
+
+log = logging.getLogger("skns.tasks.jetstream")
+
+STREAMS = {queue: f"SKNS_TASKS_{queue.upper()}" for queue in protocol.QUEUES}
+SUBJECTS = {queue: f"skns.tasks.{queue}" for queue in protocol.QUEUES}
+CONSUMER = "workers"
+RESULTS = "skns_tasks"
+BIG_RESULTS = "skns_tasks_big"
+DONE = "skns.tasks.done"
+
+_STREAM_FULL = 10077  # JetStream's "maximum messages exceeded" (discard new)
+_MAX_DELIVER = 3  # a job whose host died twice while running it is given up
+_ACK_MARGIN = 10.0  # seconds past the longest a job can be held before JetStream resends it
+_HEADROOM = 4096  # bytes of a NATS message left for its subject and headers
+_PULL_WAIT = 1.0  # seconds one pull request waits for jobs
+
+
+def encode(state: str, frame: bytes) -> bytes:
+    return state.encode() + b"\n" + frame
+
+
+def decode(value: bytes) -> tuple[str, bytes]:
+    """(state, final frame); the frame is empty when it is in the object store."""
+    state, _, frame = value.partition(b"\n")
+    return state.decode(), frame
+
+
+class ClusterTasks:
+    """Submits, pulls, stores and announces jobs for one task server."""
+
+    def __init__(self, server: TaskServer, settings: ClusterSettings) -> None:
+        self.server = server
+        self.settings = settings
+        self.conn = Connection(settings, "tasks")
+        self.kv: Any = None
+        self.objects: Any = None
+        self.awaited: dict[str, Task] = {}  # tasks whose outcome another host may store
+        self._held: dict[str, Any] = {}  # pulled job's task id -> its JetStream message
+        self._in_pool = dict.fromkeys(protocol.QUEUES, 0)  # pulled jobs not finished yet
+        self._room = {queue: asyncio.Event() for queue in protocol.QUEUES}
+        self._background: set[asyncio.Task[None]] = set()
+        self.published = 0
+        self.pulled = 0
+        self.stored = 0
+        self.stored_big = 0
+        self.pushed = 0
+        self.errors = 0
+
+    # -- life cycle -------------------------------------------------------------
+
+    async def start(self, stop: asyncio.Event) -> bool:
+        """Connect, make the streams and buckets, start pulling; False if stopped first."""
+        if not await self.conn.open(stop):
+            return False
+        s = self.server.settings
+        js = self.conn.js
+        replicas = self.settings.replicas
+        for queue in protocol.QUEUES:
+            await self.conn.stream(
+                api.StreamConfig(
+                    name=STREAMS[queue],
+                    subjects=[SUBJECTS[queue]],
+                    retention=api.RetentionPolicy.WORK_QUEUE,
+                    storage=api.StorageType.FILE,
+                    num_replicas=replicas,
+                    max_msgs=s.max_queued,
+                    discard=api.DiscardPolicy.NEW,
+                )
+            )
+        ttl, storage = s.result_ttl, api.StorageType.FILE
+        self.kv = await _bucket(
+            lambda: js.create_key_value(
+                api.KeyValueConfig(bucket=RESULTS, ttl=ttl, replicas=replicas, storage=storage)
+            ),
+            lambda: js.key_value(RESULTS),
+        )
+        self.objects = await _bucket(
+            lambda: js.create_object_store(
+                BIG_RESULTS,
+                api.ObjectStoreConfig(ttl=ttl, replicas=replicas, storage=storage),
+            ),
+            lambda: js.object_store(BIG_RESULTS),
+        )
+        assert self.conn.nc is not None
+        await self.conn.nc.subscribe(DONE, cb=self._announced)
+        self.conn.on_reconnect.append(self._recheck)
+        for queue in protocol.QUEUES:
+            pool = self.server.pools[queue]
+            # Longest a job can be held: it waits behind prefetch - 1 jobs, each up to the limit.
+            ack_wait = pool.limit * pool.prefetch + _ACK_MARGIN
+            try:
+                await js.add_consumer(
+                    STREAMS[queue],
+                    api.ConsumerConfig(
+                        durable_name=CONSUMER,
+                        ack_policy=api.AckPolicy.EXPLICIT,
+                        ack_wait=ack_wait,
+                        max_deliver=_MAX_DELIVER,
+                        max_ack_pending=-1,
+                    ),
+                )
+            except APIError as exc:  # another host made it with other limits: use it
+                log.info("%s consumer exists with another configuration: %s", queue, exc)
+            sub = await js.pull_subscribe_bind(CONSUMER, stream=STREAMS[queue])
+            self._spawn(self._pull(queue, sub))
+        return True
+
+    async def close(self) -> None:
+        """Give back the jobs held and not finished: another host runs them at once."""
+        for task in self._background:
+            task.cancel()
+        for msg in list(self._held.values()):
+            with contextlib.suppress(NatsError):
+                await msg.nak()
+        self._held.clear()
+        await self.conn.close()
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    # -- the front end ----------------------------------------------------------
+
+    async def answer(
+        self, frame: bytes, item: Task | protocol.Fetch | None, outbox: Outbox
+    ) -> bytes:
+        """The immediate answer to a request, in cluster mode (see ``TaskServer._answer``)."""
+        if item is None:
+            return frame
+        if type(item) is protocol.Fetch:
+            return await self._fetch(item.task_id, outbox)
+        assert type(item) is Task
+        return await self._submit(item, frame, outbox)
+
+    async def _submit(self, task: Task, ack: bytes, outbox: Outbox) -> bytes:
+        job = orjson.dumps({"id": task.id, "n": task.number})
+        # Awaited from before the publish: another host may run it and announce it at once.
+        self.awaited[task.id] = task
+        try:
+            # Together: the marker is created only if absent, so it cannot overwrite an
+            # outcome stored before it lands.
+            await asyncio.gather(
+                self._mark_queued(task.id),
+                self.conn.js.publish(
+                    SUBJECTS[task.queue],
+                    job,
+                    timeout=self.settings.publish_timeout,
+                    headers={"Nats-Msg-Id": task.id},
+                ),
+            )
+        except (APIError, NatsError, TimeoutError) as exc:
+            full = isinstance(exc, APIError) and exc.err_code == _STREAM_FULL
+            detail = (
+                f"the {task.queue} queue is full; try again later"
+                if full
+                else f"the cluster did not take the job: {exc}"
+            )
+            refusal = protocol.error_frame(protocol.SERVER_BUSY, detail=detail)
+            self.server.refused[protocol.SERVER_BUSY] += 1
+            del self.awaited[task.id]
+            outbox.owed -= 1  # not accepted: no final frame will come
+            task.watchers = []
+            self.server.store.finish(task, FAILED, refusal)
+            return refusal
+        self.published += 1
+        return ack
+
+    async def _mark_queued(self, task_id: str) -> None:
+        with contextlib.suppress(KeyWrongLastSequenceError):  # the outcome is already there
+            await self.kv.create(task_id, encode(QUEUED, b""))
+
+    async def _fetch(self, task_id: str, outbox: Outbox) -> bytes:
+        """A task this host does not hold: ask the cluster."""
+        try:
+            outcome = await self._read(task_id)
+        except (APIError, NatsError, TimeoutError) as exc:
+            self.errors += 1
+            self.server.refused[protocol.SERVER_BUSY] += 1
+            return protocol.error_frame(
+                protocol.SERVER_BUSY, detail=f"the cluster did not answer: {exc}"
+            )
+        if outcome is None:
+            self.server.refused[protocol.TASK_NOT_FOUND] += 1
+            return protocol.not_found_frame(task_id)
+        state, frame = outcome
+        if frame:
+            return frame
+        # Pending on another host: wait for it here too, as for a task of this host.
+        task = Task(task_id, 0, "", [outbox])
+        task.state = state
+        outbox.expect()
+        self.server.store.add(task)
+        self.awaited[task_id] = task
+        # Its announcement may have gone between the read and now: read once more, after
+        # this answer is written (the task runs on the next turn of the loop).
+        self._spawn(self._land(task_id))
+        return protocol.pending_frame(task_id, state)
+
+    async def _read(self, task_id: str) -> tuple[str, bytes] | None:
+        """(state, frame) of a task from the bucket (frame empty while pending); None: unknown."""
+        try:
+            entry = await self.kv.get(task_id)
+        except KeyNotFoundError:
+            return None
+        if entry.value is None:
+            return None
+        state, frame = decode(entry.value)
+        if state != QUEUED and not frame:
+            frame = (await self.objects.get(task_id)).data
+        return state, frame
+
+    async def _announced(self, msg: Any) -> None:
+        task_id = msg.data.decode(errors="replace")
+        if task_id in self.awaited:
+            self._spawn(self._land(task_id))
+
+    async def _land(self, task_id: str) -> None:
+        """Read an awaited task's outcome; push it if it is there."""
+        try:
+            outcome = await self._read(task_id)
+        except (APIError, NatsError, TimeoutError) as exc:
+            self.errors += 1
+            log.warning("cannot read the outcome of task %s: %s", task_id, exc)
+            return
+        task = self.awaited.get(task_id)
+        if outcome is None or not outcome[1] or task is None:
+            return
+        del self.awaited[task_id]
+        state, frame = outcome
+        self.pushed += 1
+        self.server._finished(task, state, frame)
+
+    async def _recheck(self) -> None:
+        for task_id in list(self.awaited):
+            self._spawn(self._land(task_id))
+
+    # -- the workers ------------------------------------------------------------
+
+    async def _pull(self, queue: str, sub: Any) -> None:
+        """Take jobs off the stream as fast as this host's workers can start them."""
+        pool = self.server.pools[queue]
+        room = self._room[queue]
+        capacity = pool.size * pool.prefetch
+        while True:
+            free = capacity - self._in_pool[queue]
+            if free <= 0:
+                room.clear()
+                await room.wait()
+                continue
+            try:
+                msgs = await sub.fetch(free, timeout=_PULL_WAIT)
+            except (NatsTimeout, TimeoutError):  # no job within _PULL_WAIT
+                continue
+            except (APIError, NatsError) as exc:
+                log.debug("%s pull: %s", queue, exc)
+                await asyncio.sleep(_PULL_WAIT)
+                continue
+            for msg in msgs:
+                self._take(queue, msg)
+
+    def _take(self, queue: str, msg: Any) -> None:
+        try:
+            job = orjson.loads(msg.data)
+            task_id, number = job["id"], job["n"]
+            valid = type(task_id) is str and len(task_id) == 36 and task_id.isascii()
+            valid = valid and type(number) is int and 0 <= number < 2**64
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            valid = False
+        if not valid:
+            log.error("%s stream: a malformed job dropped: %r", queue, msg.data[:200])
+            self._spawn(msg.term())
+            return
+        if task_id in self._held:  # redelivered while still here: keep the one we run
+            return
+        self.pulled += 1
+        self._held[task_id] = msg
+        self._in_pool[queue] += 1
+        self.server.pools[queue].submit(Task(task_id, number, queue, []))
+
+    def ran(self, task: Task, state: str, frame: bytes) -> None:
+        """The pools' finish callback in cluster mode: store, ack, announce."""
+        self._in_pool[task.queue] -= 1
+        self._room[task.queue].set()
+        self._spawn(self._store(task, state, frame))
+
+    async def _store(self, task: Task, state: str, frame: bytes) -> None:
+        msg = self._held.get(task.id)
+        try:
+            value = encode(state, frame)
+            assert self.conn.nc is not None
+            if len(value) > self.conn.nc.max_payload - _HEADROOM:
+                await self.objects.put(task.id, frame)
+                value = encode(state, b"")
+                self.stored_big += 1
+            await self.kv.put(task.id, value)
+            if msg is not None:
+                await msg.ack()
+            await self.conn.nc.publish(DONE, task.id.encode())
+            self.stored += 1
+        except (APIError, NatsError, TimeoutError) as exc:
+            # Not acked: JetStream gives the job to a host again after ack_wait.
+            self.errors += 1
+            log.warning("cannot store the outcome of task %s: %s", task.id, exc)
+        finally:
+            self._held.pop(task.id, None)
+
+    # -- observation ------------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        return self.conn.connected
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            **self.conn.status(),
+            "published": self.published,
+            "pulled": self.pulled,
+            "held": len(self._held),
+            "stored": self.stored,
+            "stored_big": self.stored_big,
+            "awaited": len(self.awaited),
+            "pushed": self.pushed,
+            "errors": self.errors,
+        }
+
+
+async def _bucket(create: Callable[[], Awaitable[Any]], bind: Callable[[], Awaitable[Any]]) -> Any:
+    try:
+        return await create()
+    except APIError as exc:  # exists with another configuration (another result_ttl)
+        log.warning("a bucket exists with another configuration, used as it is: %s", exc)
+        return await bind()
