@@ -7,7 +7,7 @@ import os
 import time
 from pathlib import Path
 
-from skns.metrics.output import Output
+from skns.metrics.output import Output, missing
 
 
 def rows(n: int, start: int = 0) -> list[str]:
@@ -172,3 +172,17 @@ def test_new_files_are_not_world_readable(tmp_path):
     assert out.path.stat().st_mode & 0o777 == 0o640
     assert out.path.parent.stat().st_mode & 0o777 == 0o750
     out.close()
+
+
+def test_missing_lines_are_those_after_the_files_last():
+    a = '{"timestamp": 10, "count_type": "10s", "A1_sum": 0, "A2_max": 0, "A3_min": 0, "count": 0}'
+    b = '{"timestamp": 20, "count_type": "10s", "A1_sum": 0, "A2_max": 0, "A3_min": 0, "count": 0}'
+    c = '{"timestamp": 20, "count_type": "60s", "A1_sum": 0, "A2_max": 0, "A3_min": 0, "count": 0}'
+    row = json.loads
+    assert missing([a, b, c], []) == [a, b, c]  # an empty file
+    assert missing([a, b, c], [row(a)]) == [b, c]  # died after writing the first
+    assert missing([a, b, c], [row(b)]) == [c]  # a write cut between two lines of one close
+    assert missing([a, b, c], [row(c)]) == []  # all written before it died
+    assert missing([b, c], [row(a)]) == [b, c]  # none of them written
+    later = '{"timestamp": 30, "count_type": "10s"}'
+    assert missing([a, b, c], [row(later)]) == []  # the file is past them all

@@ -266,3 +266,16 @@ def last_lines(path: Path, n: int) -> list[dict[str, object]]:
         if isinstance(row, dict):
             rows.append(row)
     return rows
+
+
+def missing(lines: list[str], tail: list[dict[str, object]]) -> list[str]:
+    """Of ``lines`` (in output order), those after the file's last line ``tail`` (as
+    :func:`last_lines` gives it): a line is known by its timestamp and count_type."""
+    if not lines or not tail:
+        return lines
+    last = (tail[-1].get("timestamp"), tail[-1].get("count_type"))
+    keys = [(row["timestamp"], row["count_type"]) for row in map(json.loads, lines)]
+    if last in keys:
+        return lines[keys.index(last) + 1 :]
+    written = float(last[0])  # type: ignore[arg-type]
+    return [text for text, key in zip(lines, keys, strict=True) if float(key[0]) > written]

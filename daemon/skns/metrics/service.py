@@ -20,7 +20,7 @@ from ..child import ChildContext, ChildSpec
 from ..files import write_atomic
 from . import worker
 from .closer import Closer
-from .output import Output, last_lines
+from .output import Output, last_lines, missing
 from .partials import REASONS, RING, Block
 from .sockets import bind_all, kernel_drops, socket_name, spread
 from .state import FDNAME, StateMemory, StateTooLarge
@@ -184,16 +184,7 @@ class MetricsService:
     def _unwritten(self, unwritten: list[str]) -> list[str]:
         """Of the lines the previous run had not written (as it last knew), those the
         output still lacks: it may have written some after saving its state."""
-        if not unwritten:
-            return []
-        tail = last_lines(self.output.path, 1)
-        if not tail:
-            return unwritten
-        last = (tail[0].get("timestamp"), tail[0].get("count_type"))
-        keys = [(row["timestamp"], row["count_type"]) for row in map(json.loads, unwritten)]
-        if last in keys:
-            return unwritten[keys.index(last) + 1 :]
-        return [] if float(last[0]) >= float(keys[-1][0]) else unwritten  # type: ignore[arg-type]
+        return missing(unwritten, last_lines(self.output.path, 1)) if unwritten else []
 
     def _save(self, lines: list[str] | None = None) -> None:
         """Save the closer's state to the memfd, at every change (a kill -9 loses nothing),
