@@ -17,8 +17,15 @@ from typing import Any
 
 import pytest
 
-from conftest import Service
-from helpers import AS_LISTEN_PID, metrics_port, metrics_table, passing_fds, wait_for
+from helpers import (
+    AS_LISTEN_PID,
+    Service,
+    metrics_port,
+    metrics_table,
+    passing_fds,
+    toml_dumps,
+    wait_for,
+)
 from skns.tasks.local import free_port
 
 RATE = 10_000  # datagrams per second
@@ -286,8 +293,6 @@ def test_kill_9_then_start_with_the_kept_fds_loses_nothing(start_service, keeper
 
 
 def test_a_restart_with_more_workers_carries_the_open_partials_over(start_service, tmp_path):
-    from conftest import toml_dumps
-
     svc = start_service(metrics=metrics_table(tmp_path, window=2.0, intervals=[2.0, 10.0]))
     out = Path(svc.tables["metrics"]["output"])
     port = metrics_port(svc)
@@ -331,8 +336,6 @@ def test_a_child_is_not_the_supervisor_for_sigusr2(start_service, tmp_path):
 
 
 def test_a_restart_rebinds_a_changed_address_and_closes_the_old(start_service, keeper, tmp_path):
-    from conftest import toml_dumps
-
     old, new = free_port(), free_port()
     svc = start_service(
         env={"NOTIFY_SOCKET": keeper.path},
