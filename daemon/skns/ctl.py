@@ -287,7 +287,8 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("-n", type=int, default=10, help="how many lines (default 10)")
     t.set_defaults(func=cmd_tail)
     b = sub.add_parser("bench", help="run a subsystem's benchmark")
-    b.add_argument("subsystem", choices=[*NAMES, "all"])
+    # cluster: the task server on a throwaway NATS JetStream cluster (not part of "all").
+    b.add_argument("subsystem", choices=[*NAMES, "cluster", "all"])
     b.add_argument("args", nargs=argparse.REMAINDER, help="passed to the benchmark")
     b.set_defaults(func=cmd_bench)
     m = sub.add_parser("sim", help="run a simulator (relay: source and sink servers)")

@@ -57,7 +57,8 @@ _STREAM_FULL = 10077  # JetStream's "maximum messages exceeded" (discard new)
 _MAX_DELIVER = 3  # a job whose host died twice while running it is given up
 _ACK_MARGIN = 10.0  # seconds past the longest a job can be held before JetStream resends it
 _HEADROOM = 4096  # bytes of a NATS message left for its subject and headers
-_PULL_WAIT = 1.0  # seconds one pull request waits for jobs
+_PULL_WAIT = 1.0  # seconds one pull request waits for a job
+_BURST_WAIT = 0.005  # seconds the pull of the jobs waiting behind it may linger
 
 
 def encode(state: str, frame: bytes) -> bytes:
@@ -294,15 +295,20 @@ class ClusterTasks:
                 await room.wait()
                 continue
             try:
-                msgs = await sub.fetch(free, timeout=_PULL_WAIT)
+                # A fetch of n waits until n jobs came or its time ran out: wait for one
+                # and start it, then take those already waiting, up to what the workers
+                # can start.
+                for msg in await sub.fetch(1, timeout=_PULL_WAIT):
+                    self._take(queue, msg)
+                if free > 1:
+                    with contextlib.suppress(NatsTimeout, TimeoutError):
+                        for msg in await sub.fetch(free - 1, timeout=_BURST_WAIT):
+                            self._take(queue, msg)
             except (NatsTimeout, TimeoutError):  # no job within _PULL_WAIT
                 continue
             except (APIError, NatsError) as exc:
                 log.debug("%s pull: %s", queue, exc)
                 await asyncio.sleep(_PULL_WAIT)
-                continue
-            for msg in msgs:
-                self._take(queue, msg)
 
     def _take(self, queue: str, msg: Any) -> None:
         try:
