@@ -413,9 +413,9 @@ class Relay:
         if buffer.below_start and buffer.learned:
             problems.append(
                 f"{buffer.below_start} id(s) below the first id {buffer.start} arrived after it"
-                f" was learned (the lowest id seen within settle_ms {self.settle_ms}) and were"
+                f" was learned from the ids seen within settle_ms {self.settle_ms}, and were"
                 f" dropped, the lowest {buffer.lowest_below_start}: set the first id"
-                f" (--first-id {buffer.lowest_below_start}) or a longer settle"
+                f" (--first-id {buffer.lowest_below_start}) or a longer settle_ms"
             )
         if self.sink_drops:
             problems.append(
