@@ -15,7 +15,8 @@ Cluster mode only (``[cluster] nats`` set): nats-py is imported from here alone.
   ``result_ttl`` after they are written) as ``<state>\\n<final frame>``; one too
   big for a NATS message is stored whole in the object store ``skns_tasks_big``
   (chunked, same expiry) and its entry is ``<state>\\n``. The entry is created as
-  ``queued`` when the job is accepted, so any host knows the id from then on.
+  ``queued`` when the job is accepted, so any host knows the id from then on, and
+  set to ``running`` by the host that pulls the job (before its outcome, in order).
 * When an outcome is stored, the id is announced on ``skns.tasks.done``. A host
   that waits for that task (it took the job, or a client fetched it there while
   pending) reads the outcome and pushes it as on one host. After a reconnect
@@ -39,7 +40,7 @@ from nats.js.errors import APIError, KeyNotFoundError, KeyWrongLastSequenceError
 from ..cluster.connection import Connection
 from ..cluster.settings import ClusterSettings
 from . import protocol
-from .store import FAILED, QUEUED, Task
+from .store import FAILED, QUEUED, RUNNING, Task
 
 if TYPE_CHECKING:
     from .server import Outbox, TaskServer
@@ -82,6 +83,7 @@ class ClusterTasks:
         self.objects: Any = None
         self.awaited: dict[str, Task] = {}  # tasks whose outcome another host may store
         self._held: dict[str, Any] = {}  # pulled job's task id -> its JetStream message
+        self._running: dict[str, asyncio.Future[None]] = {}  # "running" marks being written
         self._in_pool = dict.fromkeys(protocol.QUEUES, 0)  # pulled jobs not finished yet
         self._room = {queue: asyncio.Event() for queue in protocol.QUEUES}
         self._background: set[asyncio.Task[None]] = set()
@@ -213,11 +215,17 @@ class ClusterTasks:
         return ack
 
     async def _mark_queued(self, task_id: str) -> None:
-        with contextlib.suppress(KeyWrongLastSequenceError):  # the outcome is already there
+        with contextlib.suppress(KeyWrongLastSequenceError):  # already running, or done
             await self.kv.create(task_id, encode(QUEUED, b""))
 
+    async def _mark(self, task_id: str, state: str) -> None:
+        try:
+            await self.kv.put(task_id, encode(state, b""))
+        except (APIError, NatsError, TimeoutError) as exc:  # only a status: the job runs on
+            log.debug("cannot mark task %s %s: %s", task_id, state, exc)
+
     async def _fetch(self, task_id: str, outbox: Outbox) -> bytes:
-        """A task this host does not hold: ask the cluster."""
+        """A task this host holds no outcome of: ask the cluster."""
         try:
             outcome = await self._read(task_id)
         except (APIError, NatsError, TimeoutError) as exc:
@@ -232,6 +240,13 @@ class ClusterTasks:
         state, frame = outcome
         if frame:
             return frame
+        task = self.awaited.get(task_id)
+        if task is not None:  # this host waits for it already
+            task.state = state
+            if outbox not in task.watchers:
+                task.watchers.append(outbox)
+                outbox.expect()
+            return protocol.pending_frame(task_id, state)
         # Pending on another host: wait for it here too, as for a task of this host.
         task = Task(task_id, 0, "", [outbox])
         task.state = state
@@ -252,7 +267,7 @@ class ClusterTasks:
         if entry.value is None:
             return None
         state, frame = decode(entry.value)
-        if state != QUEUED and not frame:
+        if state not in (QUEUED, RUNNING) and not frame:
             frame = (await self.objects.get(task_id)).data
         return state, frame
 
@@ -327,6 +342,8 @@ class ClusterTasks:
         self.pulled += 1
         self._held[task_id] = msg
         self._in_pool[queue] += 1
+        # Any host fetching it from now says "running"; the outcome is written after this.
+        self._running[task_id] = asyncio.ensure_future(self._mark(task_id, RUNNING))
         self.server.pools[queue].submit(Task(task_id, number, queue, []))
 
     def ran(self, task: Task, state: str, frame: bytes) -> None:
@@ -337,6 +354,9 @@ class ClusterTasks:
 
     async def _store(self, task: Task, state: str, frame: bytes) -> None:
         msg = self._held.get(task.id)
+        marked = self._running.pop(task.id, None)
+        if marked is not None:  # in this order, so "running" never overwrites the outcome
+            await marked
         try:
             value = encode(state, frame)
             assert self.conn.nc is not None

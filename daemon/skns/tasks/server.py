@@ -285,8 +285,8 @@ class TaskServer:
     ) -> tuple[bytes, Task | protocol.Fetch | None]:
         """The immediate answer to one request, and the task it submits, if any.
 
-        In cluster mode a fetch of an id this host does not hold comes back as the
-        Fetch itself, for the cluster to answer."""
+        In cluster mode a fetch of a task this host holds no outcome of comes back as
+        the Fetch itself, for the cluster to answer."""
         s = self.settings
         request = protocol.parse(message, s.soft_max, s.max_number)
         if type(request) is protocol.Submit:
@@ -307,8 +307,8 @@ class TaskServer:
         if type(request) is protocol.Fetch:
             self.fetched += 1
             task = self.store.get(request.task_id)
-            if task is None and self.cluster is not None:
-                return b"", request
+            if self.cluster is not None and (task is None or not task.finished):
+                return b"", request  # held elsewhere, or running on any host
             if task is None:
                 self.refused[protocol.TASK_NOT_FOUND] += 1
                 return protocol.not_found_frame(request.task_id), None

@@ -1,0 +1,79 @@
+"""The task server in cluster mode when JetStream refuses or is gone: a full stream,
+and the whole NATS cluster down then back. A cluster of its own (this module's)."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+
+import pytest
+from websockets.sync.client import connect
+
+from helpers import wait_for
+from skns.cluster.natscluster import NatsCluster
+from skns.tasks.local import LocalServer, healthy, local_settings
+
+LONG_JOB = 400_000  # a hard job past its 1 s limit: holds the one hard worker for 1 s
+
+
+@pytest.fixture(scope="module")
+def host(
+    nats_cluster: NatsCluster, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LocalServer]:
+    table = {"nats": nats_cluster.urls, "name": "solo", "replicas": 3, "publish_timeout": 1.0}
+    settings = local_settings(
+        tmp_path_factory.mktemp("solo"),
+        cluster=table,
+        hard_limit=1.0,
+        hard_workers=1,
+        soft_workers=1,
+        max_queued=2,
+    )
+    with LocalServer(settings) as running:
+        yield running
+
+
+def submit(url: str, number: int) -> dict:
+    with connect(url, open_timeout=10) as ws:
+        ws.send(json.dumps({"type": "factorial", "number": number}))
+        return json.loads(ws.recv(timeout=30))
+
+
+def test_a_full_stream_refuses_with_server_busy(host: LocalServer) -> None:
+    with connect(host.url, open_timeout=10) as ws:
+        for _ in range(3):  # one running (held, not acked yet), one waiting: the stream is full
+            ws.send(json.dumps({"type": "factorial", "number": LONG_JOB}))
+        answers = [json.loads(ws.recv(timeout=30)) for _ in range(3)]
+        assert [a["type"] for a in answers[:2]] == ["result", "result"]
+        assert answers[2]["type"] == "error" and answers[2]["result"] == "Server busy"
+        assert "queue is full" in answers[2]["detail"]
+        outcomes = [json.loads(ws.recv(timeout=30)) for _ in range(2)]  # the two accepted
+    assert {o["result"] for o in outcomes} == {"Timeout error"}
+
+
+def test_nats_down_is_server_busy_and_503_then_it_works_again(
+    host: LocalServer, nats_cluster: NatsCluster
+) -> None:
+    for i in range(3):
+        nats_cluster.kill(i)
+    try:
+        wait_for(lambda: not healthy(host.health_url), what="503 while NATS is down")
+        started = time.monotonic()
+        answer = submit(host.url, 5)
+        assert answer["type"] == "error" and answer["result"] == "Server busy"
+        assert time.monotonic() - started < 5  # publish_timeout (1 s), with margin
+    finally:
+        for i in range(3):
+            nats_cluster.restart(i)
+    nats_cluster.wait_ready()
+    wait_for(lambda: healthy(host.health_url), timeout=30, what="200 once NATS is back")
+
+    def works() -> bool:  # the streams' leaders are elected again a moment after the meta leader
+        with connect(host.url, open_timeout=10) as ws:
+            ws.send(json.dumps({"type": "factorial", "number": 5}))
+            if json.loads(ws.recv(timeout=30))["type"] != "result":
+                return False
+            return json.loads(ws.recv(timeout=30))["result"] == 120  # pulled and run again
+
+    wait_for(works, timeout=30, what="a job accepted and run again")
