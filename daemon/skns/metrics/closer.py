@@ -39,7 +39,7 @@ class Closer:
                 end_w = (held[0] + 1) * k - 1
                 flushed.append(line(end_of(end_w, self.schedule.base), seconds, held[1]))
                 held = None
-            totals = held[1] if held else Aggregate()
+            totals = held[1] if held else type(agg)()
             totals.merge(agg)
             if (w + 1) % k == 0:
                 lines.append(line(end_of(w, self.schedule.base), seconds, totals))

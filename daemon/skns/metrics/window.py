@@ -55,6 +55,10 @@ class Aggregate:
         self.count += other.count
         self.a1_sum += other.a1_sum
 
+    def extra(self) -> dict[str, int]:
+        """Keys a line shows after ``count`` (the fleet view's ``hosts``)."""
+        return {}
+
     def as_list(self) -> list[int]:
         return [self.count, self.a1_sum, self.a2_max, self.a3_min]
 
@@ -78,6 +82,7 @@ def line(end: float, seconds: float, agg: Aggregate) -> str:
             "A2_max": agg.a2_max,
             "A3_min": agg.a3_min,
             "count": agg.count,
+            **agg.extra(),
         }
     )
 
