@@ -44,6 +44,8 @@ def start_service(tmp_path: Path) -> Iterator[Callable[..., Service]]:
         for name in SUBSYSTEMS:
             table = tables.pop(name, None)
             all_tables[name] = {"enabled": False} if table is None else {"enabled": True, **table}
+        if "cluster" in tables:
+            all_tables["cluster"] = tables.pop("cluster")
         if tables:
             raise TypeError(f"unknown tables {sorted(tables)}")
         run_env = {

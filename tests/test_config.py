@@ -28,6 +28,13 @@ def test_values_are_typed():
     assert s.service.state_dir.is_absolute()
 
 
+def test_the_fleet_view_is_off_by_default_and_its_grace_defaults_to_two_windows():
+    s = config.parse({"metrics": {"window": 2, "intervals": [2]}}, Path("x"))
+    assert s.metrics.fleet_path is None and s.metrics.grace == 4.0
+    s = config.parse({"metrics": {"fleet_output": "f.jsonl", "fleet_grace": 1}}, Path("x"))
+    assert s.metrics.fleet_path == Path("f.jsonl").absolute() and s.metrics.grace == 1.0
+
+
 @pytest.mark.parametrize(
     ("data", "key", "words"),
     [
@@ -38,6 +45,8 @@ def test_values_are_typed():
         ({"metrics": {"workers": -1}}, "metrics.workers", "must be >= 0"),
         ({"metrics": {"intervals": [10, 25]}}, "metrics.intervals", "not a positive multiple"),
         ({"metrics": {"listen": "localhost"}}, "metrics.listen", "not host:port"),
+        ({"metrics": {"fleet_grace": -1}}, "metrics.fleet_grace", "must be >= 0"),
+        ({"metrics": {"fleet_output": 3}}, "metrics.fleet_output", "expected"),
         ({"metrics": {"listen": "h:70000"}}, "metrics.listen", "out of range"),
         ({"service": {"log_level": "loud"}}, "service.log_level", "must be one of"),
         ({"metrics": 3}, "metrics", "must be a table"),

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..child import ChildContext, ChildSpec
 from ..files import write_atomic
-from . import worker
+from . import fleetspool, worker
 from .closer import Closer
 from .output import Output, last_lines, missing
 from .partials import REASONS, RING, Block
@@ -41,6 +41,12 @@ _RECHECK = 0.01
 
 def _worker_main(sock: socket.socket, block: Block, ctx: ChildContext) -> None:
     worker.run(ctx, sock, block)
+
+
+def _fleet_main(ctx: ChildContext) -> None:
+    from . import fleet  # imports nats: only with [cluster] and fleet_output set
+
+    fleet.run(ctx)
 
 
 def worker_count(settings: Settings) -> int:
@@ -67,6 +73,11 @@ class MetricsService:
         self.windows_written = 0
         self.last_window: dict[str, Any] | None = None
         self._save_failed = False
+        # The fleet view: base lines spooled for the fleet child to publish.
+        fleet = settings.cluster.enabled and m.fleet_path is not None
+        self.fleet_spool = fleetspool.spool_dir(settings.service.state_dir) if fleet else None
+        self.spool_errors = 0
+        self.spool_failing = False
         now = index_of(time.time(), m.window)
         self.closer = Closer(self.schedule, now)
         kept = self._kept_memory()
@@ -246,6 +257,7 @@ class MetricsService:
     # -- children -----------------------------------------------------------
 
     def children(self) -> list[ChildSpec]:
+        fleet = [ChildSpec("metrics", "fleet", 0, _fleet_main)] if self.fleet_spool else []
         return [
             ChildSpec(
                 subsystem="metrics",
@@ -255,13 +267,17 @@ class MetricsService:
                 cpus=(self.cpus[i % len(self.cpus)],),
             )
             for i in range(self.count)
-        ]
+        ] + fleet
 
     def child_started(self, spec: ChildSpec, started: float) -> None:
+        if spec.role != "udp-worker":
+            return
         self.alive[spec.index] = True
         self.started[spec.index] = started
 
     def child_exited(self, spec: ChildSpec) -> None:
+        if spec.role != "udp-worker":
+            return
         self.alive[spec.index] = False
 
     # -- closing windows ------------------------------------------------------
@@ -298,12 +314,31 @@ class MetricsService:
             self.windows_written += 1
 
     def _write(self, lines: list[str]) -> None:
-        self.output.write(lines)
         shortest = label(self.schedule.intervals[0])
         for text in lines:
             row = json.loads(text)
             if row["count_type"] == shortest:
                 self.last_window = row
+                self._spool(row, text)
+        self.output.write(lines)
+
+    def _spool(self, row: dict[str, Any], text: str) -> None:
+        """Hand a base line to the fleet child (first: a crash after it republishes,
+        which JetStream's message id makes harmless)."""
+        if self.fleet_spool is None:
+            return
+        w = round(float(row["timestamp"]) / self.schedule.base) - 1
+        try:
+            fleetspool.put(self.fleet_spool, w, text)
+        except OSError as exc:
+            if not self.spool_failing:  # once per outage: the count is in status
+                log.error("cannot spool window %s for the fleet view: %s", row["timestamp"], exc)
+            self.spool_failing = True
+            self.spool_errors += 1
+        else:
+            if self.spool_failing:
+                log.warning("spooling windows for the fleet view again")
+            self.spool_failing = False
 
     def reopen(self) -> None:
         self.output.reopen()
@@ -334,6 +369,7 @@ class MetricsService:
             "kernel_drops": kernel_drops(self.port),
             "windows_written": self.windows_written,
             "last_window": self.last_window,
+            "fleet_spool_errors": self.spool_errors,
         }
 
     def summary(self) -> str:

@@ -27,6 +27,10 @@ class MetricsSettings(Section):
     max_datagram: int = 2048
     # After a short batch, wait this long for a batch to build up (0: read on at once).
     coalesce_ms: float = 2.0
+    # With [cluster] set: the fleet-wide lines (merged across hosts) go here; "": off.
+    fleet_output: Path | str = ""
+    # Seconds the fleet merger waits for a silent host's partial of a window; 0: 2 windows.
+    fleet_grace: float = 0.0
 
     def validate(self) -> None:
         self.require(self.workers >= 0, "workers", "must be >= 0 (0: one per CPU)")
@@ -48,4 +52,13 @@ class MetricsSettings(Section):
         self.require(self.recv_buffer_bytes >= 4096, "recv_buffer_bytes", "must be >= 4096")
         self.require(0 <= self.coalesce_ms <= 50, "coalesce_ms", "must be within 0..50")
         self.require(1 <= self.batch <= MAX_BATCH, "batch", f"must be within 1..{MAX_BATCH}")
+        self.require(self.fleet_grace >= 0, "fleet_grace", "must be >= 0 (0: two windows)")
         self.require(128 <= self.max_datagram <= 65535, "max_datagram", "must be within 128..65535")
+
+    @property
+    def fleet_path(self) -> Path | None:
+        return self.fleet_output if isinstance(self.fleet_output, Path) else None
+
+    @property
+    def grace(self) -> float:
+        return self.fleet_grace or 2 * self.window

@@ -1,0 +1,284 @@
+"""The metrics fleet view: three skns instances (separate state dirs and ports) as three
+hosts on a real 3-node JetStream cluster, 1 s windows, intervals [1, 6], one shared
+``fleet_output`` (the file a takeover resumes from)."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from helpers import metrics_port, wait_for
+from skns.cluster.natscluster import NatsCluster
+from skns.messenger.pgcluster import free_ports
+
+BIG = 2**62  # A1 values: a host's 1 s sum passes 2**64 after a few datagrams
+RATE = 40  # datagrams per second per host
+LEASE_TTL = 1.5
+
+
+def start_hosts(
+    start_service: Callable[..., Any], cluster: NatsCluster, tmp: Path, names: list[str]
+) -> tuple[list[Any], Path]:
+    fleet = tmp / "fleet.jsonl"
+    hosts = []
+    for name in names:
+        metrics = {
+            "listen": "127.0.0.1:0",
+            "workers": 1,
+            "window": 1,
+            "intervals": [1, 6],
+            "output": str(tmp / f"{name}.jsonl"),
+            "fleet_output": str(fleet),
+        }
+        table = {"nats": cluster.urls, "name": name, "replicas": 3, "lease_ttl": LEASE_TTL}
+        hosts.append(start_service(metrics=metrics, cluster=table))
+    return hosts, fleet
+
+
+class Senders:
+    """One thread per host sending RATE datagrams a second (bounded by ``stop``)."""
+
+    def __init__(self, ports: dict[str, int]) -> None:
+        self.ports = ports
+        self.stopped = threading.Event()
+        self.threads = [threading.Thread(target=self._send, args=(p,)) for p in ports.values()]
+
+    def _send(self, port: int) -> None:
+        rng = random.Random(port)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            deadline = time.monotonic() + 60
+            while not self.stopped.is_set() and time.monotonic() < deadline:
+                a = [
+                    BIG + rng.randrange(1000),
+                    rng.randrange(-1000, 1000),
+                    rng.randrange(-1000, 1000),
+                ]
+                doc = {"A1": a[0], "A2": a[1], "A3": a[2]}
+                s.sendto(json.dumps(doc).encode(), ("127.0.0.1", port))
+                time.sleep(1 / RATE)
+
+    def stop(self, port: int | None = None) -> None:
+        self.stopped.set()
+        for t in self.threads:
+            t.join()
+
+    def __enter__(self) -> Senders:
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def lines(path: Path) -> list[dict[str, Any]]:
+    try:
+        return [json.loads(x) for x in path.read_text().splitlines()]
+    except FileNotFoundError:
+        return []
+
+
+def fleet_stats(host: Any) -> dict[str, Any] | None:
+    try:
+        rows = host.children("fleet")
+    except Exception:
+        return None
+    return rows[0]["stats"] if rows and rows[0]["stats"] else None
+
+
+def holder(hosts: list[Any]) -> int | None:
+    for i, h in enumerate(hosts):
+        if h.proc.poll() is None and (fleet_stats(h) or {}).get("holder"):
+            return i
+    return None
+
+
+def merge(rows: list[dict[str, Any]]) -> dict[str, int]:
+    used = [r for r in rows if r["count"]]
+    return {
+        "A1_sum": sum(r["A1_sum"] for r in rows),
+        "A2_max": max((r["A2_max"] for r in used), default=0),
+        "A3_min": min((r["A3_min"] for r in used), default=0),
+        "count": sum(r["count"] for r in rows),
+    }
+
+
+def check(
+    fleet: list[dict[str, Any]],
+    local: dict[str, list[dict[str, Any]]],
+    maybe: set[str],
+    since: float,
+) -> list[int]:
+    """Base windows follow each other without a gap or a repeat; from window end ``since``
+    on, every 1 s fleet line is the merge of the hosts' 1 s lines of its window (a host in
+    ``maybe`` may be left out: it was killed before publishing its last windows), with
+    ``hosts`` saying how many; every 6 s line the merge of its six 1 s lines, with the
+    fewest hosts of theirs."""
+    by_key: dict[tuple[Any, str], dict[str, dict[str, Any]]] = {}
+    for name, rows in local.items():
+        for r in rows:
+            by_key.setdefault((r["timestamp"], r["count_type"]), {})[name] = r
+    base = {r["timestamp"]: r for r in fleet if r["count_type"] == "1s"}
+    ends = [r["timestamp"] for r in fleet if r["count_type"] == "1s"]
+    assert ends == list(range(ends[0], ends[0] + len(ends))), ends
+    for r in (r for r in fleet if r["timestamp"] >= since):
+        got = {k: r[k] for k in ("A1_sum", "A2_max", "A3_min", "count")}
+        if r["count_type"] == "6s":
+            six = [base[t] for t in range(r["timestamp"] - 5, r["timestamp"] + 1) if t in base]
+            assert got == merge(six) and r["hosts"] == min(x["hosts"] for x in six), (r, six)
+            continue
+        rows = by_key.get((r["timestamp"], "1s"), {})
+        choices = [rows] + [{n: x for n, x in rows.items() if n != m} for m in maybe if m in rows]
+        assert any(got == merge(list(c.values())) for c in choices), (r, rows)
+        assert r["hosts"] in {len(c) for c in choices if got == merge(list(c.values()))}
+    return ends
+
+
+@pytest.fixture
+def three(
+    start_service: Callable[..., Any], nats_cluster: NatsCluster, tmp_path: Path
+) -> Iterator[tuple[list[Any], Path, list[str]]]:
+    names = [f"h{os.getpid() % 1000}{tmp_path.name[-6:]}{i}".replace("_", "") for i in range(3)]
+    names = [n.replace(".", "")[:60] for n in names]
+    hosts, fleet = start_hosts(start_service, nats_cluster, tmp_path, names)
+    wait_for(lambda: holder(hosts) is not None, 20, "a lease holder")
+    # A host joining is known from its first partial on: that one may be late (counted).
+    wait_for(lambda: merger(hosts)["live_hosts"] == sorted(names), 20, "every host heard")
+    yield hosts, fleet, names
+
+
+def merger(hosts: list[Any]) -> dict[str, Any]:
+    i = holder(hosts)
+    return fleet_stats(hosts[i])["merger"] if i is not None else {"live_hosts": []}
+
+
+def test_fleet_lines_are_the_exact_merge_of_the_hosts_lines(
+    three: tuple[list[Any], Path, list[str]], tmp_path: Path
+) -> None:
+    hosts, fleet, names = three
+    ports = {n: metrics_port(h) for n, h in zip(names, hosts, strict=True)}
+    late = merger(hosts)["late_partials"]
+    # A spooled window that cannot be read is dropped with an error, and counted.
+    spool = tmp_path / "svc0" / "state" / "fleet-spool"
+    (spool / f"{0:020d}.json").write_text("{not json")
+    since = time.time() + 1
+    seen: dict[int, float] = {}  # when each 1 s fleet line appeared (polled every 10 ms)
+    with Senders(ports):
+        deadline = time.monotonic() + 7
+        while time.monotonic() < deadline:
+            now = time.time()
+            for r in lines(fleet):
+                if r["count_type"] == "1s":
+                    seen.setdefault(r["timestamp"], now)
+            time.sleep(0.01)
+    stop_at = time.time()
+    # Every window that ended before the senders stopped is in the fleet view.
+    wait_for(
+        lambda: any(r["timestamp"] >= stop_at + 1 for r in lines(fleet)), 20, "the fleet lines"
+    )
+    local = {n: lines(tmp_path / f"{n}.jsonl") for n in names}
+    rows = lines(fleet)
+    base = check(rows, local, set(), since)
+    full = [r for r in rows if r["count_type"] == "1s" and r["hosts"] == 3 and r["count"]]
+    assert len(full) >= 5, rows
+    assert max(r["A1_sum"] for r in rows) > 2**64  # exact: compared with the local sums
+    assert any(r["count_type"] == "6s" for r in rows)
+    # Every local window inside the fleet view's span is in it.
+    for name in names:
+        spanned = {r["timestamp"] for r in local[name] if base[0] <= r["timestamp"] <= base[-1]}
+        assert spanned <= set(base)
+    stats = merger(hosts)
+    assert stats["late_partials"] == late and stats["duplicate_partials"] == 0
+    assert fleet_stats(hosts[0])["bad_partials"] == 1
+    delays = sorted(t - end for end, t in seen.items() if end >= since)
+    assert len(delays) >= 5
+    print(
+        f"\nfleet line delay after the window's end, {len(delays)} windows under load: "
+        f"p50 {statistics.median(delays) * 1000:.0f} ms, max {delays[-1] * 1000:.0f} ms "
+        f"(the merger's own count: p50 {stats['delay_p50'] * 1000:.0f} ms)"
+    )
+
+
+def test_kill_9_of_the_lease_holder_another_takes_over_without_a_gap_or_a_double(
+    three: tuple[list[Any], Path, list[str]], tmp_path: Path
+) -> None:
+    hosts, fleet, names = three
+    ports = {n: metrics_port(h) for n, h in zip(names, hosts, strict=True)}
+    since = time.time() + 1
+    with Senders(ports):
+        wait_for(lambda: any(r["timestamp"] >= since + 3 for r in lines(fleet)), 20, "lines before")
+        victim = holder(hosts)
+        assert victim is not None
+        pids = [c["pid"] for c in hosts[victim].children("fleet")]
+        pids += [hosts[victim].pid] + [c["pid"] for c in hosts[victim].children("udp-worker")]
+        for pid in pids:  # the fleet child first: it must not let the lease go gracefully
+            os.kill(pid, signal.SIGKILL)
+        killed_at = time.time()
+        hosts[victim].proc.wait()
+        taken = wait_for(lambda: holder(hosts), 20, "another lease holder")
+        assert taken != victim
+        time.sleep(4)
+    stop_at = time.time()
+    wait_for(
+        lambda: any(r["timestamp"] >= stop_at + 1 for r in lines(fleet)), 20, "the fleet lines"
+    )
+    local = {n: lines(tmp_path / f"{n}.jsonl") for n in names}
+    rows = lines(fleet)
+    base = check(rows, local, {names[victim]}, since)
+    assert base[0] < killed_at - 1 and base[-1] > killed_at + 4
+    after = [r for r in rows if r["count_type"] == "1s" and r["timestamp"] > killed_at + 1]
+    assert after and all(r["hosts"] == 2 for r in after), after
+    before = [r for r in rows if r["count_type"] == "1s" and r["timestamp"] < killed_at - 1]
+    assert any(r["hosts"] == 3 for r in before)
+
+
+def test_without_cluster_nothing_imports_nats_and_there_is_no_fleet_child(
+    start_service: Callable[..., Any], tmp_path: Path
+) -> None:
+    code = "import sys, skns.metrics.service, skns.supervisor; print('nats' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+    metrics = {"listen": "127.0.0.1:0", "workers": 1, "window": 1, "intervals": [1]}
+    metrics["output"] = str(tmp_path / "metrics.jsonl")
+    svc = start_service(metrics={**metrics, "fleet_output": str(tmp_path / "fleet.jsonl")})
+    assert svc.children("fleet") == [] and len(svc.children("udp-worker")) == 1
+
+
+def test_no_nats_and_a_spool_that_cannot_be_written_stop_nothing_local(
+    start_service: Callable[..., Any], tmp_path: Path
+) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "fleet-spool").write_text("in the way")
+    nowhere = f"nats://127.0.0.1:{free_ports(1)[0]}"
+    svc = start_service(
+        service={"state_dir": str(state)},
+        metrics={
+            "listen": "127.0.0.1:0",
+            "workers": 1,
+            "window": 0.5,
+            "intervals": [0.5],
+            "output": str(tmp_path / "metrics.jsonl"),
+            "fleet_output": str(tmp_path / "fleet.jsonl"),
+        },
+        cluster={"nats": [nowhere], "name": "alone"},
+    )
+    wait_for(lambda: len(lines(tmp_path / "metrics.jsonl")) >= 3, 20, "local lines")
+    status = svc.status()
+    assert status["subsystems"]["metrics"]["fleet_spool_errors"] >= 3
+    stats = wait_for(lambda: fleet_stats(svc), 20, "the fleet child's stats")
+    assert stats["cluster"]["connected"] is False and stats["holder"] is False
+    assert not (tmp_path / "fleet.jsonl").exists()
