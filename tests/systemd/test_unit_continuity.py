@@ -38,12 +38,17 @@ LOADGEN = [
 ]
 
 
+# Events: each returns once the service serves again (systemd has it running, READY=1).
+
+
 def restart(unit: Unit, pid: int) -> None:
-    unit.systemctl("restart", UNIT)
+    unit.systemctl("restart", UNIT)  # Type=notify: returns on READY=1
+    unit.wait_running(not_pid=pid)
 
 
 def kill_9(unit: Unit, pid: int) -> None:
     unit.machine.run("kill", "-9", str(pid))
+    unit.wait_running(not_pid=pid, timeout=30)
 
 
 def udp_drops(unit: Unit, port: int = 9125) -> dict[str, int]:
@@ -69,20 +74,17 @@ def measure(unit: Unit, event: Callable[[Unit, int], None]) -> dict:
     time.sleep(EVENT_AT)
     outage = time.monotonic()
     event(unit, pid)
-    unit.wait_running(not_pid=pid, timeout=30)
     outage = time.monotonic() - outage
     out, err = load.communicate(timeout=SECONDS + 30)
     assert load.returncode == 0, err
     result = json.loads(out)
     # The last datagram's window closes within a second of its end; then the 5 s line.
     last = math.ceil(result["ended"]) + 1
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        lines = unit.lines()[before:]
-        if any(x["count_type"] == "5s" and x["timestamp"] >= last for x in lines):
-            break
-        time.sleep(0.2)
-    lines = unit.lines()
+    lines = unit.wait_lines(
+        lambda ls: any(x["count_type"] == "5s" and x["timestamp"] >= last for x in ls[before:]),
+        "the windows after the load",
+        timeout=30,
+    )
     counted = sum(x["count"] for x in base_lines(lines[before:]))
     # Only sockets open at the end count: a socket closed by the restart took its figure along.
     drops = sum(n - drops_before.get(inode, 0) for inode, n in udp_drops(unit).items())

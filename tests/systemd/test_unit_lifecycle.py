@@ -2,8 +2,8 @@
 a crash, a hung supervisor (watchdog), a bad config, stop, uninstall.
 
 Each test sets up the state it needs through the fixtures (installed, running with 1 s
-windows), so the order of the tests does not matter; uninstall comes last only to save a
-reinstall.
+windows), so the order of the tests does not matter; uninstall comes last (conftest.py moves
+it behind every other test of the directory) only to save a reinstall.
 """
 
 from __future__ import annotations
@@ -30,17 +30,6 @@ def send(machine: Container, count: int) -> None:
         "--sockets=1",
         f"--seconds={count / rate}",
     )
-
-
-def wait_lines(unit: Unit, predicate, what: str, timeout: float = 15.0) -> list[dict]:
-    deadline = time.monotonic() + timeout
-    while True:
-        lines = unit.lines()
-        if predicate(lines):
-            return lines
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what} in {OUTPUT}: {lines[-6:]}")
-        time.sleep(0.2)
 
 
 def test_install_lays_out_a_unit_systemd_accepts(machine: Container) -> None:
@@ -90,7 +79,7 @@ def test_datagrams_reach_metrics_jsonl(running: Unit) -> None:
     def counted(lines: list[dict]) -> bool:
         return sum(x["count"] for x in base_lines(lines[before:])) >= 40
 
-    lines = wait_lines(running, counted, "40 datagrams counted")
+    lines = running.wait_lines(counted, "40 datagrams counted")
     new = [x for x in base_lines(lines[before:]) if x["count"]]
     assert sum(x["count"] for x in new) == 40, new
     # loadgen's datagram i is {"A1": 1, "A2": i + 1, "A3": -i} for i < 997.
@@ -98,7 +87,7 @@ def test_datagrams_reach_metrics_jsonl(running: Unit) -> None:
     assert max(x["A2_max"] for x in new) == 40, new
     assert min(x["A3_min"] for x in new) == -39, new
     # The 5 s interval follows, merged from the 1 s windows.
-    wait_lines(running, lambda ls: any(x["count_type"] == "5s" for x in ls[before:]), "a 5s line")
+    running.wait_lines(lambda ls: any(x["count_type"] == "5s" for x in ls[before:]), "a 5s line")
 
 
 def test_reload_applies_a_change_in_place_and_refuses_a_bad_file(running: Unit) -> None:
@@ -136,7 +125,7 @@ def test_restart_starts_a_new_main_process_and_keeps_windows_unique(running: Uni
     running.systemctl("restart", UNIT)
     props = running.wait_running(not_pid=old)
     assert props["NRestarts"] == restarts, props  # asked for: not counted as a failure
-    wait_lines(running, lambda ls: len(base_lines(ls[before:])) >= 3, "windows after the restart")
+    running.wait_lines(lambda ls: len(base_lines(ls[before:])) >= 3, "windows after the restart")
     assert not repeated_windows(running.lines())
 
 
@@ -224,7 +213,7 @@ def test_journal_filters_by_role(running: Unit) -> None:
 
 def test_state_files_are_for_the_service_and_its_group_only(running: Unit) -> None:
     """UMask=0027 and skns's own umask: no file under /var/lib/skns is world-readable."""
-    wait_lines(running, bool, "a first window")
+    running.wait_lines(bool, "a first window")
     out = running.machine.run("find", "/var/lib/skns", "-printf", "%m %y %u:%g %p\\n").stdout
     rows = [line.split(" ", 3) for line in out.splitlines()]
     assert any(path.endswith("/metrics.jsonl") for *_, path in rows), out

@@ -139,6 +139,19 @@ class Unit:
     def status(self) -> dict[str, Any]:
         return json.loads(self.ctl("status", "--json"))
 
+    def wait_lines(
+        self, predicate: Callable[[list[dict[str, Any]]], Any], what: str, timeout: float = 15.0
+    ) -> list[dict[str, Any]]:
+        """metrics.jsonl once predicate(lines) holds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            lines = self.lines()
+            if predicate(lines):
+                return lines
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out waiting for {what} in {OUTPUT}: {lines[-6:]}")
+            time.sleep(0.2)
+
     def lines(self) -> list[dict[str, Any]]:
         """metrics.jsonl, parsed (a missing file is no lines)."""
         path = self.machine.root / OUTPUT.lstrip("/")
