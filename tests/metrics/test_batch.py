@@ -28,8 +28,8 @@ def link(request):
     tx.close()
 
 
-def fast(link, datagrams: list[bytes]):
-    """What the fast path says about one batch of these datagrams."""
+def fast(link, datagrams: list[bytes], start: int = 0, stop: int | None = None):
+    """What the fast path says about slots [start, stop) of one batch of these datagrams."""
     receiver, tx = link
     assert len(datagrams) <= BATCH
     for d in datagrams:
@@ -37,7 +37,7 @@ def fast(link, datagrams: list[bytes]):
     n = receiver.recv()  # loopback queues a datagram before send() returns
     assert n == len(datagrams)
     try:
-        return aggregate(receiver, n)
+        return aggregate(receiver, start, n if stop is None else stop)
     finally:
         receiver.reset(n)
 
@@ -142,9 +142,18 @@ def test_the_region_is_left_as_it_was(link):
         tx.send(d)
     n = receiver.recv()
     before = bytes(receiver.dense)
-    aggregate(receiver, n)
+    aggregate(receiver, 0, n)
+    aggregate(receiver, 1, 2)
     assert bytes(receiver.dense) == before
     receiver.reset(n)
+
+
+def test_a_range_of_slots_is_taken_alone(link):
+    batch = [GOOD[0], b"garbage", GOOD[1], GOOD[2]]
+    assert fast(link, batch) is None
+    assert fast(link, batch, 2, 4) == reference(GOOD[1:]) == (2, 2, 9, 0)
+    assert fast(link, batch, 0, 1) == reference(GOOD[:1])
+    assert fast(link, batch, 1, 3) is None
 
 
 PIECES = [
@@ -178,10 +187,12 @@ datagram = st.one_of(
 )
 
 
-@given(st.lists(datagram, min_size=1, max_size=12))
+@given(st.lists(datagram, min_size=1, max_size=12), st.data())
 @settings(max_examples=400, deadline=None)
-def test_fast_path_never_disagrees_with_the_datagram_by_datagram_check(link, datagrams):
-    got = fast(link, datagrams)
+def test_fast_path_never_disagrees_with_the_datagram_by_datagram_check(link, datagrams, data):
+    start = data.draw(st.integers(0, len(datagrams) - 1))
+    stop = data.draw(st.integers(start + 1, len(datagrams)))
+    got = fast(link, datagrams, start, stop)
     if got is not None:
-        assert got == reference(datagrams)
-        assert all(not isinstance(check(d), str) for d in datagrams)
+        assert got == reference(datagrams[start:stop])
+        assert all(not isinstance(check(d), str) for d in datagrams[start:stop])

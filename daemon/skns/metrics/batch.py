@@ -57,19 +57,31 @@ class _Datagram(msgspec.Struct, gc=False):
 _decode = msgspec.json.Decoder(list[_Datagram]).decode
 _utf8 = codecs.utf_8_decode
 _BRACES = b"{" * MAX_BATCH
+_OPEN = ord("[")
 _CLOSE = ord("]")
 _COMMA = ord(",")
 
 
-def aggregate(rx: BatchReceiver, n: int) -> tuple[int, int, int, int] | None:
-    """(count, A1 sum, A2 max, A3 min) of the n datagrams ``rx`` holds if all are
-    good, or None: check them one by one."""
+def aggregate(rx: BatchReceiver, start: int, stop: int) -> tuple[int, int, int, int] | None:
+    """(count, A1 sum, A2 max, A3 min) of the datagrams in ``rx``'s slots [start, stop)
+    if all are good, or None: check them (or fewer at a time) again.
+
+    A range not starting at slot 0 reads as an array too once the "," before its
+    first slot is a "[" for the time of the decode."""
     dense = rx.dense
     slot = rx.slot
-    end = 1 + n * slot
-    if not rx.all_dense(n) or dense[1:end:slot] != _BRACES[:n] or dense.find(b"[", 1, end) >= 0:
+    n = stop - start
+    first = 1 + start * slot
+    end = 1 + stop * slot
+    if (
+        not rx.all_dense(start, stop)
+        or dense[first:end:slot] != _BRACES[:n]
+        or dense.find(b"[", first, end) >= 0
+    ):
         return None
-    region = rx.dense_view[:end]
+    region = rx.dense_view[first - 1 : end]
+    before = dense[first - 1]
+    dense[first - 1] = _OPEN
     dense[end - 1] = _CLOSE
     try:
         _utf8(region, "strict", True)
@@ -77,6 +89,7 @@ def aggregate(rx: BatchReceiver, n: int) -> tuple[int, int, int, int] | None:
     except (msgspec.DecodeError, UnicodeDecodeError):  # ValidationError is a DecodeError
         return None
     finally:
+        dense[first - 1] = before
         dense[end - 1] = _COMMA
     if len(objs) != n:
         return None

@@ -99,14 +99,14 @@ class _Layout:
         self.hdr_bytes = memoryview(self.hdrs).cast("B")
         self.words = self.hdr_bytes.cast("I")
 
-    def fits(self, n: int, limit: bytes) -> bool:
-        """Are the first n datagrams received with this layout all as short as the
+    def fits(self, start: int, stop: int, limit: bytes) -> bool:
+        """Are datagrams [start, stop) received with this layout all as short as the
         lengths in ``limit`` (the low bytes allowed)? Byte-strided slices of one copy
         of the headers: C-level passes, where ``max()`` would make an int per datagram."""
-        raw = self.hdr_bytes[: n * _HDR_SIZE].tobytes()
-        return raw[_LEN_HIGH::_HDR_SIZE] == _ZEROS[:n] and not raw[_LEN_LOW::_HDR_SIZE].translate(
-            None, limit
-        )
+        raw = self.hdr_bytes[start * _HDR_SIZE : stop * _HDR_SIZE].tobytes()
+        return raw[_LEN_HIGH::_HDR_SIZE] == _ZEROS[: stop - start] and not raw[
+            _LEN_LOW::_HDR_SIZE
+        ].translate(None, limit)
 
 
 class BatchReceiver:
@@ -151,10 +151,10 @@ class BatchReceiver:
             return 0
         raise OSError(err, os.strerror(err))
 
-    def all_dense(self, n: int) -> bool:
-        """Is each of the first n datagrams whole within its dense slot? A truncated
+    def all_dense(self, start: int, stop: int) -> bool:
+        """Is each of datagrams [start, stop) whole within its dense slot? A truncated
         datagram is not: its length is ``size``."""
-        return self.layout.fits(n, self.layout.fitting)
+        return self.layout.fits(start, stop, self.layout.fitting)
 
     def length(self, i: int) -> int:
         return self.layout.words[i * _STRIDE + _LEN_AT]
@@ -182,11 +182,11 @@ class BatchReceiver:
         end = 1 + n * layout.slot
         self.dense[1:end] = layout.template[1:end]
         at = self._layouts.index(layout)
-        if not layout.fits(n, layout.fitting):
+        if not layout.fits(0, n, layout.fitting):
             if at + 1 < len(self._layouts):
                 self._short_run = 0
                 self._use(self._layouts[at + 1])
-        elif at and layout.fits(n, self._layouts[at - 1].fitting):
+        elif at and layout.fits(0, n, self._layouts[at - 1].fitting):
             self._short_run += 1
             if self._short_run >= _SHRINK_AFTER:
                 self._short_run = 0
