@@ -313,9 +313,11 @@ class ClusterTasks:
                 # A fetch of n waits until n jobs came or its time ran out: wait for one
                 # and start it, then take those already waiting, up to what the workers
                 # can start.
+                waiting = 0
                 for msg in await sub.fetch(1, timeout=_PULL_WAIT):
                     self._take(queue, msg)
-                if free > 1:
+                    waiting = msg.metadata.num_pending  # jobs behind it in the stream
+                if free > 1 and waiting:
                     with contextlib.suppress(NatsTimeout, TimeoutError):
                         for msg in await sub.fetch(free - 1, timeout=_BURST_WAIT):
                             self._take(queue, msg)
