@@ -78,6 +78,7 @@ class Fleet:
         self.conn = Connection(c, "fleet")
         self.published = 0
         self.publish_errors = 0
+        self.republished = 0
         self.bad_partials = 0
         self.holder = False
         self.terms = 0  # times this host took the lease
@@ -142,7 +143,7 @@ class Fleet:
                     path.unlink(missing_ok=True)
                     continue
                 try:
-                    await js.publish(subject, data, stream=STREAM, headers=headers)
+                    ack = await js.publish(subject, data, stream=STREAM, headers=headers)
                 except _ERRORS as exc:
                     self.publish_errors += 1
                     log.warning("cannot publish window %s: %s; retrying", row["timestamp"], exc)
@@ -150,6 +151,8 @@ class Fleet:
                     break
                 path.unlink(missing_ok=True)
                 self.published += 1
+                # Published before (a crash between the ack and the unlink): stored once.
+                self.republished += bool(ack.duplicate)
             await _pause(stop, wait)
 
     # -- merging ----------------------------------------------------------------------
@@ -233,6 +236,7 @@ class Fleet:
             "spooled": len(fleetspool.pending(self.spool)),
             "published": self.published,
             "publish_errors": self.publish_errors,
+            "republished": self.republished,
             "bad_partials": self.bad_partials,
             "holder": self.holder,
             "terms": self.terms,
