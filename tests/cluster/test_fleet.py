@@ -116,6 +116,16 @@ def merge(rows: list[dict[str, Any]]) -> dict[str, int]:
     }
 
 
+def settled(
+    fleet: Path, tmp: Path, names: list[str]
+) -> tuple[dict[str, list[dict[str, Any]]], list[dict[str, Any]]]:
+    """The hosts' lines and the fleet lines, once every window that ended before now is
+    in the fleet view."""
+    now = time.time()
+    wait_for(lambda: any(r["timestamp"] >= now + 1 for r in lines(fleet)), 20, "the fleet lines")
+    return {n: lines(tmp / f"{n}.jsonl") for n in names}, lines(fleet)
+
+
 def check(
     fleet: list[dict[str, Any]],
     local: dict[str, list[dict[str, Any]]],
@@ -184,13 +194,7 @@ def test_fleet_lines_are_the_exact_merge_of_the_hosts_lines(
                 if r["count_type"] == "1s":
                     seen.setdefault(r["timestamp"], now)
             time.sleep(0.01)
-    stop_at = time.time()
-    # Every window that ended before the senders stopped is in the fleet view.
-    wait_for(
-        lambda: any(r["timestamp"] >= stop_at + 1 for r in lines(fleet)), 20, "the fleet lines"
-    )
-    local = {n: lines(tmp_path / f"{n}.jsonl") for n in names}
-    rows = lines(fleet)
+    local, rows = settled(fleet, tmp_path, names)
     base = check(rows, local, set(), since)
     full = [r for r in rows if r["count_type"] == "1s" and r["hosts"] == 3 and r["count"]]
     assert len(full) >= 5, rows
@@ -238,12 +242,7 @@ def test_kill_9_of_the_lease_holder_another_takes_over_without_a_gap_or_a_double
         taken = wait_for(lambda: holder(hosts), 20, "another lease holder")
         assert taken != victim
         time.sleep(4)
-    stop_at = time.time()
-    wait_for(
-        lambda: any(r["timestamp"] >= stop_at + 1 for r in lines(fleet)), 20, "the fleet lines"
-    )
-    local = {n: lines(tmp_path / f"{n}.jsonl") for n in names}
-    rows = lines(fleet)
+    local, rows = settled(fleet, tmp_path, names)
     base = check(rows, local, {names[victim]}, since)
     assert base[0] < killed_at - 1 and base[-1] > killed_at + 4
     after = [r for r in rows if r["count_type"] == "1s" and r["timestamp"] > killed_at + 1]
@@ -289,3 +288,6 @@ def test_no_nats_and_a_spool_that_cannot_be_written_stop_nothing_local(
     stats = wait_for(lambda: fleet_stats(svc), 20, "the fleet child's stats")
     assert stats["cluster"]["connected"] is False and stats["holder"] is False
     assert not (tmp_path / "fleet.jsonl").exists()
+    started = time.monotonic()
+    assert svc.stop() == 0
+    assert time.monotonic() - started < 5  # the fleet child stops while still connecting

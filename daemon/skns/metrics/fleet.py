@@ -51,6 +51,7 @@ LEASE_KEY = "merger"
 KEEP = 3600.0
 _POLL = 0.05  # seconds between looks at the spool and at due windows
 _RETRY = 0.5
+_CLOSE = 2.0  # seconds a stop waits for the connection to drain
 _ERRORS = (NatsError, JetStreamError, TimeoutError, OSError)
 
 
@@ -89,7 +90,17 @@ class Fleet:
 
     async def main(self, stop: asyncio.Event) -> None:
         c = self.cluster
-        if not await self.conn.open(stop):
+        # A first connection to servers that refuse it retries inside nats.connect: a
+        # stop must not wait for it (the supervisor would SIGKILL us after its timeout).
+        opening = asyncio.create_task(self.conn.open(stop))
+        stopping = asyncio.create_task(stop.wait())
+        await asyncio.wait({opening, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        if not opening.done():
+            opening.cancel()
+            await asyncio.gather(opening, return_exceptions=True)
+            return
+        if not opening.result():
             return
         js = self.conn.js
         tasks: list[asyncio.Task[None]] = []
@@ -124,7 +135,9 @@ class Fleet:
             await asyncio.gather(*tasks, return_exceptions=True)
             if lease is not None:
                 await lease.release()
-            await self.conn.close()
+            # A drain can outlast the stop while NATS is away: nothing of ours is in flight.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.conn.close(), _CLOSE)
 
     # -- publishing -------------------------------------------------------------------
 
