@@ -1,4 +1,5 @@
-"""Nothing lost across ``systemctl restart`` and a kill -9 of the main process (issue 12).
+"""Nothing lost across ``systemctl restart`` and a kill -9 of the main process (issue 12),
+but for a kill -9 the one batch per worker that the design gives up.
 
 Inside the container, loadgen.py sends 10,000 datagrams/s from 16 sockets to the metrics
 port for 8 s while a prober connects to the messenger's port every 10 ms; 2.5 s in (the
@@ -13,9 +14,11 @@ from __future__ import annotations
 import json
 import math
 import time
+import tomllib
 from collections.abc import Callable
 
 from unitctl import (
+    CONFIG,
     INTERVALS,
     REPORT,
     UNIT,
@@ -116,14 +119,16 @@ HEADER = (
 )
 
 
-def check(name: str, m: dict) -> None:
+def check(name: str, m: dict, may_lose: int = 0) -> None:
+    """The figures of one event as a table row, and what must hold: at most may_lose
+    datagrams lost, no connect refused or failed, every window once, every 5 s line whole."""
     row = table(name, m)
     if HEADER not in REPORT:
         REPORT.append(HEADER)
     REPORT.append(row)
     print(HEADER, row, sep="\n")
     assert m["send_failed"] == 0, row
-    assert m["lost"] == 0, f"{m['lost']} of {m['sent']} datagrams lost\n{HEADER}\n{row}"
+    assert 0 <= m["lost"] <= may_lose, f"{m['lost']} of {m['sent']} lost\n{HEADER}\n{row}"
     assert m["connects"]["refused"] == 0, f"connects refused\n{HEADER}\n{row}"
     assert m["connects"]["timeout"] + m["connects"]["other"] == 0, f"connects failed\n{row}"
     assert not m["repeated"], m["repeated"]
@@ -135,4 +140,9 @@ def test_nothing_lost_across_systemctl_restart(running: Unit) -> None:
 
 
 def test_nothing_lost_across_kill_9_of_the_main_process(running: Unit) -> None:
-    check("kill -9 main", measure(running, kill_9))
+    # The bound the README gives: systemd SIGKILLs the workers once the main process is
+    # gone (KillMode=mixed), each with at most one batch received but not yet published to
+    # the kept memfd. Measured: 0 in most runs, 92 once (of 80,000, 2 workers, batch 1024).
+    metrics = tomllib.loads(running.machine.read(CONFIG))["metrics"]
+    workers = sum(c["role"] == "udp-worker" for c in running.status()["children"])
+    check("kill -9 main", measure(running, kill_9), may_lose=workers * metrics["batch"])
