@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 from websockets.sync.client import connect
@@ -17,21 +19,26 @@ from skns.tasks.local import LocalServer, healthy, local_settings
 LONG_JOB = 400_000  # a hard job past its 1 s limit: holds the one hard worker for 1 s
 
 
-@pytest.fixture(scope="module")
-def host(
-    nats_cluster: NatsCluster, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[LocalServer]:
-    table = {"nats": nats_cluster.urls, "name": "solo", "replicas": 3, "publish_timeout": 1.0}
-    settings = local_settings(
-        tmp_path_factory.mktemp("solo"),
-        cluster=table,
-        hard_limit=1.0,
-        hard_workers=1,
-        soft_workers=1,
-        max_queued=2,
-    )
-    with LocalServer(settings) as running:
-        yield running
+@pytest.fixture
+def make_host(nats_cluster: NatsCluster, tmp_path: Path) -> Iterator[Callable[..., LocalServer]]:
+    """Hosts of one cluster; the last one started sets the streams' limit (max_queued)."""
+    started: list[LocalServer] = []
+
+    def make(**tasks: Any) -> LocalServer:
+        table = {"nats": nats_cluster.urls, "name": "solo", "replicas": 3, "publish_timeout": 1.0}
+        settings = local_settings(
+            tmp_path / f"host{len(started)}",
+            cluster=table,
+            **{"hard_limit": 1.0, "hard_workers": 1, "soft_workers": 1, **tasks},
+        )
+        host = LocalServer(settings)
+        started.append(host)
+        host.start()
+        return host
+
+    yield make
+    for host in started:
+        host.__exit__(None, None, None)
 
 
 def submit(url: str, number: int) -> dict:
@@ -40,7 +47,8 @@ def submit(url: str, number: int) -> dict:
         return json.loads(ws.recv(timeout=30))
 
 
-def test_a_full_stream_refuses_with_server_busy(host: LocalServer) -> None:
+def test_a_full_stream_refuses_with_server_busy(make_host: Callable[..., LocalServer]) -> None:
+    host = make_host(max_queued=2)
     with connect(host.url, open_timeout=10) as ws:
         for _ in range(3):  # one running (held, not acked yet), one waiting: the stream is full
             ws.send(json.dumps({"type": "factorial", "number": LONG_JOB}))
@@ -53,8 +61,9 @@ def test_a_full_stream_refuses_with_server_busy(host: LocalServer) -> None:
 
 
 def test_nats_down_is_server_busy_and_503_then_it_works_again(
-    host: LocalServer, nats_cluster: NatsCluster
+    make_host: Callable[..., LocalServer], nats_cluster: NatsCluster
 ) -> None:
+    host = make_host()
     for i in range(3):
         nats_cluster.kill(i)
     try:
