@@ -224,7 +224,7 @@ def test_fleet_lines_are_the_exact_merge_of_the_hosts_lines(
 
 
 def test_kill_9_of_the_lease_holder_another_takes_over_without_a_gap_or_a_double(
-    three: tuple[list[Any], Path, list[str]], tmp_path: Path
+    three: tuple[list[Any], Path, list[str]], tmp_path: Path, start_service: Callable[..., Any]
 ) -> None:
     hosts, fleet, names = three
     ports = {n: metrics_port(h) for n, h in zip(names, hosts, strict=True)}
@@ -249,6 +249,31 @@ def test_kill_9_of_the_lease_holder_another_takes_over_without_a_gap_or_a_double
     assert after and all(r["hosts"] == 2 for r in after), after
     before = [r for r in rows if r["count_type"] == "1s" and r["timestamp"] < killed_at - 1]
     assert any(r["hosts"] == 3 for r in before)
+
+    # The victim comes back with a window it closed after the kill still spooled (as if it
+    # had crashed before publishing it): written without it already, the partial is
+    # counted as late, never merged into the written line; later windows hold it again.
+    late = merger(hosts)["late_partials"]
+    missed = after[0]
+    spool = tmp_path / f"svc{victim}" / "state" / "fleet-spool"
+    spool.mkdir(exist_ok=True)
+    own = {**missed, "A1_sum": 1, "A2_max": 1, "A3_min": 1, "count": 1}
+    del own["hosts"]
+    (spool / f"{missed['timestamp'] - 1:020d}.json").write_text(json.dumps(own))
+    tables = hosts[victim].tables
+    back_at = time.time()
+    hosts[victim] = start_service(
+        service={"state_dir": tables["service"]["state_dir"]},
+        metrics=tables["metrics"],
+        cluster=tables["cluster"],
+    )
+    wait_for(lambda: merger(hosts)["late_partials"] > late, 20, "the late partial counted")
+    wait_for(
+        lambda: any(r["hosts"] == 3 and r["timestamp"] > back_at for r in lines(fleet)),
+        20,
+        "the victim merged again",
+    )
+    assert lines(fleet)[: len(rows)] == rows
 
 
 def test_without_cluster_nothing_imports_nats_and_there_is_no_fleet_child(
