@@ -286,6 +286,7 @@ def test_without_cluster_nothing_imports_nats_and_there_is_no_fleet_child(
     metrics["output"] = str(tmp_path / "metrics.jsonl")
     svc = start_service(metrics={**metrics, "fleet_output": str(tmp_path / "fleet.jsonl")})
     assert svc.children("fleet") == [] and len(svc.children("udp-worker")) == 1
+    assert "fleet_output is set but [cluster] is not" in svc.log()
 
 
 def test_no_nats_and_a_spool_that_cannot_be_written_stop_nothing_local(

@@ -76,6 +76,8 @@ class MetricsService:
         # The fleet view: base lines spooled for the fleet child to publish.
         fleet = settings.cluster.enabled and m.fleet_path is not None
         self.fleet_spool = fleetspool.spool_dir(settings.service.state_dir) if fleet else None
+        if m.fleet_path is not None and not settings.cluster.enabled:
+            log.warning("metrics.fleet_output is set but [cluster] is not: no fleet view")
         self.spool_errors = 0
         self.spool_failing = False
         now = index_of(time.time(), m.window)
