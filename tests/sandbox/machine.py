@@ -195,9 +195,13 @@ def serve(work: Path) -> None:
 
 
 def owned_by(proc_dir: Path, user: pwd.struct_passwd) -> bool:
+    """A process of ``user`` in this PID namespace (a container's skns, e.g. the systemd
+    tests' booted machine with the same users, is not this service's)."""
     try:
-        return proc_dir.stat().st_uid == user.pw_uid
-    except FileNotFoundError:
+        return proc_dir.stat().st_uid == user.pw_uid and os.readlink(
+            proc_dir / "ns" / "pid"
+        ) == os.readlink("/proc/self/ns/pid")
+    except (FileNotFoundError, ProcessLookupError):
         return False
 
 

@@ -175,18 +175,25 @@ def protect_filesystem(settings: dict[str, list[str]]) -> None:
     writable += [p for v in settings.get("ReadWritePaths", []) for p in v.split()]
     for path in writable:
         mount("--bind", path, path)  # a mount of its own, left writable below
+    # Mounts below a path replaced by a fresh tmpfs are out of sight (and out of reach of a
+    # remount): another test's container under /tmp, say.
+    hidden: list[str] = []
     if yes(settings, "PrivateTmp"):
         for path in ("/tmp", "/var/tmp"):
             mount("-t", "tmpfs", "-o", "mode=1777", "tmpfs", path)
         writable += ["/tmp", "/var/tmp"]
+        hidden += ["/tmp", "/var/tmp"]
     if yes(settings, "ProtectHome"):
         for path in ("/home", "/root", "/run/user"):
             if os.path.isdir(path):
                 mount("-t", "tmpfs", "-o", "mode=000", "tmpfs", path)
+                hidden.append(path)
     api = ("/dev", "/proc", "/sys")
     strict = settings.get("ProtectSystem", ["no"])[-1] == "strict"
     for point in mount_points():
         if point in writable or any(point == a or point.startswith(a + "/") for a in api):
+            continue
+        if any(point.startswith(h + "/") for h in hidden):
             continue
         if strict:
             mount("-o", "remount,bind,ro", point)
