@@ -148,6 +148,7 @@ def test_a_result_bigger_than_a_nats_message_is_fetched_whole(
     hosts: tuple[LocalServer, LocalServer],
 ) -> None:
     a, b = hosts
+    big_before = sum(s.stats()["cluster"]["stored_big"] for s in hosts)
     with ws(a) as on_a, ws(b) as on_b:
         task_id = ask(on_a, {"type": "factorial", "number": BIG})["task_id"]
         pushed = on_a.recv(timeout=WAIT)
@@ -159,7 +160,10 @@ def test_a_result_bigger_than_a_nats_message_is_fetched_whole(
     assert len(digits) == math.floor(math.lgamma(BIG + 1) / math.log(10)) + 1
     zeros = sum(BIG // 5**k for k in range(1, 10))
     assert digits.endswith("0" * zeros) and digits[-zeros - 1] != "0"
-    wait_for(lambda: sum(s.stats()["cluster"]["stored_big"] for s in hosts) == 1, what="big")
+    wait_for(
+        lambda: sum(s.stats()["cluster"]["stored_big"] for s in hosts) == big_before + 1,
+        what="stored in the object store",
+    )
 
 
 def _fetch_raw(conn: ClientConnection, task_id: str) -> str:

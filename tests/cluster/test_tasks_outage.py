@@ -4,6 +4,8 @@ and the whole NATS cluster down then back. A cluster of its own (this module's).
 from __future__ import annotations
 
 import json
+import os
+import signal
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -93,3 +95,24 @@ def test_nats_down_is_server_busy_and_503_then_it_works_again(
         wait_for(works, timeout=60, what="a job accepted and run again")
     except AssertionError as exc:
         raise AssertionError(f"{exc}; the last answer: {last}") from None
+
+
+def test_the_job_of_a_host_killed_9_runs_on_another(
+    make_host: Callable[..., LocalServer],
+) -> None:
+    # ack_wait = hard_limit x hard_prefetch + 10 s: JetStream gives the job to A 13 s after B
+    # took it; A runs it to its limit (3 s) and pushes the outcome to the fetch made on A.
+    b = make_host(hard_limit=3.0)
+    with connect(b.url, open_timeout=10) as on_b:
+        on_b.send(json.dumps({"type": "factorial", "number": LONG_JOB}))
+        task_id = json.loads(on_b.recv(timeout=30))["task_id"]
+        wait_for(lambda: b.stats().get("cluster", {}).get("held") == 1, what="held by b")
+        a = make_host(hard_limit=3.0)
+        os.kill(b.pid, signal.SIGKILL)  # its workers die with it (PR_SET_PDEATHSIG)
+    started = time.monotonic()
+    with connect(a.url, open_timeout=10) as on_a:
+        on_a.send(json.dumps({"type": "result", "task_id": task_id}))
+        assert json.loads(on_a.recv(timeout=30))["type"] == "pending"
+        outcome = json.loads(on_a.recv(timeout=60))
+    assert outcome["task_id"] == task_id and outcome["result"] == "Timeout error"
+    assert time.monotonic() - started < 45

@@ -28,6 +28,7 @@ from .settings import ClusterSettings
 log = logging.getLogger("skns.cluster")
 
 _RETRY = 0.5  # seconds between first-connection attempts and between reconnects
+_ADMIN_TIMEOUT = 10.0  # seconds a stream, bucket or consumer request may take
 
 
 class Connection:
@@ -46,6 +47,13 @@ class Connection:
     def js(self) -> Any:
         assert self.nc is not None
         return self.nc.jetstream(timeout=self.settings.publish_timeout)
+
+    @property
+    def admin(self) -> Any:
+        """JetStream for making streams, buckets and consumers: slower than a publish when
+        it must wait for a group's leader, so not held to ``publish_timeout``."""
+        assert self.nc is not None
+        return self.nc.jetstream(timeout=max(_ADMIN_TIMEOUT, self.settings.publish_timeout))
 
     @property
     def connected(self) -> bool:
@@ -87,9 +95,9 @@ class Connection:
     async def stream(self, config: api.StreamConfig) -> None:
         """Make the stream, or bring an existing one to ``config``."""
         try:
-            await self.js.add_stream(config)
+            await self.admin.add_stream(config)
         except BadRequestError:  # exists with another configuration
-            await self.js.update_stream(config)
+            await self.admin.update_stream(config)
 
     async def _error(self, exc: Exception) -> None:
         log.warning("NATS: %s", exc)

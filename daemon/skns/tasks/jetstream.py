@@ -59,6 +59,7 @@ _MAX_DELIVER = 3  # a job whose host died twice while running it is given up
 _ACK_MARGIN = 10.0  # seconds past the longest a job can be held before JetStream resends it
 _HEADROOM = 4096  # bytes of a NATS message left for its subject and headers
 _PULL_WAIT = 1.0  # seconds one pull request waits for a job
+_SETUP_RETRY = 1.0  # seconds between tries to set up the streams and buckets
 _BURST_WAIT = 0.005  # seconds the pull of the jobs waiting behind it may linger
 
 
@@ -97,11 +98,25 @@ class ClusterTasks:
     # -- life cycle -------------------------------------------------------------
 
     async def start(self, stop: asyncio.Event) -> bool:
-        """Connect, make the streams and buckets, start pulling; False if stopped first."""
+        """Connect, make the streams and buckets, start pulling; False if stopped first.
+
+        JetStream may not answer yet (its streams elect their leaders after an outage):
+        the set-up is tried again until it succeeds or the server is told to stop."""
         if not await self.conn.open(stop):
             return False
+        while not stop.is_set():
+            try:
+                await self._set_up()
+                return True
+            except (APIError, NatsError, TimeoutError) as exc:
+                log.warning("cannot set up the task streams and buckets yet: %s; retrying", exc)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), _SETUP_RETRY)
+        return False
+
+    async def _set_up(self) -> None:
         s = self.server.settings
-        js = self.conn.js
+        js = self.conn.admin
         replicas = self.settings.replicas
         for queue in protocol.QUEUES:
             await self.conn.stream(
@@ -130,8 +145,10 @@ class ClusterTasks:
             lambda: js.object_store(BIG_RESULTS),
         )
         assert self.conn.nc is not None
-        await self.conn.nc.subscribe(DONE, cb=self._announced)
-        self.conn.on_reconnect.append(self._recheck)
+        if not self.conn.on_reconnect:  # once, whatever the number of tries
+            await self.conn.nc.subscribe(DONE, cb=self._announced)
+            self.conn.on_reconnect.append(self._recheck)
+        subs: dict[str, Any] = {}
         for queue in protocol.QUEUES:
             pool = self.server.pools[queue]
             # Longest a job can be held: it waits behind prefetch - 1 jobs, each up to the limit.
@@ -149,9 +166,9 @@ class ClusterTasks:
                 )
             except APIError as exc:  # another host made it with other limits: use it
                 log.info("%s consumer exists with another configuration: %s", queue, exc)
-            sub = await js.pull_subscribe_bind(CONSUMER, stream=STREAMS[queue])
+            subs[queue] = await js.pull_subscribe_bind(CONSUMER, stream=STREAMS[queue])
+        for queue, sub in subs.items():  # only once both are bound: a retry starts afresh
             self._spawn(self._pull(queue, sub))
-        return True
 
     async def close(self) -> None:
         """Give back the jobs held and not finished: another host runs them at once."""
