@@ -157,6 +157,16 @@ def test_numbers_over_the_maximum_are_refused(number: str, got: str) -> None:
     assert frame["detail"] == f"number must be an integer from 0 to {MAX}, got {got}"
 
 
+def test_a_long_number_is_too_large_whatever_the_digit_limit_was_at_import() -> None:
+    """The process's int/str digit limit can change after the module is loaded (a worker or
+    a benchmark lifts it): the refusal follows the limit in force, never "not valid JSON"."""
+    for limit in (10_000, 640, sys.int_info.default_max_str_digits):
+        sys.set_int_max_str_digits(limit)
+        frame = refusal('{"type":"factorial","number":' + "9" * (limit + 50) + "}")
+        assert frame["result"] == "Number too large", frame
+        assert frame["detail"].endswith(f"got an integer of more than {limit} digits")
+
+
 def test_a_number_past_64_bits_within_the_maximum_goes_to_the_hard_queue() -> None:
     big = 2**64 + 1
     assert protocol.parse(f'{{"type":"factorial","number":{big}}}', SOFT_MAX, 2**65) == Submit(

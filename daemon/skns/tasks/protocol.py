@@ -118,10 +118,12 @@ def not_found_frame(task_id: str) -> bytes:
 
 _NOT_AN_OBJECT = refuse(DECODE_ERROR, detail="expected a JSON object")
 _MISSING = object()
-# The longest integer literal the stdlib parser converts (Python's int/str digit limit);
-# jsonexact refuses a document holding a longer one.
-_DIGIT_LIMIT = sys.get_int_max_str_digits() or sys.int_info.default_max_str_digits
-_TOO_MANY_DIGITS = re.compile(rb"-?[0-9]{%d}" % (_DIGIT_LIMIT + 1))
+
+
+def _digit_limit() -> int:
+    """The longest integer literal the stdlib parser converts now (Python's int/str digit
+    limit, which a process may change at any time); jsonexact refuses a longer one."""
+    return sys.get_int_max_str_digits() or sys.int_info.default_max_str_digits
 
 
 def parse(message: str | bytes, soft_max: int, max_number: int) -> Request:
@@ -154,10 +156,11 @@ def _decode_error(message: str | bytes, max_number: int, error: Exception) -> Re
     digits is within ``max_number``: it is refused as too large, not as bad JSON.
     """
     raw = message.encode(errors="replace") if isinstance(message, str) else message
-    long = _TOO_MANY_DIGITS.search(raw)
+    limit = _digit_limit()
+    long = re.search(rb"-?[0-9]{%d}" % (limit + 1), raw)  # re caches the compiled pattern
     if long is None:
         return refuse(DECODE_ERROR, detail=f"not valid JSON: {str(error)[:200]}")
-    detail = f"{_expected(max_number)}, got an integer of more than {_DIGIT_LIMIT} digits"
+    detail = f"{_expected(max_number)}, got an integer of more than {limit} digits"
     if long.group().startswith(b"-"):
         return refuse(INVALID_NUMBER, detail=detail.replace("got an", "got a negative"))
     return refuse(NUMBER_TOO_LARGE, detail=detail, max_number=max_number)
