@@ -34,9 +34,12 @@ _ADMIN_TIMEOUT = 10.0  # seconds a stream, bucket or consumer request may take
 class Connection:
     """``nc`` (core NATS) and ``js`` (JetStream) of one process, with its status."""
 
-    def __init__(self, settings: ClusterSettings, role: str) -> None:
+    def __init__(self, settings: ClusterSettings, role: str, buffer: bool = True) -> None:
         self.settings = settings
         self.role = role
+        # False: a publish while disconnected fails at once instead of waiting in nats-py's
+        # buffer to go out after the reconnect (when its sender may have given up on it).
+        self.buffer = buffer
         self.nc: Client | None = None
         self.reconnects = 0
         self.disconnects = 0
@@ -73,6 +76,7 @@ class Connection:
                     error_cb=self._error,
                     disconnected_cb=self._disconnected,
                     reconnected_cb=self._reconnected,
+                    **({} if self.buffer else {"pending_size": 0}),
                 )
             except Exception as exc:
                 log.warning("cannot connect to NATS %s: %s; retrying", ", ".join(s.nats), exc)

@@ -79,7 +79,9 @@ class ClusterTasks:
     def __init__(self, server: TaskServer, settings: ClusterSettings) -> None:
         self.server = server
         self.settings = settings
-        self.conn = Connection(settings, "tasks")
+        # Unbuffered: a job refused as "Server busy" while disconnected must not be
+        # published later by the client library, and run after all.
+        self.conn = Connection(settings, "tasks", buffer=False)
         self.kv: Any = None
         self.objects: Any = None
         self.awaited: dict[str, Task] = {}  # tasks whose outcome another host may store
