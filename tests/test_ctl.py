@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from helpers import metrics_port, metrics_table, wait_for
+from skns.ctl import _value
 
 
 def ctl(*args, cwd=None):
@@ -156,3 +157,11 @@ def test_check_config_names_an_encoding_a_directory_and_a_handler_without_a_trac
         assert res.returncode == 2, res.stderr
         assert words in res.stderr and str(path) in res.stderr
         assert "Traceback" not in res.stderr
+
+
+def test_stats_lists_render_as_words_not_python_reprs() -> None:
+    assert _value([]) == "none"
+    assert _value(["first id 7 arrived late: pass --first-id 0", "3 ids skipped"]) == (
+        "[first id 7 arrived late: pass --first-id 0; 3 ids skipped]"
+    )
+    assert _value([1, 2.5, None]) == "[1; 2.5; -]"

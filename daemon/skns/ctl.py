@@ -96,6 +96,8 @@ def flatten(stats: Any, prefix: str = "") -> list[tuple[str, Any]]:
 def _value(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:.3g}" if abs(v) < 1000 else f"{v:.0f}"
+    if isinstance(v, list | tuple):  # e.g. the relay's problems: words, not a Python repr
+        return "[" + "; ".join(_value(item) for item in v) + "]" if v else "none"
     return "-" if v is None else str(v)
 
 
