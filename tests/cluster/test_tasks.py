@@ -218,6 +218,37 @@ def test_a_malformed_job_on_the_stream_is_dropped_and_the_hosts_go_on(
         assert next_frame(on_a) == {"type": "success", "task_id": task_id, "result": 5040}
 
 
+def test_a_job_published_again_with_its_task_id_runs_once(
+    nats_cluster: NatsCluster, hosts: tuple[LocalServer, LocalServer]
+) -> None:
+    # What a host's retry of a publish that went unanswered sends: the same job, the same id.
+    def pulled() -> int:
+        return sum(s.stats()["cluster"]["pulled"] for s in hosts)
+
+    time.sleep(1.5)  # stats are published twice a second: the jobs of the tests before count
+    before = pulled()
+    with ws(hosts[0]) as on_a:
+        task_id = ask(on_a, {"type": "factorial", "number": 30})["task_id"]
+        outcome = next_frame(on_a)
+    assert outcome == {"type": "success", "task_id": task_id, "result": math.factorial(30)}
+
+    async def publish_again() -> bool:
+        nc = await nats.connect(nats_cluster.urls)
+        try:
+            job = json.dumps({"id": task_id, "n": 30}).encode()
+            ack = await nc.jetstream().publish(
+                "skns.tasks.soft", job, headers={"Nats-Msg-Id": task_id}
+            )
+            return bool(ack.duplicate)
+        finally:
+            await nc.close()
+
+    assert asyncio.run(publish_again())  # JetStream knew the id: not stored again
+    wait_for(lambda: pulled() == before + 1, what="pulled once")
+    time.sleep(1.5)
+    assert pulled() == before + 1
+
+
 def test_single_host_mode_never_loads_nats() -> None:
     code = (
         "import sys, skns.config, skns.tasks.server, skns.tasks.service;"

@@ -3,6 +3,7 @@ and the whole NATS cluster down then back. A cluster of its own (this module's).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -11,11 +12,14 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import nats
 import pytest
+from nats.js import api
 from websockets.sync.client import connect
 
 from helpers import wait_for
 from skns.cluster.natscluster import NatsCluster
+from skns.tasks.jetstream import CONSUMER, STREAMS
 from skns.tasks.local import LocalServer, healthy, local_settings
 
 LONG_JOB = 400_000  # a hard job past its 1 s limit: holds the one hard worker for 1 s
@@ -120,7 +124,96 @@ def test_the_job_of_a_host_killed_9_runs_on_another(
     started = time.monotonic()
     with connect(a.url, open_timeout=10) as on_a:
         on_a.send(json.dumps({"type": "result", "task_id": task_id}))
-        assert json.loads(on_a.recv(timeout=30))["type"] == "pending"
+        first = json.loads(on_a.recv(timeout=30))
+        assert first["type"] == "pending", first
         outcome = json.loads(on_a.recv(timeout=60))
     assert outcome["task_id"] == task_id and outcome["result"] == "Timeout error"
     assert time.monotonic() - started < 45
+
+
+def test_a_publish_no_node_answers_is_server_busy_saying_the_job_may_still_run(
+    make_host: Callable[..., LocalServer], nats_cluster: NatsCluster
+) -> None:
+    host = make_host()
+    # Every node paused: the host stays connected, its publishes go out and nothing answers.
+    pids = [node.process.pid for node in nats_cluster.nodes if node.process is not None]
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        answer = submit(host.url, 5)
+        elapsed = time.monotonic() - started
+    finally:
+        for pid in pids:
+            os.kill(pid, signal.SIGCONT)
+    assert answer["type"] == "error" and answer["result"] == "Server busy"
+    assert "did not confirm the job within 1 s (3 tries)" in answer["detail"]
+    assert "may still have been queued" in answer["detail"]
+    assert 0.9 <= elapsed < 5  # tried again within publish_timeout (1 s), not past it
+
+
+async def _hard_consumer(cluster: NatsCluster, **config: Any) -> None:
+    """Update the hard stream's consumer to ``config``; without it, delete the consumer."""
+    nc = await nats.connect(cluster.urls)
+    try:
+        js = nc.jetstream(timeout=10)
+        if not config:
+            await js.delete_consumer(STREAMS["hard"], CONSUMER)
+            return
+        await js.add_consumer(  # an existing consumer is updated (nats-server 2.9 on)
+            STREAMS["hard"],
+            api.ConsumerConfig(
+                durable_name=CONSUMER,
+                ack_policy=api.AckPolicy.EXPLICIT,
+                max_ack_pending=-1,
+                **config,
+            ),
+        )
+    finally:
+        await nc.close()
+
+
+async def _jobs_on_hard_stream(cluster: NatsCluster) -> int:
+    nc = await nats.connect(cluster.urls)
+    try:
+        return (await nc.jetstream(timeout=10).stream_info(STREAMS["hard"])).state.messages
+    finally:
+        await nc.close()
+
+
+def test_a_job_given_up_after_its_max_deliveries_is_task_failed_on_every_host(
+    make_host: Callable[..., LocalServer], nats_cluster: NatsCluster
+) -> None:
+    hosts = [make_host(hard_limit=30.0) for _ in range(2)]
+    # The consumer the hosts made, updated to give a job a single delivery, which ends with
+    # its host's kill -9; JetStream's advisory comes once its ack_wait (4 s) has passed.
+    asyncio.run(_hard_consumer(nats_cluster, max_deliver=1, ack_wait=4.0))
+    try:
+        task_id = submit(hosts[0].url, LONG_JOB)["task_id"]
+
+        def held() -> list[int]:
+            return [h.stats().get("cluster", {}).get("held", 0) for h in hosts]
+
+        wait_for(lambda: sum(held()) == 1, what="the job held by a host")
+        holder = held().index(1)
+        os.kill(hosts[holder].pid, signal.SIGKILL)  # its worker dies with it
+        started = time.monotonic()
+        with connect(hosts[1 - holder].url, open_timeout=10) as ws:
+            fetch = json.dumps({"type": "result", "task_id": task_id})
+            ws.send(fetch)
+            outcome = json.loads(ws.recv(timeout=30))
+            if outcome["type"] == "pending":  # then pushed when given up
+                outcome = json.loads(ws.recv(timeout=30))
+            waited = time.monotonic() - started
+            ws.send(fetch)
+            again = json.loads(ws.recv(timeout=30))
+        assert outcome["type"] == "error" and outcome["result"] == "Task failed"
+        assert outcome["task_id"] == task_id
+        assert outcome["detail"].startswith("given up after 1 deliveries")
+        assert again == outcome
+        assert waited < 15
+        wait_for(  # taken off the stream, after its outcome was announced
+            lambda: asyncio.run(_jobs_on_hard_stream(nats_cluster)) == 0, what="stream emptied"
+        )
+    finally:
+        asyncio.run(_hard_consumer(nats_cluster))  # the next hosts make the usual one

@@ -27,7 +27,8 @@ class ClusterSettings(Section):
     replicas: int = 1
     # Seconds a partition lease lasts without renewal.
     lease_ttl: float = 3.0
-    # Seconds to wait for JetStream's acknowledgement of a publish before answering an error.
+    # Seconds to get JetStream's acknowledgement of a publish (tried again with the same
+    # message id while they last) before answering an error.
     publish_timeout: float = 5.0
 
     def validate(self) -> None:

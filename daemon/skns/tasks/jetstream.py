@@ -11,6 +11,16 @@ Cluster mode only (``[cluster] nats`` set): nats-py is imported from here alone.
   prefetch``), and ack a job once its outcome is stored, so a host that dies
   leaves its jobs to the others (after ``ack_wait``). The limits stay local: the
   pool SIGKILLs a job at its limit and the outcome is the ``Timeout error``.
+* A job is published with its task id as message id, and a publish not answered
+  in time is tried again with the same id until ``publish_timeout`` has passed:
+  JetStream keeps one copy (its duplicate window), so an ack that was lost or
+  late is had on the next try and the job is acked to its client. A job no try
+  got an answer for is ``Server busy``, and the frame says it may still run.
+* A job given up by JetStream after ``max_deliver`` deliveries (each of its hosts
+  died, or stopped, before storing its outcome) is announced on the consumer's
+  max-deliveries advisory: every host hears it, and the first to replace the
+  job's pending entry (compare-and-set on its revision) stores ``Task failed``
+  as its outcome and deletes the job from the stream.
 * Outcomes go to the key-value bucket ``skns_tasks`` (entries expire
   ``result_ttl`` after they are written) as ``<state>\\n<final frame>``; one too
   big for a NATS message is stored whole in the object store ``skns_tasks_big``
@@ -35,7 +45,7 @@ import orjson
 from nats.errors import Error as NatsError
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js import api
-from nats.js.errors import APIError, KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.errors import APIError, KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
 
 from ..cluster.connection import Connection
 from ..cluster.settings import ClusterSettings
@@ -53,14 +63,20 @@ CONSUMER = "workers"
 RESULTS = "skns_tasks"
 BIG_RESULTS = "skns_tasks_big"
 DONE = "skns.tasks.done"
+# JetStream's advisory for a message that reached the consumer's max_deliver.
+GIVEN_UP = {
+    queue: f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{stream}.{CONSUMER}"
+    for queue, stream in STREAMS.items()
+}
 
 _STREAM_FULL = 10077  # JetStream's "maximum messages exceeded" (discard new)
-_MAX_DELIVER = 3  # a job whose host died twice while running it is given up
+_MAX_DELIVER = 3  # deliveries of a job before it is given up ("Task failed")
 _ACK_MARGIN = 10.0  # seconds past the longest a job can be held before JetStream resends it
 _HEADROOM = 4096  # bytes of a NATS message left for its subject and headers
 _PULL_WAIT = 1.0  # seconds one pull request waits for a job
 _SETUP_RETRY = 1.0  # seconds between tries to set up the streams and buckets
 _BURST_WAIT = 0.005  # seconds the pull of the jobs waiting behind it may linger
+_PUBLISH_TRIES = 3  # a publish is tried this often within publish_timeout when unanswered
 
 
 def encode(state: str, frame: bytes) -> bytes:
@@ -95,6 +111,7 @@ class ClusterTasks:
         self.stored = 0
         self.stored_big = 0
         self.pushed = 0
+        self.given_up = 0
         self.errors = 0
 
     # -- life cycle -------------------------------------------------------------
@@ -149,6 +166,8 @@ class ClusterTasks:
         assert self.conn.nc is not None
         if not self.conn.on_reconnect:  # once, whatever the number of tries
             await self.conn.nc.subscribe(DONE, cb=self._announced)
+            for queue, subject in GIVEN_UP.items():
+                await self.conn.nc.subscribe(subject, cb=self._given_up_callback(queue))
             self.conn.on_reconnect.append(self._recheck)
         subs: dict[str, Any] = {}
         for queue in protocol.QUEUES:
@@ -166,7 +185,7 @@ class ClusterTasks:
                         max_ack_pending=-1,
                     ),
                 )
-            except APIError as exc:  # another host made it with other limits: use it
+            except APIError as exc:  # an existing one is updated; one refused is used as it is
                 log.info("%s consumer exists with another configuration: %s", queue, exc)
             subs[queue] = await js.pull_subscribe_bind(CONSUMER, stream=STREAMS[queue])
         for queue, sub in subs.items():  # only once both are bound: a retry starts afresh
@@ -208,21 +227,19 @@ class ClusterTasks:
             # Together: the marker is created only if absent, so it cannot overwrite an
             # outcome stored before it lands.
             await asyncio.gather(
-                self._mark_queued(task.id),
-                self.conn.js.publish(
-                    SUBJECTS[task.queue],
-                    job,
-                    timeout=self.settings.publish_timeout,
-                    headers={"Nats-Msg-Id": task.id},
-                ),
+                self._mark_queued(task.id), self._publish(SUBJECTS[task.queue], job, task.id)
             )
         except (APIError, NatsError, TimeoutError) as exc:
-            full = isinstance(exc, APIError) and exc.err_code == _STREAM_FULL
-            detail = (
-                f"the {task.queue} queue is full; try again later"
-                if full
-                else f"the cluster did not take the job: {exc}"
-            )
+            if isinstance(exc, TimeoutError):
+                detail = (
+                    f"the cluster did not confirm the job within {self.settings.publish_timeout:g}"
+                    f" s ({_PUBLISH_TRIES} tries): it may still have been queued, and would"
+                    " then run although not acknowledged"
+                )
+            elif isinstance(exc, APIError) and exc.err_code == _STREAM_FULL:
+                detail = f"the {task.queue} queue is full; try again later"
+            else:
+                detail = f"the cluster did not take the job: {exc}"
             refusal = protocol.error_frame(protocol.SERVER_BUSY, detail=detail)
             self.server.refused[protocol.SERVER_BUSY] += 1
             del self.awaited[task.id]
@@ -232,6 +249,23 @@ class ClusterTasks:
             return refusal
         self.published += 1
         return ack
+
+    async def _publish(self, subject: str, job: bytes, task_id: str) -> None:
+        """Publish a job, trying again with the same message id while ``publish_timeout``
+        lasts; raises TimeoutError when no try was answered (stored or not: unknown)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.publish_timeout
+        each = self.settings.publish_timeout / _PUBLISH_TRIES
+        while True:
+            timeout = min(each, deadline - loop.time())
+            try:
+                await self.conn.js.publish(
+                    subject, job, timeout=timeout, headers={"Nats-Msg-Id": task_id}
+                )
+                return
+            except TimeoutError:  # lost, late or not taken: a retry is deduplicated
+                if deadline - loop.time() <= each / 10:
+                    raise
 
     async def _mark_queued(self, task_id: str) -> None:
         with contextlib.suppress(KeyWrongLastSequenceError):  # already running, or done
@@ -347,17 +381,12 @@ class ClusterTasks:
                 await asyncio.sleep(_PULL_WAIT)
 
     def _take(self, queue: str, msg: Any) -> None:
-        try:
-            job = orjson.loads(msg.data)
-            task_id, number = job["id"], job["n"]
-            valid = type(task_id) is str and len(task_id) == 36 and task_id.isascii()
-            valid = valid and type(number) is int and 0 <= number < 2**64
-        except (orjson.JSONDecodeError, KeyError, TypeError):
-            valid = False
-        if not valid:
+        job = _job(msg.data)
+        if job is None:
             log.error("%s stream: a malformed job dropped: %r", queue, msg.data[:200])
             self._spawn(msg.term())
             return
+        task_id, number = job
         if task_id in self._held:  # redelivered while still here: keep the one we run
             return
         self.pulled += 1
@@ -397,6 +426,47 @@ class ClusterTasks:
         finally:
             self._held.pop(task.id, None)
 
+    def _given_up_callback(self, queue: str) -> Callable[[Any], Awaitable[None]]:
+        async def given_up(msg: Any) -> None:
+            self._spawn(self._give_up(queue, msg.data))
+
+        return given_up
+
+    async def _give_up(self, queue: str, advisory: bytes) -> None:
+        """A job JetStream will not deliver again: store ``Task failed`` as its outcome,
+        unless one is stored already, and take the job off the stream."""
+        stream = STREAMS[queue]
+        try:
+            event = orjson.loads(advisory)
+            seq, deliveries = event["stream_seq"], event["deliveries"]
+            job = _job((await self.conn.js.get_msg(stream, seq)).data)
+            if job is None:  # a malformed job is terminated, never given up
+                return
+            task_id = job[0]
+            try:
+                entry = await self.kv.get(task_id)
+                pending = entry.value is not None and decode(entry.value)[0] in (QUEUED, RUNNING)
+                revision = entry.revision if pending else None
+            except KeyNotFoundError:  # its marker expired (result_ttl): write it afresh
+                pending, revision = True, 0
+            if pending:
+                detail = (
+                    f"given up after {deliveries} deliveries: each host that took the job"
+                    " stopped before storing its outcome"
+                )
+                frame = protocol.failed_frame(task_id, detail)
+                await self.kv.update(task_id, encode(FAILED, frame), last=revision)
+                log.warning("task %s %s", task_id, detail)
+                self.given_up += 1
+                assert self.conn.nc is not None
+                await self.conn.nc.publish(DONE, task_id.encode())
+            await self.conn.js.delete_msg(stream, seq)  # out of max_queued's count
+        except (KeyWrongLastSequenceError, NotFoundError):
+            pass  # another host stored its outcome, or took it off the stream, first
+        except (APIError, NatsError, TimeoutError, orjson.JSONDecodeError, KeyError) as exc:
+            self.errors += 1
+            log.warning("%s: cannot give up a job after its max deliveries: %s", queue, exc)
+
     # -- observation ------------------------------------------------------------
 
     @property
@@ -413,8 +483,21 @@ class ClusterTasks:
             "stored_big": self.stored_big,
             "awaited": len(self.awaited),
             "pushed": self.pushed,
+            "given_up": self.given_up,
             "errors": self.errors,
         }
+
+
+def _job(data: bytes) -> tuple[str, int] | None:
+    """(task id, number) of a job on a stream; None if malformed."""
+    try:
+        job = orjson.loads(data)
+        task_id, number = job["id"], job["n"]
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return None
+    valid = type(task_id) is str and len(task_id) == 36 and task_id.isascii()
+    valid = valid and type(number) is int and 0 <= number < 2**64
+    return (task_id, number) if valid else None
 
 
 async def _bucket(create: Callable[[], Awaitable[Any]], bind: Callable[[], Awaitable[Any]]) -> Any:
