@@ -114,13 +114,16 @@ def test_the_job_of_a_host_killed_9_runs_on_another(
 ) -> None:
     # ack_wait = hard_limit x hard_prefetch + 10 s: JetStream gives the job to A 13 s after B
     # took it; A runs it to its limit (3 s) and pushes the outcome to the fetch made on A.
+    # B is killed as soon as it holds the job, before it could reach its own limit, and A
+    # starts only then (however long that takes on a loaded machine); the job (1,000,000!,
+    # 10+ s of work) cannot finish within A's limit either.
     b = make_host(hard_limit=3.0)
     with connect(b.url, open_timeout=10) as on_b:
-        on_b.send(json.dumps({"type": "factorial", "number": LONG_JOB}))
+        on_b.send(json.dumps({"type": "factorial", "number": 1_000_000}))
         task_id = json.loads(on_b.recv(timeout=30))["task_id"]
         wait_for(lambda: b.stats().get("cluster", {}).get("held") == 1, what="held by b")
-        a = make_host(hard_limit=3.0)
         os.kill(b.pid, signal.SIGKILL)  # its workers die with it (PR_SET_PDEATHSIG)
+    a = make_host(hard_limit=3.0)
     started = time.monotonic()
     with connect(a.url, open_timeout=10) as on_a:
         on_a.send(json.dumps({"type": "result", "task_id": task_id}))
