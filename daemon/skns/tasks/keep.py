@@ -9,7 +9,7 @@ what expired meanwhile and takes the rest up: outcomes fetchable by id until
 their original expiry, jobs queued again. The store's memory cap applies as it
 does to new results.
 
-One JSON object per line, written to a temporary file, fsynced and renamed: a
+One JSON object per line, written with :func:`skns.files.write_atomic`: a
 stop cut short leaves the previous file or none, never half of one. A kill -9 of
 the task server loses what it held (as the metrics memfd would not: results can
 be hundreds of megabytes, written once, at stop).
@@ -19,11 +19,11 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from .. import jsonexact
+from ..files import write_atomic
 from .store import QUEUED, RUNNING, Task
 
 log = logging.getLogger("skns.tasks.keep")
@@ -50,10 +50,10 @@ class Kept:
 def save(path: Path, tasks: Iterable[Task], wall_offset: float) -> int:
     """Write ``tasks``; ``wall_offset`` turns the store's clock into epoch seconds.
     Returns how many were written."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    n = 0
-    with open(tmp, "wb") as f:
+    written = 0
+
+    def lines() -> Iterator[bytes]:
+        nonlocal written
         for task in tasks:
             row: dict[str, object] = {
                 "id": task.id,
@@ -64,12 +64,11 @@ def save(path: Path, tasks: Iterable[Task], wall_offset: float) -> int:
             if task.finished:
                 row["frame"] = task.frame.decode()
                 row["expires"] = task.expires + wall_offset
-            f.write(jsonexact.dumps(row) + b"\n")
-            n += 1
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    return n
+            written += 1
+            yield jsonexact.dumps(row) + b"\n"
+
+    write_atomic(path, lines())
+    return written
 
 
 def load(path: Path, now: float) -> list[Kept]:
