@@ -15,12 +15,7 @@ import pytest
 from websockets.sync.client import connect
 
 from helpers import metrics_port, metrics_table, wait_for
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from skns.tasks.local import free_port
 
 
 def test_state_files_are_not_world_readable_whatever_the_umask(start_service, tmp_path):

@@ -52,18 +52,13 @@ from skns.errors import ControlError
 from skns.executor.checker import verify
 from skns.executor.handlers import read_records
 from skns.relay.sim import Simulator, Source, SourcePlan
+from skns.tasks.local import free_port
 
 WINDOW = 1.0
 HEARTBEAT = 3.0
 START_PERIOD = 2.0
 BATCH = 256  # [metrics] batch: a killed worker loses at most what it took and did not publish
 HUNG = re.compile(r"\(pid (\d+)\) missed its heartbeat")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def log(text: str) -> None:
