@@ -18,6 +18,8 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+from .ratelimit import RateGate
+
 log = logging.getLogger("skns.supervisor")
 
 LOG_EVERY = 60.0
@@ -28,24 +30,22 @@ class Fault:
     count: int = 0
     error: str = ""  # the last one, "Type: message"
     last: float = 0.0  # wall clock of the last one
-    logged: float = float("-inf")  # monotonic time of the last log line
-    unlogged: int = 0  # faults since that line
 
 
 class Faults:
     def __init__(self) -> None:
         self.by_step: dict[str, Fault] = {}
+        self._gate = RateGate(LOG_EVERY)
 
     def record(self, step: str, exc: BaseException) -> None:
         fault = self.by_step.setdefault(step, Fault())
         fault.count += 1
         fault.error = f"{type(exc).__name__}: {exc}"
         fault.last = time.time()
-        now = time.monotonic()
-        if now - fault.logged < LOG_EVERY:
-            fault.unlogged += 1
+        unlogged = self._gate.allow(step)
+        if unlogged is None:
             return
-        more = f" ({fault.unlogged} more since the last report)" if fault.unlogged else ""
+        more = f" ({unlogged} more since the last report)" if unlogged else ""
         log.error(
             "%s failed (contained, the service carries on; %d so far)%s",
             step,
@@ -53,8 +53,6 @@ class Faults:
             more,
             exc_info=exc,
         )
-        fault.logged = now
-        fault.unlogged = 0
 
     @contextlib.contextmanager
     def guard(self, step: str) -> Iterator[None]:

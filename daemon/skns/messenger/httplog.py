@@ -14,32 +14,27 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import Counter
 from collections.abc import Callable
 
 from aiohttp.http_exceptions import HttpProcessingError
+
+from ..ratelimit import RateGate
 
 
 class BadRequestFilter(logging.Filter):
     def __init__(self, interval: float = 60.0, clock: Callable[[], float] = time.monotonic):
         super().__init__()
         self.interval = interval
-        self._clock = clock
-        self._last: dict[str, float] = {}  # reason -> when it was last logged
-        self.left_out: Counter[str] = Counter()  # since the reason was last logged
+        self._gate = RateGate(interval, clock)
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
         if not isinstance(exc, HttpProcessingError):
             return True
-        reason = type(exc).__name__  # a closed set: the dict stays small
-        now = self._clock()
-        last = self._last.get(reason)
-        if last is not None and now - last < self.interval:
-            self.left_out[reason] += 1
+        reason = type(exc).__name__  # a closed set: the gate's dict stays small
+        left_out = self._gate.allow(reason)
+        if left_out is None:
             return False
-        self._last[reason] = now
-        left_out = self.left_out.pop(reason, 0)
         peer = record.args[0] if isinstance(record.args, tuple) and record.args else "?"
         detail = (exc.message or "").splitlines()[0][:200] if exc.message else ""
         record.msg = "bad HTTP request from %s: %s %s (400)%s"

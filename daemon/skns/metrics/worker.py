@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 import orjson
 
+from ..ratelimit import RateGate
 from .batch import aggregate
 from .parse import check
 from .partials import REASONS, Block
@@ -51,18 +52,12 @@ class _RejectLog:
     """At most one log line per reason every ``_LOG_EVERY`` seconds, with the count since."""
 
     def __init__(self) -> None:
-        self.last = dict.fromkeys(REASONS, 0.0)
-        self.pending = dict.fromkeys(REASONS, 0)
+        self._gate = RateGate(_LOG_EVERY)
 
     def note(self, reason: str, data: bytes) -> None:
-        self.pending[reason] += 1
-        now = time.monotonic()
-        if now - self.last[reason] >= _LOG_EVERY:
-            log.warning(
-                "rejected %d datagram(s): %s (latest: %r)", self.pending[reason], reason, data[:80]
-            )
-            self.last[reason] = now
-            self.pending[reason] = 0
+        held = self._gate.allow(reason)
+        if held is not None:
+            log.warning("rejected %d datagram(s): %s (latest: %r)", held + 1, reason, data[:80])
 
 
 def fold(
