@@ -63,29 +63,46 @@ class Connection:
         return self.nc is not None and self.nc.is_connected
 
     async def open(self, stop: asyncio.Event) -> bool:
-        """Connect, retrying until connected (True) or ``stop`` is set (False)."""
-        s = self.settings
+        """Connect, retrying until connected (True) or ``stop`` is set (False).
+
+        A first connection to servers that refuse it retries inside ``nats.connect``: the
+        attempt is raced against ``stop``, so a stop never waits for it (the supervisor
+        would SIGKILL the child after its timeout)."""
         while not stop.is_set():
-            try:
-                self.nc = await nats.connect(
-                    servers=list(s.nats),
-                    name=f"skns {s.host_name} {self.role}",
-                    connect_timeout=2,
-                    reconnect_time_wait=_RETRY,
-                    max_reconnect_attempts=-1,
-                    error_cb=self._error,
-                    disconnected_cb=self._disconnected,
-                    reconnected_cb=self._reconnected,
-                    **({} if self.buffer else {"pending_size": 0}),
-                )
-            except Exception as exc:
-                log.warning("cannot connect to NATS %s: %s; retrying", ", ".join(s.nats), exc)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), _RETRY)
-                continue
-            log.info("connected to NATS at %s as %s", self._url(), s.host_name)
-            return True
+            attempt = asyncio.create_task(self._connect())
+            stopping = asyncio.create_task(stop.wait())
+            await asyncio.wait({attempt, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            stopping.cancel()
+            if not attempt.done():
+                attempt.cancel()
+                await asyncio.gather(attempt, return_exceptions=True)
+                return False
+            if attempt.result():
+                log.info("connected to NATS at %s as %s", self._url(), self.settings.host_name)
+                return True
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), _RETRY)
         return False
+
+    async def _connect(self) -> bool:
+        """One connection attempt; False (logged) if it fails."""
+        s = self.settings
+        try:
+            self.nc = await nats.connect(
+                servers=list(s.nats),
+                name=f"skns {s.host_name} {self.role}",
+                connect_timeout=2,
+                reconnect_time_wait=_RETRY,
+                max_reconnect_attempts=-1,
+                error_cb=self._error,
+                disconnected_cb=self._disconnected,
+                reconnected_cb=self._reconnected,
+                **({} if self.buffer else {"pending_size": 0}),
+            )
+        except Exception as exc:
+            log.warning("cannot connect to NATS %s: %s; retrying", ", ".join(s.nats), exc)
+            return False
+        return True
 
     async def close(self) -> None:
         self._closing = True

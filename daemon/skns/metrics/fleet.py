@@ -90,17 +90,7 @@ class Fleet:
 
     async def main(self, stop: asyncio.Event) -> None:
         c = self.cluster
-        # A first connection to servers that refuse it retries inside nats.connect: a
-        # stop must not wait for it (the supervisor would SIGKILL us after its timeout).
-        opening = asyncio.create_task(self.conn.open(stop))
-        stopping = asyncio.create_task(stop.wait())
-        await asyncio.wait({opening, stopping}, return_when=asyncio.FIRST_COMPLETED)
-        stopping.cancel()
-        if not opening.done():
-            opening.cancel()
-            await asyncio.gather(opening, return_exceptions=True)
-            return
-        if not opening.result():
+        if not await self.conn.open(stop):  # stopped before connected
             return
         js = self.conn.js
         tasks: list[asyncio.Task[None]] = []
