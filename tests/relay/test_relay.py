@@ -186,8 +186,9 @@ def test_sink_dropping_the_connection_means_at_most_once_never_out_of_order() ->
     # What the sink got is what was sent, less frames lost with a cut connection.
     assert relay.sent == 6_000
     assert sink["received"] + sink["missing"] == 6_000
-    # Never calls lost what the sink received.
-    assert sink["received"] <= relay.sent - relay.sink_unconfirmed
+    # Every frame the sink never got is counted unconfirmed (a few it got at the last moment
+    # may be too: its kernel delays acks, and a reset carries none).
+    assert sink["missing"] <= relay.sink_unconfirmed
 
 
 def test_stats_name_every_figure_status_shows() -> None:
@@ -391,14 +392,15 @@ def test_a_sink_reset_behind_a_slow_sink_counts_what_never_reached_it() -> None:
     sink.thread.join(5)
     assert relay.sink_drops == 1 and relay.sent > 3_000
     unconfirmed = relay.sink_unconfirmed
-    at_most = relay.sent - unconfirmed  # acknowledged by the sink's TCP
-    # Never calls lost what the sink read; over by no more than what its buffers
-    # held unread when it reset (its receive buffer and one chunk).
+    at_least = relay.sent - unconfirmed  # acknowledged by the sink's TCP
+    # What its host acknowledged the sink read, but for what its buffers held unread when it
+    # reset (its receive buffer and one chunk).
     shortest = min(len(payload) for *_, payload in frames) + 6  # + header and mask
-    assert sink.frames <= at_most <= sink.frames + (sink.rcvbuf + sink.chunk) // shortest + 1
+    assert at_least <= sink.frames + (sink.rcvbuf + sink.chunk) // shortest + 1
+    assert unconfirmed >= relay.sent - sink.frames - (sink.rcvbuf + sink.chunk) // shortest - 1
     assert unconfirmed > 0
     assert relay.stats()["sink_unconfirmed"] == unconfirmed
     assert any(
-        f"{unconfirmed} were never acknowledged" in p and f"at most {at_most} reached" in p
+        f"{unconfirmed} were never acknowledged" in p and f"at least {at_least} reached" in p
         for p in relay.problems()
     ), relay.problems()

@@ -421,6 +421,7 @@ class Relay:
             problems.append(
                 f"the sink connection dropped {self.sink_drops} time(s): of the {self.sent}"
                 f" messages sent, {self.sink_unconfirmed} were never acknowledged by the"
-                f" sink's TCP (lost), at most {self.sent - self.sink_unconfirmed} reached it"
+                f" sink's TCP (lost, or received just before it died), at least"
+                f" {self.sent - self.sink_unconfirmed} reached its host"
             )
         return problems
