@@ -186,9 +186,10 @@ def test_sink_dropping_the_connection_means_at_most_once_never_out_of_order() ->
     # What the sink got is what was sent, less frames lost with a cut connection.
     assert relay.sent == 6_000
     assert sink["received"] + sink["missing"] == 6_000
-    # Every frame the sink never got is counted unconfirmed (a few it got at the last moment
-    # may be too: its kernel delays acks, and a reset carries none).
-    assert sink["missing"] <= relay.sink_unconfirmed
+    # sink_unconfirmed is bounded on both sides only where the sink's buffers are known (the
+    # raw-socket test below): this sink drops what its kernel acknowledged but it had not read,
+    # and its kernel delays acks (a reset carries none). Here: within what was sent.
+    assert 0 <= relay.sink_unconfirmed <= relay.sent
 
 
 def test_stats_name_every_figure_status_shows() -> None:
