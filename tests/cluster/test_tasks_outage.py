@@ -204,7 +204,8 @@ def test_a_job_given_up_after_its_max_deliveries_is_task_failed_on_every_host(
     # its host's kill -9; JetStream's advisory comes once its ack_wait (4 s) has passed.
     asyncio.run(_hard_consumer(nats_cluster, max_deliver=1, ack_wait=4.0))
     try:
-        task_id = submit(hosts[0].url, LONG_JOB)["task_id"]
+        # 1,000,000! (10+ s of work): its holder cannot finish it before the kill below.
+        task_id = submit(hosts[0].url, 1_000_000)["task_id"]
 
         def held() -> list[int]:
             return [h.stats().get("cluster", {}).get("held", 0) for h in hosts]
