@@ -23,6 +23,7 @@ import pytest
 from helpers import metrics_port, wait_for
 from skns.cluster.natscluster import NatsCluster
 from skns.messenger.pgcluster import free_ports
+from skns.metrics import fleetspool
 
 BIG = 2**62  # A1 values: a host's 1 s sum passes 2**64 after a few datagrams
 RATE = 40  # datagrams per second per host
@@ -317,3 +318,41 @@ def test_no_nats_and_a_spool_that_cannot_be_written_stop_nothing_local(
     started = time.monotonic()
     assert svc.stop() == 0
     assert time.monotonic() - started < 5  # the fleet child stops while still connecting
+
+
+def test_while_nats_stays_away_the_spool_keeps_only_what_the_stream_would(
+    start_service: Callable[..., Any], tmp_path: Path
+) -> None:
+    # Windows spooled more than the stream's max age ago (a long outage) leave the spool,
+    # counted; the recent ones stay for the publisher.
+    state = tmp_path / "state"
+    spool = state / "fleet-spool"
+    spool.mkdir(parents=True)
+    base = 0.5
+    now = int(time.time() / base)
+    old = [now - int(fleetspool.KEEP / base) - k for k in range(1, 6)]
+    recent = now - 10
+    for w in [*old, recent]:
+        (spool / f"{w:020d}.json").write_text("{}")
+    nowhere = f"nats://127.0.0.1:{free_ports(1)[0]}"
+    svc = start_service(
+        service={"state_dir": str(state)},
+        metrics={
+            "listen": "127.0.0.1:0",
+            "workers": 1,
+            "window": base,
+            "intervals": [base],
+            "output": str(tmp_path / "metrics.jsonl"),
+            "fleet_output": str(tmp_path / "fleet.jsonl"),
+        },
+        cluster={"nats": [nowhere], "name": "alone"},
+    )
+    wait_for(
+        lambda: svc.status()["subsystems"]["metrics"]["fleet_spool_expired"] == len(old),
+        20,
+        "the expired windows dropped",
+    )
+    names = {int(p.stem) for p in spool.iterdir()}
+    assert not names & set(old) and recent in names
+    assert "dropping the oldest" in svc.log()
+    assert svc.stop() == 0

@@ -47,8 +47,6 @@ STREAM = "SKNS_FLEET"
 SUBJECT = "skns.fleet"
 BUCKET = "skns_fleet"
 LEASE_KEY = "merger"
-# How long the stream keeps partials, and JetStream's duplicate window for their ids.
-KEEP = 3600.0
 _POLL = 0.05  # seconds between looks at the spool and at due windows
 _RETRY = 0.5
 _CLOSE = 2.0  # seconds a stop waits for the connection to drain
@@ -102,8 +100,8 @@ class Fleet:
                         api.StreamConfig(
                             name=STREAM,
                             subjects=[f"{SUBJECT}.>"],
-                            max_age=KEEP,
-                            duplicate_window=KEEP,
+                            max_age=fleetspool.KEEP,
+                            duplicate_window=fleetspool.KEEP,
                             num_replicas=c.replicas,
                         )
                     )

@@ -80,6 +80,9 @@ class MetricsService:
             log.warning("metrics.fleet_output is set but [cluster] is not: no fleet view")
         self.spool_errors = 0
         self.spool_failing = False
+        # Windows dropped from the spool unpublished, older than the stream would keep.
+        self.spool_expired = 0
+        self.spool_keep = max(1, int(fleetspool.KEEP // self.schedule.base))
         now = index_of(time.time(), m.window)
         self.closer = Closer(self.schedule, now)
         kept = self._kept_memory()
@@ -341,6 +344,13 @@ class MetricsService:
             if self.spool_failing:
                 log.warning("spooling windows for the fleet view again")
             self.spool_failing = False
+            gone = fleetspool.prune(self.fleet_spool, w, self.spool_keep)
+            if gone and not self.spool_expired:  # once: the count is in status
+                log.warning(
+                    "the fleet spool holds %.0f s of unpublished windows: dropping the oldest",
+                    fleetspool.KEEP,
+                )
+            self.spool_expired += gone
 
     def reopen(self) -> None:
         self.output.reopen()
@@ -372,6 +382,7 @@ class MetricsService:
             "windows_written": self.windows_written,
             "last_window": self.last_window,
             "fleet_spool_errors": self.spool_errors,
+            "fleet_spool_expired": self.spool_expired,
         }
 
     def summary(self) -> str:
