@@ -1,19 +1,27 @@
-"""``skns-ctl bench cluster``: the task server in cluster mode, beside the single host.
+"""``skns-ctl bench cluster``: JetStream and cluster mode, beside their baselines.
 
 Started here, stopped at the end: a throwaway 3-node JetStream cluster on loopback
-(:mod:`skns.cluster.natscluster`, ``--replicas`` copies of every stream and bucket),
-two task servers in cluster mode as hosts A and B, and one single-host task server
-as the baseline, each with one soft worker. Measured in one run, so the machine's
-load weighs on both alike (all of it shares this machine's cores: two "hosts" here
-cannot compute faster than one):
+(:mod:`skns.cluster.natscluster`). Phases (``--only``), each measured beside its
+baseline in the same run, so the machine's load weighs on both alike (all of it
+shares this machine's cores: two "hosts" here cannot compute faster than one):
 
-1. round trip, one job at a time: submit ``{"type":"factorial","number":20}`` and
-   wait for its ``success``: on the single host, and on A through the cluster
-   (published, pulled by A or B, stored, announced, read back, pushed);
-2. fetch on B of a finished task submitted on A (one key-value read);
-3. submit rate: ``--jobs`` small jobs sent from ``--clients`` connections (half to A,
-   half to B) as fast as acks come back: acks per second (a job is acked once
-   JetStream holds it, replicated), and jobs completed per second.
+- ``jetstream``: the figures a capacity plan needs, at replicas 3 beside 1
+  (:mod:`skns.cluster.jsbench`): pipelined durable publishes over 64 subjects,
+  key-value updates with the expected revision, ordered consumer reads, and the
+  CPU each costs the client and each node.
+- ``tasks``: two task servers in cluster mode as hosts A and B (``--replicas``
+  copies of every stream and bucket) beside one single-host task server, each
+  with one soft worker:
+
+  1. round trip, one job at a time: submit ``{"type":"factorial","number":20}``
+     and wait for its ``success``: on the single host, and on A through the
+     cluster (published, pulled by A or B, stored, announced, read back, pushed);
+  2. fetch on B of a finished task submitted on A (one key-value read);
+  3. submit rate: ``--jobs`` small jobs sent from ``--clients`` connections (half
+     to A, half to B) as fast as acks come back: acks per second (a job is acked
+     once JetStream holds it, replicated), and jobs completed per second.
+
+Progress goes to stderr as it is measured; the table, at the end, to stdout.
 """
 
 from __future__ import annotations
@@ -21,15 +29,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import sys
 import tempfile
 import time
+from dataclasses import astuple
 from pathlib import Path
 
+import psutil
 from websockets.asyncio.client import connect
 
+from ..ctl import table
 from ..tasks.local import LocalServer, local_settings
+from .jsbench import Row, ms, progress, ratio
+from .jsbench import rows as jetstream_rows
 from .natscluster import NatsCluster, find_server
 
 
@@ -88,55 +102,85 @@ async def _flood(urls: list[str], clients: int, jobs: int) -> tuple[float, float
     return total / (max(acked_at) - started), total / (ended - started)
 
 
-def _ms(values: list[float]) -> str:
-    values = sorted(values)
-    p99 = values[min(len(values) - 1, int(len(values) * 0.99))]
-    return f"p50 {statistics.median(values) * 1000:.2f} ms, p99 {p99 * 1000:.2f} ms"
+PHASES = ("jetstream", "tasks")
+
+
+def _task_rows(urls: dict[str, str], trips: int, jobs: int, clients: int) -> list[Row]:
+    progress(f"tasks: {trips} round trips, {jobs} jobs from {clients} clients")
+    single_trips = asyncio.run(_round_trips(urls["single"], trips))
+    progress(f"  round trip, single host: {ms(single_trips)}")
+    cluster_trips = asyncio.run(_round_trips(urls["a"], trips))
+    progress(f"  round trip, cluster: {ms(cluster_trips)}")
+    fetches = asyncio.run(_fetches(urls["a"], urls["b"], trips))
+    progress(f"  fetch on b: {ms(fetches)}")
+    single = asyncio.run(_flood([urls["single"]], clients, jobs))
+    progress(f"  submit rate, single host: {single[0]:,.0f} acks/s")
+    cluster = asyncio.run(_flood([urls["a"], urls["b"]], clients, jobs))
+    progress(f"  submit rate, cluster: {cluster[0]:,.0f} acks/s")
+    return [
+        Row(
+            "tasks: round trip of factorial 20, cluster (a -> any)",
+            ms(cluster_trips),
+            f"single host: {ms(single_trips)}",
+            ratio(statistics.median(cluster_trips), statistics.median(single_trips)),
+        ),
+        Row("tasks: fetch on b of a task of a", ms(fetches)),
+        Row(
+            f"tasks: submit rate, {clients} clients, cluster (a + b)",
+            f"{cluster[0]:,.0f} acks/s, {cluster[1]:,.0f} jobs done/s",
+            f"single host: {single[0]:,.0f} acks/s, {single[1]:,.0f} jobs done/s",
+            ratio(cluster[0], single[0]),
+        ),
+    ]
+
+
+def _tasks(nc: NatsCluster, tmp: Path, replicas: int, args: argparse.Namespace) -> list[Row]:
+    common = {"soft_workers": 1, "hard_workers": 1}
+    table = {"nats": nc.urls, "replicas": replicas}
+    single = LocalServer(local_settings(tmp / "single", **common))
+    a = LocalServer(local_settings(tmp / "a", cluster={**table, "name": "a"}, **common))
+    b = LocalServer(local_settings(tmp / "b", cluster={**table, "name": "b"}, **common))
+    with single, a, b:
+        urls = {"single": single.url, "a": a.url, "b": b.url}
+        return _task_rows(urls, args.trips, args.jobs, args.clients)
 
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="skns-ctl bench cluster", description=__doc__)
-    parser.add_argument("--trips", type=int, default=200, help="sequential round trips")
+    parser.add_argument(
+        "--only", default=",".join(PHASES), help=f"comma-separated phases of {', '.join(PHASES)}"
+    )
+    parser.add_argument("--messages", type=int, default=30000, help="JetStream publishes a row")
+    parser.add_argument("--window", type=int, default=1000, help="publishes in flight")
+    parser.add_argument("--kv-rounds", type=int, default=50, help="updates of each of 64 keys")
+    parser.add_argument("--trips", type=int, default=200, help="sequential task round trips")
     parser.add_argument("--jobs", type=int, default=4000, help="jobs of the submit-rate phase")
     parser.add_argument("--clients", type=int, default=8, help="connections of that phase")
     parser.add_argument("--replicas", type=int, default=3, choices=(1, 3))
     args = parser.parse_args(argv)
+    phases = [p for p in args.only.split(",") if p]
+    unknown = set(phases) - set(PHASES)
+    if unknown:
+        parser.error(f"--only: unknown phase {', '.join(sorted(unknown))} (of {', '.join(PHASES)})")
     if find_server() is None:
         print("nats-server is not installed (apt-get install nats-server)", file=sys.stderr)
         return 2
+    rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="skns-bench-cluster-") as tmp, NatsCluster(3) as nc:
-        common = {"soft_workers": 1, "hard_workers": 1}
-        table = {"nats": nc.urls, "replicas": args.replicas}
-        single = LocalServer(local_settings(Path(tmp) / "single", **common))
-        a = LocalServer(local_settings(Path(tmp) / "a", cluster={**table, "name": "a"}, **common))
-        b = LocalServer(local_settings(Path(tmp) / "b", cluster={**table, "name": "b"}, **common))
-        with single, a, b:
-            print(
-                f"cluster bench: 3 NATS nodes, replicas {args.replicas}, hosts a and b "
-                f"(1 soft worker each) beside one single host; {args.trips} round trips, "
-                f"{args.jobs} jobs from {args.clients} clients",
-                file=sys.stderr,
-            )
-            single_trips = asyncio.run(_round_trips(single.url, args.trips))
-            cluster_trips = asyncio.run(_round_trips(a.url, args.trips))
-            fetches = asyncio.run(_fetches(a.url, b.url, args.trips))
-            single_rate = asyncio.run(_flood([single.url], args.clients, args.jobs))
-            cluster_rate = asyncio.run(_flood([a.url, b.url], args.clients, args.jobs))
-    ratio = statistics.median(cluster_trips) / statistics.median(single_trips)
-    print(
-        "\n".join(
-            [
-                f"round trip, single host:        {_ms(single_trips)}",
-                f"round trip, cluster (a -> any): {_ms(cluster_trips)}  ({ratio:.1f}x)",
-                f"fetch on b of a task of a:      {_ms(fetches)}",
-                f"submit rate, single host:       {single_rate[0]:.0f} acks/s, "
-                f"{single_rate[1]:.0f} jobs done/s",
-                f"submit rate, cluster (a + b):   {cluster_rate[0]:.0f} acks/s, "
-                f"{cluster_rate[1]:.0f} jobs done/s "
-                f"({cluster_rate[0] / single_rate[0]:.2f}x acks)",
-            ]
+        progress(
+            f"cluster bench: 3 NATS nodes on loopback; the {psutil.cpu_count()} cores of this "
+            "machine are shared by the nodes, the hosts and the client"
         )
+        if "jetstream" in phases:
+            rows += jetstream_rows(nc, args.messages, args.window, args.kv_rounds)
+        if "tasks" in phases:
+            rows += _tasks(nc, Path(tmp), args.replicas, args)
+    print(
+        f"cluster bench: 3 NATS nodes, hosts a and b, one Python client, all on this "
+        f"machine's {psutil.cpu_count()} cores (load average {os.getloadavg()[0]:.1f}): "
+        "two hosts cannot compute faster than one here\n"
     )
+    print(table(["measure", "cluster", "baseline (same run)", "ratio"], [astuple(r) for r in rows]))
     return 0
 
 
