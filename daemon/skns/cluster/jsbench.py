@@ -191,6 +191,22 @@ async def _kv_parallel(kv: Any, revisions: dict[str, int], rounds: int) -> None:
     await asyncio.gather(*(renew(key) for key in revisions))
 
 
+async def _infos(js: Any, bucket: str, count: int) -> None:
+    """What a roster read is: the bucket's stream info, listing its live keys."""
+    for _ in range(count):
+        await js.stream_info(f"KV_{bucket}", subjects_filter=f"$KV.{bucket}.>")
+
+
+async def _purges(js: Any, stream: str, prefix: str, first: int, last: int, rounds: int) -> None:
+    """What a trim is: each subject purged below a cut that moves up ``rounds`` times
+    (through every message of the stream), the 64 subjects at once."""
+    for r in range(1, rounds + 1):
+        cut = first + (last - first) * r // rounds
+        await asyncio.gather(
+            *(js.purge_stream(stream, subject=f"{prefix}.{k}", seq=cut) for k in range(SUBJECTS))
+        )
+
+
 async def _read(js: Any, subject: str, expected: int, timeout: float = 120.0) -> None:
     """Read ``expected`` messages of ``subject`` through an ordered consumer."""
     got = 0
@@ -225,6 +241,10 @@ class _Figures:
     read_all: float = 0.0
     read_all_cpu: Cpu | None = None
     read_one: float = 0.0
+    info: float = 0.0
+    info_cpu: Cpu | None = None
+    purge: float = 0.0
+    purge_cpu: Cpu | None = None
     errors: int = 0
 
 
@@ -294,9 +314,17 @@ async def _measure(
     await _read(js, one, mine)
     f.read_one = mine / (time.perf_counter() - started)
     progress(f"    ordered consumer, 1 subject of 64: {f.read_one:,.0f} msg/s of its own")
+    ops = kv_rounds * 4
+    elapsed, f.info_cpu = await meter.measure(ops, kv_leader, _infos(js, bucket, ops))
+    f.info = ops / elapsed
+    progress(f"    stream info of the bucket, its keys listed: {f.info:,.0f}/s ({f.info_cpu})")
+    first, last = (await js.stream_info(stream)).state.first_seq, total
+    elapsed, f.purge_cpu = await meter.measure(
+        SUBJECTS * kv_rounds, leader, _purges(js, stream, prefix, first, last, kv_rounds)
+    )
+    f.purge = SUBJECTS * kv_rounds / elapsed
+    progress(f"    purge of a subject below a sequence: {f.purge:,.0f}/s ({f.purge_cpu})")
     f.errors = errors[0]
-    await js.delete_stream(stream)
-    await js.delete_key_value(bucket)
     return f
 
 
@@ -379,6 +407,18 @@ def rows(cluster: NatsCluster, count: int, window: int, kv_rounds: int) -> list[
             f"{r3.read_one:,.0f} msg/s",
             f"whole stream: {r3.read_all:,.0f} msg/s",
             ratio(r3.read_one, r3.read_all),
+        ),
+        Row(
+            "stream info listing a bucket's keys (a roster read), one at a time, R3",
+            f"{r3.info:,.0f}/s ({r3.info_cpu})",
+            f"R1: {r1.info:,.0f}/s",
+            ratio(r3.info, r1.info),
+        ),
+        Row(
+            "purge of one subject below a sequence (a trim), 64 at once, R3",
+            f"{r3.purge:,.0f}/s ({r3.purge_cpu})",
+            f"R1: {r1.purge:,.0f}/s",
+            ratio(r3.purge, r1.purge),
         ),
     ]
     if r3.errors or r1.errors:
