@@ -8,8 +8,10 @@ Cluster mode only (``[cluster] nats`` set): nats-py is imported from here alone.
   cluster that does not answer within ``publish_timeout`` is a ``Server busy``.
 * Every host's pools pull from both streams through one shared durable consumer
   per stream, never holding more than their workers can start (``workers x
-  prefetch``), and ack a job once its outcome is stored, so a host that dies
-  leaves its jobs to the others (after ``ack_wait``). The limits stay local: the
+  prefetch``), and ack a job once its outcome is stored. While a host holds a
+  job (waiting for a worker or running) it tells JetStream so every ``_HOLD`` / 3
+  seconds ("in progress"), so a host that dies leaves its jobs to the others
+  after ``_HOLD`` seconds, however long their limits. The limits stay local: the
   pool SIGKILLs a job at its limit and the outcome is the ``Timeout error``.
 * A job is published with its task id as message id, and a publish not answered
   in time is tried again with the same id until ``publish_timeout`` has passed:
@@ -71,7 +73,9 @@ GIVEN_UP = {
 
 _STREAM_FULL = 10077  # JetStream's "maximum messages exceeded" (discard new)
 _MAX_DELIVER = 3  # deliveries of a job before it is given up ("Task failed")
-_ACK_MARGIN = 10.0  # seconds past the longest a job can be held before JetStream resends it
+# Seconds a job may go without word from its holder before JetStream gives it to another
+# host (the consumer's ack_wait): the holder says "in progress" three times within it.
+_HOLD = 6.0
 _HEADROOM = 4096  # bytes of a NATS message left for its subject and headers
 _PULL_WAIT = 1.0  # seconds one pull request waits for a job
 _SETUP_RETRY = 1.0  # seconds between tries to set up the streams and buckets
@@ -171,16 +175,13 @@ class ClusterTasks:
             self.conn.on_reconnect.append(self._recheck)
         subs: dict[str, Any] = {}
         for queue in protocol.QUEUES:
-            pool = self.server.pools[queue]
-            # Longest a job can be held: it waits behind prefetch - 1 jobs, each up to the limit.
-            ack_wait = pool.limit * pool.prefetch + _ACK_MARGIN
             try:
                 await js.add_consumer(
                     STREAMS[queue],
                     api.ConsumerConfig(
                         durable_name=CONSUMER,
                         ack_policy=api.AckPolicy.EXPLICIT,
-                        ack_wait=ack_wait,
+                        ack_wait=_HOLD,
                         max_deliver=_MAX_DELIVER,
                         max_ack_pending=-1,
                     ),
@@ -190,6 +191,7 @@ class ClusterTasks:
             subs[queue] = await js.pull_subscribe_bind(CONSUMER, stream=STREAMS[queue])
         for queue, sub in subs.items():  # only once both are bound: a retry starts afresh
             self._spawn(self._pull(queue, sub))
+        self._spawn(self._keep_held())
 
     async def close(self) -> None:
         """Give back the jobs held and not finished: another host runs them at once."""
@@ -379,6 +381,18 @@ class ClusterTasks:
             except (APIError, NatsError) as exc:
                 log.debug("%s pull: %s", queue, exc)
                 await asyncio.sleep(_PULL_WAIT)
+
+    async def _keep_held(self) -> None:
+        """Tell JetStream, well inside its ack_wait, that every job held here is still
+        being worked on (one waiting for a worker included)."""
+        while True:
+            await asyncio.sleep(_HOLD / 3)
+            for msg in list(self._held.values()):
+                try:
+                    await msg.in_progress()
+                except (APIError, NatsError) as exc:  # cut off: it may go to another host
+                    log.debug("cannot say a job is in progress: %s", exc)
+                    break
 
     def _take(self, queue: str, msg: Any) -> None:
         job = _job(msg.data)
