@@ -21,6 +21,7 @@ def test_the_cluster_bench_prints_a_table_of_its_figures_beside_their_baselines(
         ("key-value update with revision", "R1:"),
         ("ordered consumer, whole stream, R3", "R1:"),
         ("stream info listing a bucket's keys", "R1:"),
+        ("key-value get", "R1:"),
         ("purge of one subject below a sequence", "R1:"),
         ("tasks: round trip of factorial 20", "single host:"),
         ("tasks: submit rate", "single host:"),

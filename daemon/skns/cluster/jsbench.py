@@ -183,6 +183,11 @@ async def _kv_serial(kv: Any, revisions: dict[str, int], count: int) -> list[flo
     return out
 
 
+async def _kv_gets(kv: Any, keys: list[str], count: int) -> None:
+    for i in range(count):
+        await kv.get(keys[i % len(keys)])
+
+
 async def _kv_parallel(kv: Any, revisions: dict[str, int], rounds: int) -> None:
     async def renew(key: str) -> None:
         for _ in range(rounds):
@@ -238,6 +243,8 @@ class _Figures:
     kv_serial: list[float] = dataclasses.field(default_factory=list)
     kv_parallel: float = 0.0
     kv_cpu: Cpu | None = None
+    kv_get: float = 0.0
+    kv_get_cpu: Cpu | None = None
     read_all: float = 0.0
     read_all_cpu: Cpu | None = None
     read_one: float = 0.0
@@ -303,6 +310,11 @@ async def _measure(
     f.kv_parallel = ops / elapsed
     progress(f"    key-value update, 64 keys at once: {f.kv_parallel:,.0f}/s ({f.kv_cpu})")
 
+    ops = kv_rounds * 16  # CPU times tick every 10 ms: enough requests to resolve them
+    elapsed, f.kv_get_cpu = await meter.measure(ops, kv_leader, _kv_gets(kv, list(revisions), ops))
+    f.kv_get = ops / elapsed
+    progress(f"    key-value get, one at a time: {f.kv_get:,.0f}/s ({f.kv_get_cpu})")
+
     total = (await js.stream_info(stream)).state.messages
     elapsed, f.read_all_cpu = await meter.measure(total, leader, _read(js, f"{prefix}.*", total))
     f.read_all = total / elapsed
@@ -314,7 +326,7 @@ async def _measure(
     await _read(js, one, mine)
     f.read_one = mine / (time.perf_counter() - started)
     progress(f"    ordered consumer, 1 subject of 64: {f.read_one:,.0f} msg/s of its own")
-    ops = kv_rounds * 4
+    ops = kv_rounds * 8
     elapsed, f.info_cpu = await meter.measure(ops, kv_leader, _infos(js, bucket, ops))
     f.info = ops / elapsed
     progress(f"    stream info of the bucket, its keys listed: {f.info:,.0f}/s ({f.info_cpu})")
@@ -397,6 +409,12 @@ def rows(cluster: NatsCluster, count: int, window: int, kv_rounds: int) -> list[
             ms(r3.kv_serial),
             f"R1: {ms(r1.kv_serial)}",
             ratio(statistics.median(r3.kv_serial), statistics.median(r1.kv_serial)),
+        ),
+        Row(
+            "key-value get (a lease's holder, a host's key), one at a time, R3",
+            f"{r3.kv_get:,.0f}/s ({r3.kv_get_cpu})",
+            f"R1: {r1.kv_get:,.0f}/s",
+            ratio(r3.kv_get, r1.kv_get),
         ),
         Row(
             "ordered consumer, whole stream, R3",
