@@ -37,6 +37,7 @@ from websockets.http11 import Request, Response
 from ..child import ChildContext
 from ..config import Settings
 from ..listeners import serve_args
+from ..wsflow import PacedServerConnection
 from . import ipc, records
 from .events import BadEvent, parse_frame
 from .link import Chunk, ShardLink
@@ -265,6 +266,7 @@ class Router:
                 self._serve_client,
                 **serve_args(listen, self.listener),
                 process_request=self._health,
+                create_connection=PacedServerConnection,  # a ping flood cannot grow the buffer
                 max_size=self.config.max_frame_bytes * HARD_FRAME_FACTOR,
                 compression=None,
                 # A client that does not read its answers cannot hold a stop for long.

@@ -31,6 +31,7 @@ from typing import Any
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
+from ..wsflow import PacedClientConnection
 from .holdtime import HoldTimes
 from .message import BAD_ID, MISSING_ID, NOT_JSON, NOT_OBJECT, message_id
 from .reorder import BELOW_SENT, BELOW_START, DUPLICATE, ReorderBuffer
@@ -189,6 +190,7 @@ class Relay:
             try:
                 async with connect(
                     self.source_url,
+                    create_connection=PacedClientConnection,  # see skns.wsflow
                     proxy=None,
                     compression=None,
                     max_queue=_MAX_QUEUE,

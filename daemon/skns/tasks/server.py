@@ -42,6 +42,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from ..listeners import serve_args
+from ..wsflow import PacedServerConnection
 from . import keep, protocol
 from .pool import FinishFn, Pool
 from .settings import TasksSettings
@@ -187,6 +188,7 @@ class TaskServer:
                 self._handler,
                 **serve_args(s.listen, self.listener),
                 process_request=self._health,
+                create_connection=PacedServerConnection,  # a ping flood cannot grow the buffer
                 compression=None,  # deflating megabyte results would stall the loop
                 max_size=s.max_request_bytes,
                 logger=_connection_log(),

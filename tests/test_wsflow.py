@@ -1,0 +1,106 @@
+"""Paced WebSocket connections against a peer that floods pings and never reads."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import concurrent.futures
+import os
+import socket
+import struct
+import time
+
+import pytest
+import uvloop
+from websockets.asyncio.server import ServerConnection, serve
+
+from skns.wsflow import PacedServerConnection
+
+PING = struct.pack("!BB", 0x89, 0x80 | 125) + b"\0\0\0\0" + b"p" * 125  # masked, zero key
+FLOOD = 8 << 20  # bytes of pings; the kernel's buffers on loopback hold about 4 MB of pongs
+
+
+def flood(port: int, until: float) -> int:
+    """Upgrade, then send up to FLOOD bytes of pings without reading; bytes sent."""
+    sock = socket.socket()
+    # Small, and set before connecting: shrinking it later makes the kernel drop the
+    # segments that carry the server's acks, and the flood stalls on its own.
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.settimeout(5)
+    sock.connect(("127.0.0.1", port))
+    key = base64.b64encode(os.urandom(16))
+    sock.sendall(
+        b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: " + key + b"\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += sock.recv(4096)
+    assert head.startswith(b"HTTP/1.1 101")
+    sock.settimeout(0.1)
+    stream = memoryview(PING * (FLOOD // len(PING)))
+    sent = 0
+    while sent < len(stream) and time.monotonic() < until:
+        try:
+            sent += sock.send(stream[sent:])
+        except TimeoutError:
+            continue
+    time.sleep(1.0)  # open while the server's buffer is looked at
+    sock.close()
+    return sent
+
+
+@pytest.mark.parametrize("paced", [True, False], ids=["paced", "plain"])
+def test_a_peer_that_never_reads_its_pongs_is_not_read(paced: bool) -> None:
+    """The pongs owed to the flooder stay near the write buffer's high-water mark,
+    however many pings it sent; websockets' own connection buffers them all."""
+    owed: list[int] = []
+
+    async def main() -> int:
+        done = asyncio.Event()
+
+        async def handler(ws: ServerConnection) -> None:
+            while not done.is_set():
+                owed.append(ws.transport.get_write_buffer_size())
+                await asyncio.sleep(0.05)
+
+        kind = PacedServerConnection if paced else ServerConnection
+        async with serve(handler, "127.0.0.1", 0, create_connection=kind) as server:
+            port = server.sockets[0].getsockname()[1]
+            # Another process floods: the server has the GIL to itself, as in the service.
+            with concurrent.futures.ProcessPoolExecutor(1) as pool:
+                loop = asyncio.get_running_loop()
+                sent = await loop.run_in_executor(pool, flood, port, time.monotonic() + 4)
+            done.set()
+            await asyncio.sleep(0.1)
+        return sent
+
+    sent = uvloop.run(main())
+    if paced:
+        assert max(owed) < 1 << 20, (max(owed), sent)
+    else:  # the flaw the paced connection is for: this grows with the flood
+        assert sent == len(PING) * (FLOOD // len(PING)) and max(owed) > 3 << 20, (max(owed), sent)
+
+
+def test_reading_resumes_once_the_peer_reads() -> None:
+    """A slow reader is paced, not cut off: every message and every pong arrives."""
+
+    async def main() -> list[str]:
+        async def handler(ws: ServerConnection) -> None:
+            async for message in ws:
+                await ws.send(message)
+
+        from websockets.asyncio.client import connect
+
+        async with serve(handler, "127.0.0.1", 0, create_connection=PacedServerConnection) as srv:
+            port = srv.sockets[0].getsockname()[1]
+            async with connect(f"ws://127.0.0.1:{port}", max_size=None) as ws:
+                big = "x" * (1 << 20)
+                for _ in range(8):  # 8 MB echoed: the server's writes pause again and again
+                    await ws.send(big)
+                await asyncio.sleep(0.5)  # nothing read yet: the server has paused
+                got = [await asyncio.wait_for(ws.recv(), 10) for _ in range(8)]
+                await asyncio.wait_for(await ws.ping(), 5)
+                return got
+
+    assert asyncio.run(main()) == ["x" * (1 << 20)] * 8
