@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
 
 import psycopg
 import pytest
 
 from skns.messenger.pgcluster import free_port
-from skns.messenger.postgres import PostgresStore
+from skns.messenger.postgres import HUNG_GRACE, PostgresStore
 from skns.messenger.rules import Message, check
-from skns.messenger.store import StoreUnavailable
+from skns.messenger.store import StoreTimeout, StoreUnavailable
 
 from .aio import run_async
 
@@ -143,4 +145,41 @@ async def test_a_statement_timeout_fails_its_batch_but_does_not_open_the_circuit
         committed = await s.commit([("ann", "after")], 10)  # at once, no probe needed
         assert [row[2] for row in committed.new] == ["after"]
     finally:
+        await s.close()
+
+
+@run_async
+async def test_a_frozen_server_gets_a_503_within_the_timeout_not_a_hang(pg_dsn: str) -> None:
+    """statement_timeout cannot fire in a server that does not run: the replica gives
+    up after db_timeout + HUNG_GRACE, says the batch may have been stored, opens the
+    circuit, and serves again once the server answers."""
+    s = store(pg_dsn, pool_size=1, timeout=0.5)
+    await s.open()
+    backend = None
+    try:
+        await s.commit([("ann", "before")], 10)
+        async with s._pool.connection() as conn:
+            backend = conn.info.backend_pid
+        os.kill(backend, signal.SIGSTOP)  # this connection's server process, frozen
+        started = time.monotonic()
+        with pytest.raises(StoreTimeout, match="no answer within"):
+            await s.commit([("ann", "frozen")], 10)
+        assert time.monotonic() - started < 0.5 + HUNG_GRACE + 1.0
+        assert s.down
+        os.kill(backend, signal.SIGCONT)
+        backend = None
+        deadline = time.monotonic() + 15
+        while True:  # the abandoned statement is cancelled, the pool heals
+            try:
+                committed = await s.commit([("ann", "after")], 10)
+                break
+            except StoreUnavailable:
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.1)
+        texts = [row[2] for row in (await s.rows())]
+        assert texts[0] == "before" and texts[-1] == "after" and texts.count("frozen") <= 1
+        assert committed.new[0][0] == len(texts)
+    finally:
+        if backend is not None:
+            os.kill(backend, signal.SIGCONT)
         await s.close()

@@ -31,6 +31,14 @@ and from then on every request and health check gets :class:`StoreUnavailable`
 idle connections and the circuit closes. A statement cancelled by
 ``statement_timeout`` is a slow database, not a gone one: it does not open it
 (:func:`_server_gone`).
+
+``statement_timeout`` is enforced by the server, which cannot enforce it when it
+does not run (stopped, frozen, cut off by a partition with the connection still
+open): a statement left without an answer ``db_timeout`` + :data:`HUNG_GRACE`
+seconds after it got its connection fails its batch with :class:`StoreTimeout`
+(a 503 that cannot say whether the batch was stored: it was sent) and opens the
+circuit. The abandoned statement is cancelled in the background (psycopg asks the
+server to cancel it, and drops the connection when that goes unanswered).
 """
 
 from __future__ import annotations
@@ -39,13 +47,16 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import TypeVar
 
 import orjson
 import psycopg
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from .store import Committed, Post, Row, StoreUnavailable
+from .store import Committed, Post, Row, StoreTimeout, StoreUnavailable
+
+T = TypeVar("T")
 
 log = logging.getLogger("skns.messenger.postgres")
 
@@ -116,6 +127,9 @@ _UNAVAILABLE = (psycopg.OperationalError, PoolTimeout)
 _SERVER_GONE = frozenset({"57P01", "57P02", "57P03"})
 # Seconds between two reconnect attempts while the circuit is open.
 PROBE_INTERVAL = 0.5
+# Seconds past db_timeout a statement may go unanswered before the server counts as hung:
+# its own statement_timeout answers first while it runs.
+HUNG_GRACE = 1.0
 
 
 def _server_gone(exc: Exception) -> bool:
@@ -144,6 +158,7 @@ class PostgresStore:
         self._down_since: float | None = None
         self._down_reason = ""
         self._probe_task: asyncio.Task[None] | None = None
+        self._abandoned: set[asyncio.Task[object]] = set()  # statements given up on, cancelling
         self.outages = 0  # times the circuit opened
         self._pool = AsyncConnectionPool(
             dsn,
@@ -182,6 +197,8 @@ class PostgresStore:
             self._probe_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._probe_task
+        if self._abandoned:  # their connections go back to the pool when done
+            await asyncio.wait(self._abandoned, timeout=self._timeout)
         await self._pool.close()
 
     @property
@@ -202,6 +219,39 @@ class PostgresStore:
             if _server_gone(exc):
                 self._open_circuit(reason)
             raise StoreUnavailable(reason) from exc
+
+    async def _run(self, work: Callable[[psycopg.AsyncConnection], Awaitable[T]]) -> T:
+        """``work`` on a pooled connection, answered within ``db_timeout`` + HUNG_GRACE
+        seconds of getting the connection (getting it is bounded by the pool's timeout),
+        or StoreTimeout. ``work`` runs in a task of its own so that giving up on it
+        does not wait for its cancellation, which waits on the server."""
+        connected = asyncio.Event()
+
+        async def attempt() -> T:
+            async with self._connection() as conn:
+                connected.set()
+                return await work(conn)
+
+        task = asyncio.ensure_future(attempt())
+        waiter = asyncio.ensure_future(connected.wait())
+        try:
+            await asyncio.wait((task, waiter), return_when=asyncio.FIRST_COMPLETED)
+            if not task.done():
+                await asyncio.wait((task,), timeout=self._timeout + HUNG_GRACE)
+        except BaseException:  # cancelled: the replica is stopping
+            task.cancel()
+            raise
+        finally:
+            waiter.cancel()
+        if task.done():
+            return task.result()
+        task.cancel()
+        self._abandoned.add(task)
+        task.add_done_callback(self._abandoned.discard)
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())  # retrieved
+        reason = f"no answer within {self._timeout + HUNG_GRACE:g} s"
+        self._open_circuit(reason)
+        raise StoreTimeout(reason)
 
     def _open_circuit(self, reason: str) -> None:
         self._down_reason = reason.splitlines()[0][:200]
@@ -235,28 +285,37 @@ class PostgresStore:
     async def _ensure_schema(self) -> None:
         if self._schema_ready:
             return
-        async with self._connection() as conn, conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
-            await conn.execute(SCHEMA)
-            await conn.execute(FUNCTION)
+
+        async def create(conn: psycopg.AsyncConnection) -> None:
+            async with conn.transaction():
+                await conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
+                await conn.execute(SCHEMA)
+                await conn.execute(FUNCTION)
+
+        await self._run(create)
         self._schema_ready = True
 
     async def commit(self, batch: Sequence[Post], history: int) -> Committed:
         await self._ensure_schema()
-        async with self._connection() as conn:
-            cur = await conn.execute(POST, (orjson.dumps(batch).decode(), history - 1))
-            rows: list[Row] = await cur.fetchall()  # type: ignore[assignment]
+        rows = await self._run(_fetch(POST, (orjson.dumps(batch).decode(), history - 1)))
         rows.sort()
         n = len(rows) - len(batch)
         return Committed(rows[:n], rows[n:])
 
     async def ping(self) -> None:
         await self._ensure_schema()
-        async with self._connection() as conn:
-            await conn.execute("SELECT 1")
+        await self._run(_fetch("SELECT 1"))
 
     async def rows(self) -> list[Row]:
         await self._ensure_schema()
-        async with self._connection() as conn:
-            cur = await conn.execute(ROWS)
-            return await cur.fetchall()  # type: ignore[return-value]
+        return await self._run(_fetch(ROWS))
+
+
+def _fetch(
+    query: str, params: tuple[object, ...] = ()
+) -> Callable[[psycopg.AsyncConnection], Awaitable[list[Row]]]:
+    async def fetch(conn: psycopg.AsyncConnection) -> list[Row]:
+        cur = await conn.execute(query, params)
+        return await cur.fetchall()  # type: ignore[return-value]
+
+    return fetch

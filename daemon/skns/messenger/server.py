@@ -12,7 +12,9 @@ back the body it produced. Status codes:
 - 503 the database is unreachable or refused the transaction: nothing of the
   message was stored (unless the connection was lost after the COMMIT was
   sent, which no client of any database can tell apart). Once the store knows
-  the database is down, at once (see :mod:`skns.messenger.postgres`).
+  the database is down, at once (see :mod:`skns.messenger.postgres`). A database
+  that stops answering a transaction it was sent (frozen, partitioned) gets a 503
+  that says the message may have been stored.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from .answers import HISTORY, answer_bodies
 from .batcher import GroupCommit
 from .httplog import http_logger
 from .message import BadMessage, max_body, parse_message
-from .store import Post, Store, StoreUnavailable
+from .store import Post, Store, StoreTimeout, StoreUnavailable
 
 log = logging.getLogger("skns.messenger.server")
 
@@ -101,6 +103,10 @@ class Replica:
             return self._answer(_error(400, str(exc)))
         try:
             answer = await self.group.submit(post)
+        except StoreTimeout as exc:
+            self.unavailable_reason = str(exc)
+            reason = f"database did not answer ({exc}); the message may have been stored"
+            return self._answer(_error(503, reason))
         except StoreUnavailable as exc:
             self.unavailable_reason = str(exc)
             return self._answer(_error(503, "database unavailable; the message was not stored"))

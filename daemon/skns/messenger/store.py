@@ -25,6 +25,10 @@ class StoreUnavailable(SknsError):
     """The database cannot be reached or refused the transaction; nothing was stored."""
 
 
+class StoreTimeout(StoreUnavailable):
+    """The database did not answer a transaction it was sent: it may have been stored."""
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class Committed:
     """What one transaction stored, and the history just before it."""
