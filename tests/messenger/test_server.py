@@ -118,9 +118,41 @@ def test_healthz(sqlite_replica: str) -> None:
     assert ctype.startswith("application/json")
 
 
-def test_unknown_path_and_method(sqlite_replica: str) -> None:
-    assert request(sqlite_replica + "/nope", "GET")[0] == 404
-    assert request(sqlite_replica + "/messages", "GET")[0] == 405
+def test_unknown_path_and_method_get_json_errors(sqlite_replica: str) -> None:
+    for method, path, status in [
+        ("GET", "/nope", 404),
+        ("POST", "/messages/", 404),
+        ("GET", "/messages", 405),
+        ("DELETE", "/messages", 405),
+        ("POST", "/healthz", 405),
+    ]:
+        got, ctype, body = request(sqlite_replica + path, method)
+        assert (got, ctype.split(";")[0]) == (status, "application/json"), (method, path)
+        assert isinstance(body["error"], str) and body["error"], (method, path)
+
+
+def test_expect_100_continue_is_honoured_and_others_get_a_json_417(sqlite_replica: str) -> None:
+    port = int(sqlite_replica.rpartition(":")[2])
+    body = b'{"sender": "ann", "text": "expecting"}'
+    head = (
+        b"POST /messages HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\nConnection: close\r\nExpect: %s\r\n\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(head % (len(body), b"100-continue"))
+        assert sock.recv(100) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        sock.sendall(body)
+        assert b"200 OK" in sock.recv(100)
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(head % (len(body), b"200-ok") + body)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    status_line, _, rest = answer.partition(b"\r\n")
+    headers, _, payload = rest.partition(b"\r\n\r\n")
+    assert status_line == b"HTTP/1.1 417 Expectation Failed"
+    assert b"Content-Type: application/json" in headers
+    assert orjson.loads(payload) == {"error": "unknown Expect: 200-ok"}
 
 
 def test_database_down_gives_503(start_replicas: Callable[..., LocalReplicas]) -> None:

@@ -9,6 +9,8 @@ back the body it produced. Status codes:
   ``application/json``); 413 a body larger than any valid message could be.
   Both with ``{"error": ...}``.
 - 408 the body did not arrive within ``request_timeout``.
+- 404 an unknown path, 405 another method (with ``Allow``), 417 an ``Expect`` other
+  than ``100-continue``: with ``{"error": ...}`` too, as is every error.
 - 503 the database is unreachable or refused the transaction: nothing of the
   message was stored (unless the connection was lost after the COMMIT was
   sent, which no client of any database can tell apart). Once the store knows
@@ -28,7 +30,8 @@ from http import HTTPStatus
 from typing import Any
 
 import orjson
-from aiohttp import web
+from aiohttp import HttpVersion11, hdrs, web
+from aiohttp.typedefs import Handler
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 
@@ -125,8 +128,8 @@ class Replica:
         )
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=self.max_body)
-        app.router.add_post("/messages", self.post_message)
+        app = web.Application(client_max_size=self.max_body, middlewares=[_json_refusals])
+        app.router.add_post("/messages", self.post_message, expect_handler=_expect)
         app.router.add_get("/healthz", self.healthz)
         return app
 
@@ -192,6 +195,34 @@ async def serve(
     finally:
         await runner.cleanup()
         await replica.group.close()
+
+
+@web.middleware
+async def _json_refusals(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """aiohttp's routing refusals (404 unknown path, 405 wrong method, with its Allow
+    header) with ``{"error": ...}`` like every other error, not text/plain."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        answer = _error(exc.status, exc.reason)
+        if "Allow" in exc.headers:
+            answer.headers["Allow"] = exc.headers["Allow"]
+        return answer
+
+
+async def _expect(request: web.Request) -> web.StreamResponse | None:
+    """``Expect: 100-continue`` gets its interim answer, as from aiohttp's own handler;
+    any other expectation a JSON 417 (aiohttp's is text/plain), before the body is read."""
+    expect = request.headers.get(hdrs.EXPECT, "")
+    if expect.lower() != "100-continue":
+        answer = _error(417, f"unknown Expect: {expect[:100]}")
+        answer.force_close()  # the body was not read
+        return answer
+    if request.version >= HttpVersion11:
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+    return None
 
 
 class _JsonErrors(RequestHandler):
