@@ -1,19 +1,27 @@
 """``skns-ctl bench metrics``: what a datagram costs, and the highest rate with no loss.
 
-1. CPU time per accepted datagram in a UDP worker, read from the worker
-   process's own CPU time (user and system), beside a baseline measured in the
+1. CPU time per accepted datagram of the whole service (supervisor and one
+   worker, user and system) at a steady rate, beside a baseline measured in the
    same run: one process doing ``recv`` + ``json.loads`` + the same aggregation.
+   Several runs; the one with the median ratio is shown, with the ranges, and
+   how many datagrams the worker took per wakeup.
 2. One sender over every worker: one generator socket, every worker; the
    per-worker split and its max/min share, beside the kernel's default (a hash
    of the sender's address) measured in the same run on a plain socket group.
+   Twice: one datagram per message (the group picks a worker per datagram), and
+   with UDP segmentation offload (``--gso`` datagrams per message), which costs
+   the generator far less CPU but lets the group pick once per message.
 3. The zero-loss rate: the highest sustained send rate with zero kernel drops
    and zero missing datagrams, with 1 and with 2 workers.
 
-The generator is a separate process sending with sendmmsg(2) from connected
-sockets (16, or 1 for the one-sender run). On a 2-core machine it competes with
-the workers for CPU: the table says when it could not reach the rate asked of
-it. On a shared machine the absolute figures wander; the ratios against a
-baseline from the same run are the steadier signal.
+The generator is a separate process sending pre-built messages with
+sendmmsg(2) from connected sockets (16, or 1 for the one-sender run). On
+loopback the sender's system call also runs the receiving half of the network
+stack (up to the datagram's enqueue on the worker's socket), so it costs the
+generator several µs per datagram; on a 2-core machine it competes with the
+workers for CPU: the table says what rate it reached. On a shared machine the
+absolute figures wander; the ratios against a baseline from the same run are
+the steadier signal.
 """
 
 from __future__ import annotations
@@ -65,11 +73,35 @@ def payloads(n: int = 1024, seed: int = 1) -> list[bytes]:
     ]
 
 
-class Sender:
-    """Sends batches of prepared datagrams on one connected socket with sendmmsg."""
+# UDP generic segmentation offload (linux/udp.h): one send of k * size bytes leaves the
+# socket as k datagrams of ``size`` bytes each, the kernel cutting them.
+UDP_SEGMENT = 103
+SOL_UDP = getattr(socket, "SOL_UDP", 17)
+GSO_MAX = 64
 
-    def __init__(self, sock: socket.socket, data: list[bytes]) -> None:
+
+def padded(data: list[bytes]) -> list[bytes]:
+    """The datagrams padded with trailing spaces (still the same JSON) to one length, as
+    segmentation offload cuts equal pieces."""
+    width = max(map(len, data))
+    return [d.ljust(width) for d in data]
+
+
+class Sender:
+    """Sends batches of prepared messages on one connected socket with sendmmsg.
+
+    With ``gso`` > 1 each message is ``gso`` datagrams joined, which the socket's
+    UDP_SEGMENT option cuts apart again: the same datagrams for a fraction of the
+    sender's CPU (its share of the loopback path is paid once per message, not per
+    datagram), but a socket group then picks one worker per message, not per datagram."""
+
+    def __init__(self, sock: socket.socket, data: list[bytes], gso: int = 1) -> None:
         self.sock = sock
+        self.gso = gso
+        if gso > 1:
+            data = padded(data)
+            sock.setsockopt(SOL_UDP, UDP_SEGMENT, len(data[0]))
+            data = [b"".join(data[i : i + gso]) for i in range(0, len(data) - gso + 1, gso)]
         self._keep = [ctypes.create_string_buffer(d, len(d)) for d in data]
         self._hdrs = (MMsgHdr * len(data))()
         self._iov = (IOVec * len(data))()
@@ -80,18 +112,23 @@ class Sender:
             self._hdrs[i].msg_hdr.msg_iovlen = 1
         self._base = ctypes.addressof(self._hdrs)
         self._size = ctypes.sizeof(MMsgHdr)
-        self._count = len(data)
+        self.count = len(data)
 
     def send(self, start: int, n: int) -> int:
-        """Send up to n datagrams beginning at prepared datagram ``start``; return how many went."""
-        n = min(n, self._count - start)
+        """Send up to n messages beginning at prepared message ``start``; return how many
+        datagrams went."""
+        n = min(n, self.count - start)
         sent = _sendmmsg(self.sock.fileno(), self._base + start * self._size, n, 0)
-        return max(sent, 0)
+        return max(sent, 0) * self.gso
 
 
-def generate(port: int, rate: float, seconds: float, sockets: int, result: Any) -> None:
-    """Child process: send at ``rate`` datagrams/s for ``seconds``; report (sent, cpu, elapsed)."""
-    data = payloads()
+def generate(
+    port: int, rate: float, seconds: float, sockets: int, result: Any, gso: int = 1
+) -> None:
+    """Child process: send at ``rate`` datagrams/s for ``seconds``; report (sent, cpu, elapsed).
+
+    ``gso``: datagrams per message (see :class:`Sender`); ``sent`` counts datagrams."""
+    data = payloads(max(1024, 2 * BATCH * gso))
     senders = []
     for _ in range(sockets):
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -99,19 +136,21 @@ def generate(port: int, rate: float, seconds: float, sockets: int, result: Any) 
         # Never block for good when nothing drains the queue (a worker stuck or gone).
         s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", 1, 0))
         s.connect(("127.0.0.1", port))
-        senders.append(Sender(s, data))
+        senders.append(Sender(s, data, gso))
+    messages = senders[0].count
     cpu0 = time.process_time()
     start = time.monotonic()
     sent = 0
     turn = 0
-    total = int(rate * seconds)
+    total = int(rate * seconds) // gso * gso
     while sent < total:
-        due = min(total, int((time.monotonic() - start) * rate))
+        due = min(total, int((time.monotonic() - start) * rate) // gso * gso)
         if due <= sent:
             time.sleep(0.0005)
             continue
         while sent < due:
-            n = senders[turn % sockets].send(sent % (len(data) - BATCH), min(BATCH, due - sent))
+            first = (sent // gso) % (messages - BATCH)
+            n = senders[turn % sockets].send(first, min(BATCH, (due - sent) // gso))
             turn += 1
             sent += n
             if not n:
@@ -121,10 +160,12 @@ def generate(port: int, rate: float, seconds: float, sockets: int, result: Any) 
     result.put((sent, time.process_time() - cpu0, time.monotonic() - start))
 
 
-def run_generator(port: int, rate: float, seconds: float, sockets: int) -> tuple[int, float, float]:
+def run_generator(
+    port: int, rate: float, seconds: float, sockets: int, gso: int = 1
+) -> tuple[int, float, float]:
     ctx = mp.get_context("fork")
     q = ctx.Queue()
-    p = ctx.Process(target=generate, args=(port, rate, seconds, sockets, q))
+    p = ctx.Process(target=generate, args=(port, rate, seconds, sockets, q, gso))
     p.start()
     try:
         return q.get(timeout=seconds * 2 + 30)
@@ -164,6 +205,7 @@ class Service:
             time.sleep(0.05)
         self.port = int(status["subsystems"]["metrics"]["listen"].rpartition(":")[2])
         self.workers = [psutil.Process(c["pid"]) for c in status["children"]]
+        self.tree = [psutil.Process(self.proc.pid), *self.workers]
 
     def metrics(self) -> dict[str, Any]:
         return request(self.socket, "status")["subsystems"]["metrics"]
@@ -172,6 +214,16 @@ class Service:
         """(user, system) CPU seconds of the workers so far."""
         times = [p.cpu_times() for p in self.workers]
         return sum(t.user for t in times), sum(t.system for t in times)
+
+    def tree_cpu(self) -> tuple[float, float]:
+        """(user, system) CPU seconds so far of the whole service: supervisor and workers."""
+        times = [p.cpu_times() for p in self.tree]
+        return sum(t.user for t in times), sum(t.system for t in times)
+
+    def wakeups(self) -> int:
+        """The workers' voluntary context switches so far: each is a sleep (the coalescing
+        wait or an idle poll) that ended in a wakeup."""
+        return sum(p.num_ctx_switches().voluntary for p in self.workers)
 
     def settle(self, expected: int, timeout: float = 10.0) -> dict[str, Any]:
         """Wait until the workers have taken everything queued (accepted stops moving)."""
@@ -236,44 +288,92 @@ def baseline(port_q: Any, result: Any, window: float = 1.0) -> None:
 # -- measurements ----------------------------------------------------------------------
 
 
-def cpu_per_datagram(rate: float, seconds: float, sockets: int, tmp: Path) -> dict[str, Any]:
-    svc = Service(1, tmp / "cpu")
+def cpu_per_datagram(
+    rate: float, seconds: float, sockets: int, tmp: Path, run: int = 0, gso: int = 1
+) -> dict[str, Any]:
+    """One run: the service with 1 worker, then the baseline, each fed ``rate`` for
+    ``seconds`` (``gso`` datagrams per message). CPU is the service's whole process tree
+    (supervisor and worker)."""
+    svc = Service(1, tmp / f"cpu-{run}")
     try:
-        run_generator(svc.port, rate, 1.0, sockets)  # warm-up: caches, buffers, allocator
+        run_generator(svc.port, rate, 1.0, sockets, gso)  # warm-up: caches, buffers, allocator
         svc.settle(svc.metrics()["accepted"] + int(rate))
-        (user0, sys0), before = svc.worker_cpu(), svc.metrics()["accepted"]
-        sent, _gen_cpu, _ = run_generator(svc.port, rate, seconds, sockets)
-        after = svc.settle(before + sent)
-        user1, sys1 = svc.worker_cpu()
-        skns_n = max(1, after["accepted"] - before)
+        m0 = svc.metrics()
+        (user0, sys0), wake0 = svc.tree_cpu(), svc.wakeups()
+        sent, gen_cpu, elapsed = run_generator(svc.port, rate, seconds, sockets, gso)
+        m1 = svc.settle(m0["accepted"] + sent)
+        (user1, sys1), wake1 = svc.tree_cpu(), svc.wakeups()
+        skns_n = max(1, m1["accepted"] - m0["accepted"])
     finally:
         svc.stop()
     ctx = mp.get_context("fork")
     port_q, result = ctx.Queue(), ctx.Queue()
     p = ctx.Process(target=baseline, args=(port_q, result))
     p.start()
-    base_sent, _, _ = run_generator(port_q.get(timeout=10), rate, seconds, sockets)
+    base_sent, _, _ = run_generator(port_q.get(timeout=10), rate, seconds, sockets, gso)
     base_n, base_cpu = result.get(timeout=seconds + 30)
     p.join(10)
+    skns_us = (user1 - user0 + sys1 - sys0) / skns_n * 1e6
+    base_us = base_cpu / max(1, base_n) * 1e6
     return {
-        "skns_us": (user1 - user0 + sys1 - sys0) / skns_n * 1e6,
+        "skns_us": skns_us,
         "skns_user_us": (user1 - user0) / skns_n * 1e6,
         "skns_sys_us": (sys1 - sys0) / skns_n * 1e6,
         "skns_n": skns_n,
         "sent": sent,
-        "base_us": base_cpu / max(1, base_n) * 1e6,
+        "achieved": sent / elapsed if elapsed else 0.0,
+        "generator_cpu_pct": gen_cpu / elapsed * 100 if elapsed else 0.0,
+        "missing": sent - skns_n,
+        "drops": m1["kernel_drops"] - m0["kernel_drops"],
+        "wakeups_per_s": (wake1 - wake0) / elapsed if elapsed else 0.0,
+        "per_wakeup": skns_n / max(1, wake1 - wake0),
+        "base_us": base_us,
         "base_n": base_n,
         "base_sent": base_sent,
+        "ratio": base_us / skns_us if skns_us else 0.0,
     }
 
 
-def one_sender(workers: int, rate: float, seconds: float, tmp: Path) -> dict[str, Any]:
-    """One generator socket at ``rate`` against ``workers`` workers: how it is split."""
-    svc = Service(workers, tmp / "one-sender")
+def cpu_runs(
+    rate: float, seconds: float, sockets: int, tmp: Path, runs: int, gso: int = 1
+) -> dict[str, Any]:
+    """``runs`` runs of :func:`cpu_per_datagram`; the one with the median ratio stands for
+    them (a pair from one run: the load of a shared machine moves both), with the ranges."""
+    results = []
+    for run in range(runs):
+        r = cpu_per_datagram(rate, seconds, sockets, tmp, run, gso)
+        print(
+            f"  run {run + 1}: skns {r['skns_us']:.2f} µs ({r['skns_user_us']:.2f} + "
+            f"{r['skns_sys_us']:.2f}), baseline {r['base_us']:.2f} µs, {r['ratio']:.1f}x; "
+            f"sent at {r['achieved'] / 1000:.0f}k/s, {r['per_wakeup']:.0f} datagrams per wakeup",
+            flush=True,
+        )
+        results.append(r)
+    results.sort(key=lambda r: r["ratio"])
+    median = results[len(results) // 2]
+    return {
+        **median,
+        "runs": runs,
+        "gso": gso,
+        "skns_range": (min(r["skns_us"] for r in results), max(r["skns_us"] for r in results)),
+        "ratio_range": (results[0]["ratio"], results[-1]["ratio"]),
+        "missing": sum(r["missing"] for r in results),
+        "drops": sum(r["drops"] for r in results),
+    }
+
+
+def one_sender(
+    workers: int, rate: float, seconds: float, tmp: Path, gso: int = 1
+) -> dict[str, Any]:
+    """One generator socket at ``rate`` against ``workers`` workers: how it is split.
+    ``gso`` > 1: the socket sends ``gso`` datagrams per message (see :class:`Sender`)."""
+    svc = Service(workers, tmp / f"one-sender-{gso}")
     try:
         m0 = svc.metrics()
-        sent, _gen_cpu, elapsed = run_generator(svc.port, rate, seconds, 1)
+        cpu0 = sum(svc.tree_cpu())
+        sent, gen_cpu, elapsed = run_generator(svc.port, rate, seconds, 1, gso)
         m1 = svc.settle(m0["accepted"] + sent)
+        cpu = sum(svc.tree_cpu()) - cpu0
     finally:
         svc.stop()
     split = [
@@ -288,7 +388,10 @@ def one_sender(workers: int, rate: float, seconds: float, tmp: Path) -> dict[str
         "achieved": sent / elapsed if elapsed else 0.0,
         "missing": sent - sum(split),
         "drops": drops,
-        "base_split": hashed_split(workers),
+        "gso": gso,
+        "service_cpu_pct": cpu / elapsed * 100 if elapsed else 0.0,
+        "generator_cpu_pct": gen_cpu / elapsed * 100 if elapsed else 0.0,
+        "generator_us": gen_cpu / sent * 1e6 if sent else 0.0,
     }
 
 
@@ -392,6 +495,9 @@ LIMITS = {
 }
 
 
+PARTS = ("cpu", "spread", "loss")
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="skns-ctl bench metrics", description=__doc__.split("\n")[0]
@@ -401,6 +507,16 @@ def main(argv: list[str]) -> int:
     )
     parser.add_argument("--cpu-seconds", type=float, default=5.0)
     parser.add_argument(
+        "--cpu-runs", type=int, default=3, help="CPU runs (skns, then baseline); the median shown"
+    )
+    parser.add_argument(
+        "--cpu-gso",
+        type=int,
+        default=1,
+        help=f"datagrams per generator message in the CPU runs (1..{GSO_MAX}; > 1: UDP GSO, "
+        "so the generator, sharing the CPUs, can reach the rate)",
+    )
+    parser.add_argument(
         "--one-sender-rate", type=float, default=300_000, help="send rate of the one-sender run"
     )
     parser.add_argument("--one-sender-seconds", type=float, default=5.0)
@@ -409,6 +525,13 @@ def main(argv: list[str]) -> int:
         type=int,
         default=max(2, os.cpu_count() or 2),
         help="workers for the one-sender run (default: one per CPU, at least 2)",
+    )
+    parser.add_argument(
+        "--gso",
+        type=int,
+        default=16,
+        help=f"datagrams per message in the second one-sender run (UDP GSO, 2..{GSO_MAX}; "
+        "0: no such run)",
     )
     parser.add_argument(
         "--rates",
@@ -421,81 +544,122 @@ def main(argv: list[str]) -> int:
     )
     parser.add_argument("--sockets", type=int, default=16, help="generator source sockets")
     parser.add_argument(
+        "--parts",
+        default=",".join(PARTS),
+        help="what to measure, comma-separated: cpu (CPU per datagram), spread (one "
+        "sender over the workers), loss (the zero-loss rates)",
+    )
+    parser.add_argument(
         "--quick", action="store_true", help="short runs (a smoke test, not a figure)"
     )
     args = parser.parse_args(argv)
+    parts = set(args.parts.split(","))
+    if parts - set(PARTS) or not parts:
+        parser.error(f"--parts: choose from {', '.join(PARTS)}")
+    if args.gso and not 2 <= args.gso <= GSO_MAX:
+        parser.error(f"--gso: 0 or 2..{GSO_MAX}")
+    if not 1 <= args.cpu_gso <= GSO_MAX:
+        parser.error(f"--cpu-gso: 1..{GSO_MAX}")
     if args.quick:
         args.cpu_seconds, args.probe, args.confirm, args.rates = 1.0, 1.0, 2.0, "50000,100000"
-        args.one_sender_seconds, args.one_sender_rate = 1.0, 50_000
+        args.one_sender_seconds, args.one_sender_rate, args.cpu_runs = 1.0, 50_000, 1
     rates = [float(r) for r in args.rates.split(",")]
+    rows = []
     with tempfile.TemporaryDirectory(prefix="skns-bench-") as tmp:
         root = Path(tmp)
         print(
             f"metrics bench: {os.cpu_count()} CPUs; generator: {args.sockets} sockets, sendmmsg",
             flush=True,
         )
-        print(
-            f"[1/4] CPU per datagram at {args.cpu_rate / 1000:.0f}k/s for {args.cpu_seconds:g}s:"
-            " skns, then the baseline",
-            flush=True,
-        )
-        cpu = cpu_per_datagram(args.cpu_rate, args.cpu_seconds, args.sockets, root)
-        print(
-            f"[2/4] one sender socket at {args.one_sender_rate / 1000:.0f}k/s for "
-            f"{args.one_sender_seconds:g}s, {args.one_sender_workers} workers",
-            flush=True,
-        )
-        one_socket = one_sender(
-            args.one_sender_workers, args.one_sender_rate, args.one_sender_seconds, root
-        )
-        print("[3/4] zero-loss rate, 1 worker", flush=True)
-        one = search(1, rates, args.probe, args.confirm, args.sockets, root)
-        print("[4/4] zero-loss rate, 2 workers", flush=True)
-        two = search(2, rates, args.probe, args.confirm, args.sockets, root)
+        if "cpu" in parts:
+            print(
+                f"CPU per datagram at {args.cpu_rate / 1000:.0f}k/s for {args.cpu_seconds:g}s,"
+                f" {args.cpu_runs} run(s): skns, then the baseline",
+                flush=True,
+            )
+            cpu = cpu_runs(
+                args.cpu_rate, args.cpu_seconds, args.sockets, root, args.cpu_runs, args.cpu_gso
+            )
+            rows.append(cpu_row(cpu, args))
+        if "spread" in parts:
+            hashed = hashed_split(args.one_sender_workers)
+            for gso in (1, args.gso) if args.gso else (1,):
+                print(
+                    f"one sender socket at {args.one_sender_rate / 1000:.0f}k/s for "
+                    f"{args.one_sender_seconds:g}s, {args.one_sender_workers} workers, "
+                    f"{gso} datagram(s) per message",
+                    flush=True,
+                )
+                o = one_sender(
+                    args.one_sender_workers,
+                    args.one_sender_rate,
+                    args.one_sender_seconds,
+                    root,
+                    gso,
+                )
+                rows.append(spread_row(o, hashed, args))
+        if "loss" in parts:
+            for n in (1, 2):
+                print(f"zero-loss rate, {n} worker(s)", flush=True)
+                r = search(n, rates, args.probe, args.confirm, args.sockets, root)
+                rows.append(loss_row(n, r, args))
     print()
-    print(table(cpu, one_socket, one, two, args))
+    print("| measure | skns | baseline (same run) | ratio | goal |")
+    print("|---|---|---|---|---|")
+    print("\n".join(rows))
     return 0
 
 
-def table(
-    cpu: dict[str, Any],
-    one_socket: dict[str, Any],
-    one: dict[str, Any],
-    two: dict[str, Any],
-    args: argparse.Namespace,
-) -> str:
-    """The figures as a Markdown table, each beside its baseline from the same run."""
-    ratio = cpu["base_us"] / cpu["skns_us"] if cpu["skns_us"] else 0.0
-    rows = [
-        "| measure | skns | baseline (same run) | ratio | goal |",
-        "|---|---|---|---|---|",
-        f"| CPU per accepted datagram, 1 worker at {args.cpu_rate / 1000:.0f}k/s (user + system) "
-        f"| {cpu['skns_us']:.2f} µs "
-        f"({cpu['skns_user_us']:.2f} + {cpu['skns_sys_us']:.2f}) | {cpu['base_us']:.2f} µs "
-        f"(recv + json.loads) | {ratio:.1f}x cheaper | <= 1.0 µs, >= 5x |",
-    ]
-    o = one_socket
-    loss = (
-        "no loss"
-        if not o["missing"] and not o["drops"]
-        else (f"LOSS: missing {o['missing']}, drops {o['drops']}")
+def loss_text(missing: int, drops: int) -> str:
+    return "no loss" if not missing and not drops else f"LOSS: missing {missing}, drops {drops}"
+
+
+def cpu_row(c: dict[str, Any], args: argparse.Namespace) -> str:
+    """CPU per datagram: the median run, with the runs' ranges."""
+    lo, hi = c["skns_range"]
+    rlo, rhi = c["ratio_range"]
+    runs = f", median of {c['runs']} runs" if c["runs"] > 1 else ""
+    if c["gso"] > 1:
+        runs += f", generator: UDP GSO, {c['gso']} datagrams per message"
+    ranges = f"; runs {lo:.2f}-{hi:.2f} µs" if c["runs"] > 1 else ""
+    ratio_ranges = f" (runs {rlo:.1f}-{rhi:.1f}x)" if c["runs"] > 1 else ""
+    return (
+        f"| CPU per accepted datagram, whole service (supervisor + 1 worker), user + system, "
+        f"sent at {c['achieved'] / 1000:.0f}k/s (asked {args.cpu_rate / 1000:.0f}k/s){runs} "
+        f"| {c['skns_us']:.2f} µs ({c['skns_user_us']:.2f} + {c['skns_sys_us']:.2f}){ranges}; "
+        f"{c['per_wakeup']:.0f} datagrams per wakeup ({c['wakeups_per_s']:.0f}/s); "
+        f"{loss_text(c['missing'], c['drops'])} "
+        f"| {c['base_us']:.2f} µs (recv + json.loads) | {c['ratio']:.1f}x cheaper{ratio_ranges} "
+        f"| <= 1.0 µs, >= 5x |"
     )
-    base = o["base_split"]
-    rows.append(
-        f"| one sender socket at {o['achieved'] / 1000:.0f}k/s, {len(o['split'])} workers: "
+
+
+def spread_row(o: dict[str, Any], hashed: list[int], args: argparse.Namespace) -> str:
+    """One sender over the workers, beside the kernel's hash of the sender."""
+    how = (
+        "one datagram per message: the group picks per datagram"
+        if o["gso"] == 1
+        else f"UDP GSO, {o['gso']} datagrams per message: the group picks per message"
+    )
+    return (
+        f"| one sender socket ({how}) at {o['achieved'] / 1000:.0f}k/s "
+        f"(asked {args.one_sender_rate / 1000:.0f}k/s), {len(o['split'])} workers: "
         f"per-worker split (max/min) | {o['split']} ({o['share']:.2f}; spread: {o['spread']}), "
-        f"{loss} | {base} ({share(base):.2f}), the kernel's hash | | <= 1.2, no loss |"
+        f"{loss_text(o['missing'], o['drops'])}; service {o['service_cpu_pct']:.0f}% CPU, "
+        f"generator {o['generator_cpu_pct']:.0f}% ({o['generator_us']:.2f} µs per datagram) "
+        f"| {hashed} ({share(hashed):.2f}), the kernel's hash | | <= 1.2, no loss |"
     )
-    for n, r in ((1, one), (2, two)):
-        verdict = "verified" if r["ok"] else "NOT verified"
-        notes = [LIMITS[r["limit"]]]
-        if "worker_cpu_pct" in r:
-            notes.append(
-                f"workers {r['worker_cpu_pct']:.0f}% CPU, generator {r['generator_cpu_pct']:.0f}%"
-            )
-        goal = ">= 150k/s" if n == 2 else "-"
-        rows.append(
-            f"| zero-loss rate, {n} worker(s), {args.confirm:g} s | "
-            f"{r['achieved'] / 1000:.0f}k/s ({verdict}) | - | - | {goal} ({'; '.join(notes)}) |"
+
+
+def loss_row(n: int, r: dict[str, Any], args: argparse.Namespace) -> str:
+    verdict = "verified" if r["ok"] else "NOT verified"
+    notes = [LIMITS[r["limit"]]]
+    if "worker_cpu_pct" in r:
+        notes.append(
+            f"workers {r['worker_cpu_pct']:.0f}% CPU, generator {r['generator_cpu_pct']:.0f}%"
         )
-    return "\n".join(rows)
+    goal = ">= 150k/s" if n == 2 else "-"
+    return (
+        f"| zero-loss rate, {n} worker(s), {args.confirm:g} s | "
+        f"{r['achieved'] / 1000:.0f}k/s ({verdict}) | - | - | {goal} ({'; '.join(notes)}) |"
+    )
