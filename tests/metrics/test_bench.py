@@ -6,7 +6,16 @@ import socket
 
 import pytest
 
-from skns.metrics.bench import BATCH, Sender, generate, padded, payloads, share
+from skns.metrics.bench import (
+    BATCH,
+    Sender,
+    generate,
+    padded,
+    payloads,
+    receive_only,
+    run_receiver,
+    share,
+)
 
 
 @pytest.fixture
@@ -79,6 +88,13 @@ def test_generate_takes_enough_payloads_for_its_largest_message_size(pair):
     generate(rx.getsockname()[1], 64 * BATCH * 4, 0.25, 1, result, 64)
     assert result.value[0] == 64 * BATCH
     assert len(drain(rx)) == 64 * BATCH
+
+
+@pytest.mark.parametrize("gso", [1, 4])
+def test_the_floor_receiver_takes_every_datagram_and_reports_its_cpu(gso):
+    sent, (got, user, system) = run_receiver(receive_only, 4000, 0.5, 2, gso)
+    assert sent == got == 2000
+    assert user >= 0 and system >= 0
 
 
 def test_share():
