@@ -15,7 +15,7 @@ import pytest
 from websockets.sync.client import connect
 
 from helpers import metrics_port, metrics_table, wait_for
-from skns.tasks.local import free_port
+from skns.ports import free_port
 
 
 def test_state_files_are_not_world_readable_whatever_the_umask(start_service, tmp_path):

@@ -26,7 +26,7 @@ from helpers import (
     toml_dumps,
     wait_for,
 )
-from skns.tasks.local import free_port
+from skns.ports import free_port
 
 RATE = 10_000  # datagrams per second
 SENDERS = 16  # sockets, so the kernel spreads them over the workers

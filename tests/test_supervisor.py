@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from helpers import metrics_port, metrics_table, wait_for
+from skns.ports import free_port
 
 
 def test_children_get_titles_and_pinned_cpus(start_service, tmp_path):
@@ -114,12 +115,6 @@ def test_reload_refuses_a_broken_config_and_applies_a_good_one(start_service, tm
     assert {c["pid"] for c in svc.children()} == before  # [metrics] unchanged: workers kept
 
 
-def free_tcp_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def tasks_table(port: int) -> dict:
     return {"listen": f"127.0.0.1:{port}", "soft_workers": 1, "hard_workers": 1}
 
@@ -128,7 +123,7 @@ def test_reload_restarts_a_changed_subsystem_after_its_old_children_exit(start_s
     """A changed table restarts that subsystem's children on the new settings (the new
     child starts only once the old one has exited: no race for the port); a table turned
     off stops them; turned on again starts them."""
-    first, second = free_tcp_port(), free_tcp_port()
+    first, second = free_port(), free_port()
     svc = start_service(metrics=metrics_table(tmp_path), tasks=tasks_table(first))
     old = svc.children("tasks")[0]
     workers = [c["pid"] for c in svc.children("udp-worker")]
@@ -242,7 +237,7 @@ def test_a_subsystem_that_cannot_start_is_stopped_alone_and_retried_on_reload(
 def test_a_reload_that_breaks_a_subsystem_rolls_it_back(start_service, tmp_path):
     """A reload moves tasks onto a taken port: its new child keeps dying at start, so it is
     rolled back to the settings it last ran with; the service never stops."""
-    good = free_tcp_port()
+    good = free_port()
     taken = socket.socket()
     taken.bind(("127.0.0.1", 0))
     taken.listen()
@@ -345,7 +340,7 @@ def test_a_reload_with_an_unusable_config_keeps_the_running_one(start_service, t
     refused (status says why), nothing is restarted, the service goes on."""
     svc = start_service(
         metrics=metrics_table(tmp_path),
-        executor={"listen": f"127.0.0.1:{free_tcp_port()}", "shards": 1, "duration": 0.0},
+        executor={"listen": f"127.0.0.1:{free_port()}", "shards": 1, "duration": 0.0},
     )
     pids = sorted(c["pid"] for c in svc.children())
     good = svc.config_path.read_text()
@@ -382,7 +377,7 @@ def test_a_subsystem_that_cannot_be_set_up_leaves_the_others_running(start_servi
     port = taken.getsockname()[1]
     svc = start_service(
         metrics=metrics_table(tmp_path, listen=f"127.0.0.1:{port}"),
-        tasks=tasks_table(free_tcp_port()),
+        tasks=tasks_table(free_port()),
     )
     status = svc.status()
     assert status["trouble"]["metrics"].startswith("failed: cannot be set up: ")

@@ -22,8 +22,8 @@ import pytest
 
 from helpers import metrics_port, wait_for
 from skns.cluster.natscluster import NatsCluster
-from skns.messenger.pgcluster import free_ports
 from skns.metrics import fleetspool
+from skns.ports import free_port
 
 BIG = 2**62  # A1 values: a host's 1 s sum passes 2**64 after a few datagrams
 RATE = 40  # datagrams per second per host
@@ -296,7 +296,7 @@ def test_no_nats_and_a_spool_that_cannot_be_written_stop_nothing_local(
     state = tmp_path / "state"
     state.mkdir()
     (state / "fleet-spool").write_text("in the way")
-    nowhere = f"nats://127.0.0.1:{free_ports(1)[0]}"
+    nowhere = f"nats://127.0.0.1:{free_port()}"
     svc = start_service(
         service={"state_dir": str(state)},
         metrics={
@@ -334,7 +334,7 @@ def test_while_nats_stays_away_the_spool_keeps_only_what_the_stream_would(
     recent = now - 10
     for w in [*old, recent]:
         (spool / f"{w:020d}.json").write_text("{}")
-    nowhere = f"nats://127.0.0.1:{free_ports(1)[0]}"
+    nowhere = f"nats://127.0.0.1:{free_port()}"
     svc = start_service(
         service={"state_dir": str(state)},
         metrics={

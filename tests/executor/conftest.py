@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 
 from skns import config
+from skns.ports import free_port
 
-from .exec_support import Executor, free_port
+from .exec_support import Executor
 
 
 @pytest.fixture

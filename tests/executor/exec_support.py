@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from typing import Any
 
 import orjson
@@ -13,12 +12,6 @@ from skns import jsonexact
 from skns.config import Settings
 from skns.executor.handlers import read_records
 from skns.executor.launch import Family
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Executor:

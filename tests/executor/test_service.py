@@ -15,8 +15,9 @@ from skns import config
 from skns.executor import router, service, shard
 from skns.executor.checker import verify
 from skns.executor.handlers import read_records
+from skns.ports import free_port
 
-from .exec_support import free_port, send_events
+from .exec_support import send_events
 
 
 def test_children_are_one_router_and_k_shards(tmp_path: Path) -> None:

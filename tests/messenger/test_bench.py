@@ -8,7 +8,7 @@ import pytest
 
 from skns.messenger import bench
 from skns.messenger.local import LocalReplicas
-from skns.messenger.pgcluster import free_port
+from skns.ports import free_port
 
 
 def test_against_running_replicas_with_the_table(

@@ -10,10 +10,10 @@ import time
 import psycopg
 import pytest
 
-from skns.messenger.pgcluster import free_port
 from skns.messenger.postgres import HUNG_GRACE, PostgresStore
 from skns.messenger.rules import Message, check
 from skns.messenger.store import StoreTimeout, StoreUnavailable
+from skns.ports import free_port
 
 from .aio import run_async
 

@@ -14,7 +14,7 @@ import pytest
 
 from skns.messenger.local import LocalReplicas
 from skns.messenger.message import max_body
-from skns.messenger.pgcluster import free_port
+from skns.ports import free_port
 
 from .httpclient import post, request
 

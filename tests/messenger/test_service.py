@@ -8,7 +8,7 @@ from typing import Any
 
 from skns import config
 from skns.messenger import replica, service
-from skns.messenger.pgcluster import free_port
+from skns.ports import free_port
 
 from .httpclient import post
 

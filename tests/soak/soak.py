@@ -51,8 +51,8 @@ from skns.ctl import render_status
 from skns.errors import ControlError
 from skns.executor.checker import verify
 from skns.executor.handlers import read_records
+from skns.ports import free_port
 from skns.relay.sim import Simulator, Source, SourcePlan
-from skns.tasks.local import free_port
 
 WINDOW = 1.0
 HEARTBEAT = 3.0

@@ -12,8 +12,8 @@ import psutil
 from websockets.sync.client import connect
 
 from skns import config
+from skns.ports import free_port
 from skns.tasks import server, service
-from skns.tasks.local import free_port
 
 
 def test_children_are_one_server(tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ import urllib.request
 from pathlib import Path
 
 from ..errors import SknsError
-from ..messenger.pgcluster import free_ports
+from ..ports import free_ports
 
 
 class NatsClusterError(SknsError):

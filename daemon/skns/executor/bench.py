@@ -23,7 +23,6 @@ import asyncio
 import os
 import random
 import shutil
-import socket
 import sys
 import tempfile
 import time
@@ -36,6 +35,7 @@ import orjson
 from websockets.asyncio.client import connect
 
 from .. import config
+from ..ports import free_port
 from .checker import Verdict, verify
 from .handlers import read_records
 from .launch import Family
@@ -55,12 +55,6 @@ class Outcome:
     lower_bound: float
     one_consumer: float
     verdict: Verdict
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def choose_accounts(events: int, accounts: int, skew: float, rng: random.Random) -> list[int]:
@@ -198,7 +192,7 @@ def run_once(plan: Plan) -> Outcome:
     counts = Counter(chosen)
     tmp = Path(tempfile.mkdtemp(prefix="skns-bench-executor-"))
     try:
-        port = _free_port()
+        port = free_port()
         settings = config.parse(
             {
                 "service": {

@@ -24,8 +24,8 @@ from typing import Any
 from .. import config
 from ..child import ChildSpec, enter
 from ..config import Settings
+from ..ports import free_ports
 from ..shm import Slot, SlotTable
-from .pgcluster import free_ports
 from .service import children
 
 

@@ -19,13 +19,13 @@ import logging
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 from ..errors import SknsError
+from ..ports import free_port
 
 log = logging.getLogger("skns.messenger.pgcluster")
 
@@ -50,19 +50,6 @@ def find_bindir() -> Path:
     if initdb:
         return Path(initdb).parent
     raise ClusterError("no PostgreSQL server binaries (initdb) found; install postgresql")
-
-
-def free_ports(n: int) -> list[int]:
-    """``n`` distinct loopback TCP ports free right now (all bound at once, then released)."""
-    with contextlib.ExitStack() as stack:
-        socks = [stack.enter_context(socket.socket()) for _ in range(n)]
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-
-
-def free_port() -> int:
-    return free_ports(1)[0]
 
 
 class Cluster:

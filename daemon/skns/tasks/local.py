@@ -13,7 +13,6 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
-import socket
 import time
 import urllib.error
 import urllib.request
@@ -26,15 +25,10 @@ import orjson
 from .. import config
 from ..child import enter
 from ..config import Settings
+from ..ports import free_port
 from ..shm import SlotTable
 from .service import children
 from .worker import die_with_parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def local_settings(
