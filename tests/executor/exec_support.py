@@ -24,8 +24,8 @@ class Executor:
         self.url = f"ws://127.0.0.1:{self.port}/"
         self.state = settings.service.state_dir / "executor"
 
-    def connect(self) -> ClientConnection:
-        return connect(self.url, compression=None, max_size=None, open_timeout=10)
+    def connect(self, **options: Any) -> ClientConnection:
+        return connect(self.url, compression=None, max_size=None, open_timeout=10, **options)
 
     def records(self) -> list[list[Any]]:
         return read_records(self.state)

@@ -156,7 +156,9 @@ def test_back_pressure_slows_acks_and_bounds_memory(executor: Any) -> None:
 
 def test_stops_promptly_while_holding_clients_back(executor: Any) -> None:
     ex = executor(duration=5.0, max_backlog=5, max_unacked=10, drain_timeout=0.2)
-    with ex.connect() as ws:
+    # The router is gone when the client closes: no close frame comes back, so the client's
+    # close would wait out its close_timeout (10 s by default) for nothing.
+    with ex.connect(close_timeout=0.5) as ws:
         sender = threading.Thread(
             target=lambda: [ws.send(orjson.dumps({"account_id": i})) for i in range(200)],
             daemon=True,
