@@ -433,32 +433,40 @@ def test_sigterm_stops_promptly_with_clients_and_jobs(
 # -- one client must not take the service from the others ----------------------------
 
 
-def flood(url: str, request: str, seconds: float, sent: list[int]) -> None:
-    """Send ``request`` for ``seconds`` (at most 100,000 times) and never read an answer."""
+def flood(url: str, request: str, seconds: float, sent: list[int], done: threading.Event) -> None:
+    """Send ``request`` for ``seconds`` (at most 100,000 times), or until ``done`` is set, and
+    never read an answer."""
 
     async def run() -> None:
         async with aconnect(url, max_size=None, max_queue=1, close_timeout=1) as ws:
             deadline = time.monotonic() + seconds
-            while time.monotonic() < deadline and sent[0] < 100_000:
-                try:  # a send that cannot go on: the server stopped reading us
-                    await asyncio.wait_for(ws.send(request), deadline - time.monotonic())
-                except TimeoutError:
+            while time.monotonic() < deadline and sent[0] < 100_000 and not done.is_set():
+                send = asyncio.ensure_future(ws.send(request))
+                while not send.done() and time.monotonic() < deadline and not done.is_set():
+                    await asyncio.wait({send}, timeout=0.05)
+                if not send.done():  # a send that cannot go on: the server stopped reading us
+                    send.cancel()
                     break
+                send.result()
                 sent[0] += 1
-            await asyncio.sleep(max(0.0, deadline - time.monotonic()))
+            while time.monotonic() < deadline and not done.is_set():
+                await asyncio.sleep(0.05)
 
     asyncio.run(run())
 
 
 @contextlib.contextmanager
 def flooding(url: str, request: dict, seconds: float) -> Iterator[list[int]]:
-    """A flooding client in a thread for ``seconds``; yields ``[requests sent so far]``."""
+    """A flooding client in a thread for ``seconds`` at most (it stops when the block ends);
+    yields ``[requests sent so far]``."""
     sent = [0]
-    thread = threading.Thread(target=flood, args=(url, json.dumps(request), seconds, sent))
+    done = threading.Event()
+    thread = threading.Thread(target=flood, args=(url, json.dumps(request), seconds, sent, done))
     thread.start()
     try:
         yield sent
     finally:
+        done.set()
         thread.join(WAIT)
 
 
