@@ -19,9 +19,19 @@ from typing import Any
 
 import pytest
 
-from helpers import Service
+from helpers import Service, make
 
 SUBSYSTEMS = ("metrics", "relay", "executor", "messenger", "tasks")
+
+
+@pytest.fixture(scope="session")
+def staged_install(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``make install DESTDIR=...`` of the checkout, built once for the run (a venv build takes
+    15-60 s): tests/test_install.py checks this tree (read only: a test that changes one
+    copies it), and tests/systemd unpacks its venv in the container, as a package would be."""
+    destdir = tmp_path_factory.mktemp("destdir")
+    make("install", destdir)
+    return destdir
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ from skns import control
 from skns.errors import ControlError
 
 T = TypeVar("T")
+REPO = Path(__file__).resolve().parents[1]
 
 
 def wait_for(predicate: Callable[[], T], timeout: float = 20.0, what: str = "condition") -> T:
@@ -26,6 +27,18 @@ def wait_for(predicate: Callable[[], T], timeout: float = 20.0, what: str = "con
             return value
         time.sleep(0.02)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def make(target: str, destdir: Path, *options: str) -> str:
+    """``make TARGET DESTDIR=destdir`` in the checkout; its output (a failure fails the test)."""
+    proc = subprocess.run(
+        ["make", "-C", str(REPO), "--no-print-directory", *options, target, f"DESTDIR={destdir}"],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert proc.returncode == 0, f"make {target} failed:\n{proc.stdout}\n{proc.stderr}"
+    return proc.stdout
 
 
 def metrics_table(tmp: Path, **extra: Any) -> dict[str, Any]:

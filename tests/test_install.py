@@ -1,8 +1,8 @@
 """``make install`` / ``make uninstall`` / ``make purge`` into a DESTDIR, and what they lay out.
 
-One install (a module fixture) serves the checks that only read the tree; the upgrade and
-uninstall test runs its own, since it changes the tree. Each install builds a real venv and
-pip-installs the checkout into it (about 12 s with a warm pip cache).
+One install (``staged_install`` in conftest.py, shared with tests/systemd) serves the checks
+that only read the tree; the upgrade and uninstall test changes a copy of it. The install
+builds a real venv and pip-installs the checkout into it (15-60 s).
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ from types import ModuleType
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from helpers import REPO, make
+
 HERE = Path(__file__).resolve().parent
 PREFIX = "/usr/local"
 VENV = f"{PREFIX}/lib/skns/venv"
@@ -67,17 +68,6 @@ needs_seccomp = pytest.mark.skipif(
     platform.machine() != "x86_64" or ctypes.util.find_library("seccomp") is None,
     reason="the sandbox emulation (tests/sandbox) needs libseccomp on x86_64",
 )
-
-
-def make(target: str, destdir: Path, *options: str) -> str:
-    proc = subprocess.run(
-        ["make", "-C", str(REPO), "--no-print-directory", *options, target, f"DESTDIR={destdir}"],
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
-    assert proc.returncode == 0, f"make {target} failed:\n{proc.stdout}\n{proc.stderr}"
-    return proc.stdout
 
 
 def paths(root: Path) -> tuple[set[str], set[str]]:
@@ -132,10 +122,8 @@ def seconds(value: str) -> float:
 
 
 @pytest.fixture(scope="module")
-def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    destdir = tmp_path_factory.mktemp("destdir")
-    make("install", destdir)
-    return destdir
+def root(staged_install: Path) -> Path:
+    return staged_install
 
 
 @pytest.fixture(scope="module")
@@ -517,7 +505,7 @@ def test_upgrade_keeps_the_edited_config_and_uninstall_removes_only_its_own(
     assert " -m venv " in make("install", destdir, "--dry-run")
     os.utime(built)
 
-    make("install", destdir)  # the upgrade (a venv build: see the first install)
+    make("install", destdir)  # the upgrade (the venv is kept: newer than the sources)
     assert config.read_text() == edited
     assert (destdir / "etc/skns/config.toml.dist").read_text() != "stale\n"
 

@@ -6,7 +6,8 @@ Its modules are imported by their own names (``nspawn``, ``unitctl``), so keep t
 
 Fixtures:
 - ``machine``: the booted container (skips, with the reason, where one cannot boot).
-- ``unit``: skns installed in it (``make install``, again if a test uninstalled it).
+- ``unit``: skns installed in it (``make install``, again if a test uninstalled it), its venv
+  the one ``staged_install`` built on the host: a venv build in here would repeat it.
 - ``running``: the unit active with the test config (1 s windows, a 5 s interval).
 """
 
@@ -17,25 +18,18 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from nspawn import CannotBoot, Container, scratch_parent, skip_reason, wheelhouse
+from nspawn import CannotBoot, Container, skip_reason
 from unitctl import REPORT, Unit
 
 
 @pytest.fixture(scope="package")
-def machine(request: pytest.FixtureRequest) -> Iterator[Container]:
+def machine() -> Iterator[Container]:
     reason = skip_reason()
     if reason:
         pytest.skip(reason)
-    try:
-        cache = getattr(request.config, "cache", None)  # None under -p no:cacheprovider
-        wheels = wheelhouse(
-            cache.mkdir("skns-wheels") if cache else scratch_parent() / "skns-wheels"
-        )
-    except CannotBoot as exc:
-        pytest.skip(str(exc))
     box = Container(f"skns-test-{os.getpid()}")
     try:
-        box.boot(wheels)
+        box.boot()
     except CannotBoot as exc:
         box.close()
         pytest.skip(f"systemd-nspawn cannot boot here: {exc}")
@@ -50,9 +44,10 @@ def machine(request: pytest.FixtureRequest) -> Iterator[Container]:
 
 
 @pytest.fixture
-def unit(machine: Container) -> Unit:
+def unit(machine: Container, staged_install: Path) -> Unit:
     skns = Unit(machine)
     if not skns.installed():
+        skns.unpack(staged_install)
         skns.make("install")
     return skns
 

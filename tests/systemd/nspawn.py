@@ -4,23 +4,22 @@ The container's root is an overlay whose lower layer is the host's ``/`` (read o
 write lands in the upper directory), so it has the host's Python, compilers and libraries
 and boots the host's systemd as its PID 1 in about 3 s. It runs on a private network (its
 own loopback, no route out), so the default ports of config.toml are free inside it and no
-package registry is reachable: the checkout is installed from a wheelhouse built on the
-host. Commands run inside through ``nsenter`` into every namespace of the container's PID 1.
+package registry is reachable: the venv comes from a ``make install DESTDIR=`` on the host
+(see ``Unit.unpack``). Commands run inside through ``nsenter`` into every namespace of the
+container's PID 1.
 
 Layout of the temp dir (on a disk filesystem: the upper layer takes the install's writes):
-``upper/`` and ``work/`` (overlay), ``root/`` (the mount: ``root/src`` is the checkout,
-``root/wheels`` the wheelhouse), ``console.log`` (nspawn's output).
+``upper/`` and ``work/`` (overlay), ``root/`` (the mount: ``root/src`` is the checkout),
+``console.log`` (nspawn's output).
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -72,40 +71,6 @@ def _fstype(path: Path) -> str:
     return fstype
 
 
-def wheelhouse(cache: Path) -> Path:
-    """Wheels of every dependency plus setuptools and wheel (the build backend), cached.
-
-    Keyed by pyproject.toml and the Python version: a new dependency gets a new
-    wheelhouse, an unchanged one is reused (building it takes ~7 s). The skns wheel
-    itself is dropped: make install builds the package from the copied checkout.
-    """
-    key = hashlib.sha256((REPO / "pyproject.toml").read_bytes() + sys.version.encode()).hexdigest()[
-        :16
-    ]
-    ready = cache / key
-    if ready.is_dir():
-        return ready
-    cache.mkdir(parents=True, exist_ok=True)
-    building = Path(tempfile.mkdtemp(prefix=f"{key}.", dir=cache))
-    pip = [sys.executable, "-m", "pip", "-q", "--disable-pip-version-check"]
-    try:
-        for args in (
-            ["wheel", "-w", str(building), str(REPO)],
-            ["download", "-d", str(building), "setuptools", "wheel"],
-        ):
-            proc = subprocess.run(
-                [*pip, *args], capture_output=True, text=True, timeout=600, cwd=REPO
-            )
-            if proc.returncode != 0:
-                raise CannotBoot(f"cannot build the wheelhouse (pip {args[0]}): {proc.stderr}")
-        for built in building.glob("skns-*.whl"):
-            built.unlink()
-        building.rename(ready)
-    finally:
-        shutil.rmtree(building, ignore_errors=True)
-    return ready
-
-
 def _test_containers() -> bool:
     """Whether a container of a test run (``-M skns-test-PID``) is running on this machine."""
     for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
@@ -134,8 +99,8 @@ class Container:
 
     # ---- life cycle -------------------------------------------------------------------------
 
-    def boot(self, wheels: Path) -> None:
-        """Mount the overlay, copy the checkout and the wheels in, boot, wait for systemd."""
+    def boot(self) -> None:
+        """Mount the overlay, copy the checkout in, boot, wait for systemd."""
         for sub in ("upper", "work", "root"):
             (self.dir / sub).mkdir()
         options = f"lowerdir=/,upperdir={self.dir / 'upper'},workdir={self.dir / 'work'}"
@@ -147,7 +112,7 @@ class Container:
         if proc.returncode != 0:
             raise CannotBoot(f"overlay mount of / refused: {proc.stderr.strip()}")
         self._mounted = True
-        self._prepare_root(wheels)
+        self._prepare_root()
         self._apply_sysctl()
         started = time.monotonic()
         with self.console.open("wb") as console:
@@ -173,8 +138,8 @@ class Container:
         self._wait_system_running(started + BOOT_TIMEOUT)
         self.boot_seconds = time.monotonic() - started
 
-    def _prepare_root(self, wheels: Path) -> None:
-        """A fresh machine id; no skns of the host's; the checkout's files; the wheelhouse."""
+    def _prepare_root(self) -> None:
+        """A fresh machine id; no skns of the host's; the checkout's files."""
         machine_id = subprocess.run(
             ["systemd-id128", "new"], capture_output=True, text=True, check=True
         ).stdout
@@ -207,7 +172,6 @@ class Container:
             if name and (REPO / name).is_file():
                 (src / name).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(REPO / name, src / name)
-        shutil.copytree(wheels, self.root / "wheels")
 
     def _apply_sysctl(self) -> None:
         """Raise what systemd/*.conf (sysctl.d) raises, as the install does on a real machine.

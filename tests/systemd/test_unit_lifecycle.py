@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 import time
+from pathlib import Path
 
 from nspawn import Container
 from unitctl import CONFIG, OUTPUT, UNIT, Unit, base_lines, repeated_windows
@@ -32,9 +33,11 @@ def send(machine: Container, count: int) -> None:
     )
 
 
-def test_install_lays_out_a_unit_systemd_accepts(machine: Container) -> None:
+def test_install_lays_out_a_unit_systemd_accepts(machine: Container, staged_install: Path) -> None:
     unit = Unit(machine)
+    unit.unpack(staged_install)
     out = unit.make("install")
+    assert " -m venv " not in out, "the unpacked venv was rebuilt"
     assert unit.installed()
     props = unit.show()
     assert props["LoadState"] == "loaded", props
