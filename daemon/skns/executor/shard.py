@@ -16,8 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from typing import Any, cast
 
 from .. import jsonexact
@@ -26,10 +25,10 @@ from ..config import Settings
 from ..errors import ProtocolError
 from . import ipc
 from .events import Event
-from .handlers import HandlerEnv, resolve
+from .handlers import HandlerEnv
 from .journal import Journal
 from .records import Wire
-from .schedule import Scheduler
+from .runner import Handler, Runner
 from .tuning import tune_gc
 
 log = logging.getLogger("skns.executor.shard")
@@ -85,17 +84,14 @@ class Shard:
         self.index = index
         self.directory = settings.service.state_dir / "executor" / f"shard-{index}"
         self.socket_path = ipc.socket_path(settings.service.runtime_dir, index)
-        self.handler, self.handler_is_async = resolve(config.handler)
+        self.handler = Handler(config)
+        self.runner = Runner(config, self.handler, self._finished)
         self.env = HandlerEnv(index, config.duration, self.directory)
-        self.scheduler: Scheduler[Event] = Scheduler()
         self.pending: dict[int, Event] = {}  # accepted, not finished
         self.high = 0  # highest seq accepted
         self.links: set[RouterLink] = set()
         self.paused = False
         self.finishing = False  # stopping: taking the router's last events whatever the backlog
-        self.stopping = False  # stopping: runners take no next event
-        self.runners: set[asyncio.Task[None]] = set()
-        self.threads: ThreadPoolExecutor | None = None
         self.journal: Journal | None = None
         if config.journal:
             self.journal = Journal(
@@ -110,10 +106,6 @@ class Shard:
         self.accepted = 0
         self.duplicates = 0
         self.replayed = 0
-        self.running = 0
-        self.done = 0
-        self.failed = 0
-        self.retries = 0
 
     # -- the router ---------------------------------------------------------------------
 
@@ -166,7 +158,7 @@ class Shard:
         if (
             not self.paused
             and not self.finishing
-            and self.scheduler.queued >= self.config.max_backlog
+            and self.runner.scheduler.queued >= self.config.max_backlog
         ):
             self.paused = True
             for link in self.links:
@@ -175,78 +167,19 @@ class Shard:
     # -- running ------------------------------------------------------------------------------
 
     def _admit(self, event: Event) -> None:
-        if self.scheduler.push(event.account_id, event):
-            runner = asyncio.create_task(self._run_account(event))
-            self.runners.add(runner)
-            runner.add_done_callback(self.runners.discard)
+        self.runner.admit(event)
 
-    async def _run_account(self, event: Event | None) -> None:
-        scheduler = self.scheduler
-        while event is not None and not self.stopping:
-            await self._run(event)
-            event = scheduler.advance(event.account_id)
-            if self.paused and scheduler.queued < self.config.max_backlog * RESUME_FRACTION:
-                self.paused = False
-                for link in self.links:
-                    link.set_reading(True)
-
-    def _call(self, event: Event) -> Awaitable[Any]:
-        if self.handler_is_async:
-            return self.handler(event)
-        if self.threads is None:
-            # ThreadPoolExecutor starts a thread only when none is idle: with at most one
-            # handler running per account, the pool grows to the number of accounts with
-            # work (a sleeping sync handler holds its thread), capped by `threads`.
-            self.threads = ThreadPoolExecutor(self.config.threads, thread_name_prefix="handler")
-        return asyncio.get_running_loop().run_in_executor(self.threads, self.handler, event)
-
-    async def _attempt(self, event: Event) -> None:
-        """One run of the handler; past ``handler_timeout`` it counts as failed.
-
-        A timed-out async handler is cancelled; a sync one cannot be stopped, so
-        it finishes in its thread while the account moves on.
-        """
-        timeout = self.config.handler_timeout
-        if not timeout:
-            await self._call(event)
-            return
-        try:
-            await asyncio.wait_for(self._call(event), timeout)
-        except TimeoutError:
-            raise TimeoutError(f"handler took more than {timeout:g} s") from None
-
-    async def _run(self, event: Event) -> None:
-        config = self.config
-        self.running += 1
-        try:
-            while True:
-                try:
-                    await self._attempt(event)
-                except Exception as exc:
-                    if event.attempt > config.retries:
-                        self.failed += 1
-                        log.warning(
-                            "event %d of account %r failed after %d attempts: %r",
-                            event.seq,
-                            event.account_id,
-                            event.attempt,
-                            exc,
-                        )
-                        if self.journal is not None:
-                            self.journal.failed(event.seq)
-                        break
-                    self.retries += 1
-                    delay = config.retry_backoff * 2 ** (event.attempt - 1)
-                    event.attempt += 1
-                    await asyncio.sleep(min(delay, config.retry_backoff_max))
-                else:
-                    self.done += 1
-                    if self.journal is not None:
-                        self.journal.done(event.seq)
-                    break
-        finally:
-            self.running -= 1
+    def _finished(self, event: Event, ok: bool) -> None:
+        if self.journal is not None:
+            if ok:
+                self.journal.done(event.seq)
+            else:
+                self.journal.failed(event.seq)
         del self.pending[event.seq]
+        if self.paused and self.runner.scheduler.queued < self.config.max_backlog * RESUME_FRACTION:
+            self.paused = False
+            for link in self.links:
+                link.set_reading(True)
 
     # -- the child ------------------------------------------------------------------------------
 
@@ -280,12 +213,12 @@ class Shard:
             for link in list(self.links):
                 if link.transport is not None:
                     link.transport.close()
-            await self._drain()
+            # Running handlers may finish for a while; the others run again on start.
+            await self.runner.drain(self.config.drain_timeout)
             if self.journal is not None:
                 await self.journal.close()
             self.socket_path.unlink(missing_ok=True)
-            if self.threads is not None:
-                self.threads.shutdown(wait=False, cancel_futures=True)
+            self.handler.shutdown()
 
     async def _until_stopped(self, stop: asyncio.Event) -> None:
         """Until asked to stop; raises if the journal cannot be written any more."""
@@ -322,27 +255,13 @@ class Shard:
         while self.links and loop.time() < deadline:
             await asyncio.sleep(0.01)
 
-    async def _drain(self) -> None:
-        """Let running handlers finish for a while, then cancel them (they run again later)."""
-        self.stopping = True
-        if self.runners:
-            await asyncio.wait(set(self.runners), timeout=self.config.drain_timeout)
-        for runner in list(self.runners):
-            runner.cancel()
-        await asyncio.gather(*self.runners, return_exceptions=True)
-
     def stats(self) -> dict[str, Any]:
         return {
             "shard": self.index,
             "accepted": self.accepted,
             "duplicates": self.duplicates,
             "replayed": self.replayed,
-            "in_flight": self.running,
-            "backlog": self.scheduler.queued,
-            "accounts": self.scheduler.active,
-            "done": self.done,
-            "failed": self.failed,
-            "retries": self.retries,
+            **self.runner.stats(),
             "paused": self.paused,
             "journal_bytes": self.journal.size if self.journal is not None else 0,
             "journal_writes": self.journal.writes if self.journal is not None else 0,
