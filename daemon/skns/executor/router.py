@@ -39,7 +39,7 @@ from ..config import Settings
 from ..listeners import serve_args
 from ..wsflow import PacedServerConnection
 from . import ipc, records
-from .events import BadEvent, parse_frame
+from .events import BadEvent, Incoming, parse_frame
 from .link import Chunk, ShardLink
 from .ring import Ring
 from .sequence import Sequence
@@ -111,7 +111,9 @@ class Client:
         self.ready.set()
 
 
-class Router:
+class Ingest:
+    """The WebSocket ingest of a router, whatever carries the events on."""
+
     def __init__(
         self,
         settings: Settings,
@@ -120,21 +122,15 @@ class Router:
         listener: socket.socket | None = None,
     ) -> None:
         self.settings = settings
+        self.shards = shards  # shard processes of this host
         self.ready = ready  # called once the ingest listens
         self.listener = listener  # the supervisor's socket on config.listen; None: bind it
         self.config = settings.executor
-        self.ring = Ring(shards)
-        self.state = settings.service.state_dir / "executor"
-        self.sequence = Sequence(self.state / "router.seq")
-        runtime = settings.service.runtime_dir
-        self.links = [
-            ShardLink(i, str(ipc.socket_path(runtime, i)), self._acked, self.sequence.skip_past)
-            for i in range(shards)
-        ]
         self.unacked = 0
-        self.room = asyncio.Event()  # fewer than max_unacked events wait for shards
+        # The router stops reading clients while this many events wait for their acks.
+        self.max_unacked = self.config.max_unacked
+        self.room = asyncio.Event()  # fewer than max_unacked events wait for their acks
         self.room.set()
-        self._flush_pending = False
         self.clients: set[Client] = set()
         self.stopping = False
         self.frames = 0
@@ -142,23 +138,6 @@ class Router:
         self.accepted = 0
         self.rejected: Counter[str] = Counter()
         self.port = 0
-
-    # -- shard acks ---------------------------------------------------------------------
-
-    def _acked(self, chunk: Chunk) -> None:
-        self.unacked -= chunk.count
-        self.accepted += chunk.count
-        for answer, count in chunk.answers:
-            answer.remaining -= count
-            if answer.remaining == 0:
-                answer.client.ready.set()
-        if self.unacked < self.config.max_unacked:
-            self.room.set()
-
-    def _flush(self) -> None:
-        self._flush_pending = False
-        for link in self.links:
-            link.flush()
 
     # -- clients ----------------------------------------------------------------------------
 
@@ -176,31 +155,15 @@ class Router:
         except BadEvent as error:
             self._refuse(client, error)
             return
-        count = len(events)
-        first = self.sequence.take(count)
-        answer = Answer(client, count)
-        links = self.links
-        shard_of = self.ring.shard_of
-        seq = first
-        for account, event_id, payload in events:
-            links[shard_of(account)].add([seq, account, event_id, payload], answer)
-            seq += 1
-        if batch:
-            answer.body = orjson.dumps({"ack": list(range(first, first + count))})
-        else:
-            answer.body = b'{"ack":%d}' % first
-        client.owe(answer)
-        self.received += count
-        self.unacked += count
-        if not self._flush_pending:
-            self._flush_pending = True
-            asyncio.get_running_loop().call_soon(self._flush)
+        self._dispatch(client, events, batch)
+        self.received += len(events)
+        self.unacked += len(events)
 
     async def _serve_client(self, ws: ServerConnection) -> None:
         client = Client(ws)
         self.clients.add(client)
         room = self.room
-        max_unacked = self.config.max_unacked
+        max_unacked = self.max_unacked
         try:
             while True:
                 # Text frames too as bytes: no UTF-8 decoding into str (orjson checks
@@ -226,15 +189,9 @@ class Router:
     def _health(self, connection: ServerConnection, request: Request) -> Response | None:
         if request.path != "/health":
             return None
-        connected = sum(link.connected for link in self.links)
-        ok = connected == len(self.links)
+        ok, doc = self._health_doc()
         body = orjson.dumps(
-            {
-                "status": "ok" if ok else "degraded",
-                "shards": len(self.links),
-                "shards_connected": connected,
-                "in_flight": self.unacked,
-            }
+            {"status": "ok" if ok else "degraded", **doc, "in_flight": self.unacked}
         )
         status = http.HTTPStatus.OK if ok else http.HTTPStatus.SERVICE_UNAVAILABLE
         headers = Headers(
@@ -244,22 +201,10 @@ class Router:
 
     # -- the child ----------------------------------------------------------------------------
 
-    def _warn_of_orphans(self) -> None:
-        """Journals of shards beyond K: their unfinished events wait until K is raised again."""
-        for journal in self.state.glob("shard-*/journal-*.log"):
-            index = int(journal.parent.name.split("-", 1)[1])
-            if index >= len(self.links) and journal.stat().st_size > EMPTY_JOURNAL:
-                log.warning(
-                    "%s belongs to shard %d but shards = %d: its unfinished events do not run "
-                    "(change shards only when the executor is idle)",
-                    journal,
-                    index,
-                    len(self.links),
-                )
-
     async def main(self, stop: asyncio.Event) -> None:
-        self._warn_of_orphans()
-        keepers = [asyncio.create_task(link.keep_connected()) for link in self.links]
+        keepers = await self._start(stop)
+        if keepers is None:
+            return
         listen = self.config.listen
         try:
             async with serve(
@@ -273,9 +218,7 @@ class Router:
                 close_timeout=self.config.drain_timeout,
             ) as server:
                 self.port = server.sockets[0].getsockname()[1]
-                log.info(
-                    "executor ingest on %s:%d, %d shards", listen.host, self.port, len(self.links)
-                )
+                log.info("executor ingest on %s:%d, %s", listen.host, self.port, self._describe())
                 self.ready()
                 await stop.wait()
                 await self._stop_clients()
@@ -285,8 +228,7 @@ class Router:
             for task in keepers:
                 task.cancel()
             await asyncio.gather(*keepers, return_exceptions=True)
-            for link in self.links:
-                link.close()
+            await self._finish()
 
     async def _stop_clients(self) -> None:
         """Take no more frames, then send every ack that falls due before closing.
@@ -304,9 +246,7 @@ class Router:
             client.release()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.config.drain_timeout
-        while loop.time() < deadline and any(
-            link.connected and link.backlog for link in self.links
-        ):
+        while loop.time() < deadline and self._in_transit():
             await asyncio.sleep(0.01)
         for client in self.clients:
             client.finish()
@@ -323,6 +263,124 @@ class Router:
             "accepted": self.accepted,
             "in_flight": self.unacked,
             "rejected": dict(self.rejected),
+        }
+
+    # -- what a mode provides ------------------------------------------------------------
+
+    def _dispatch(self, client: Client, events: list[Incoming], batch: bool) -> None:
+        """Send a frame's events on and owe the client its answer."""
+        raise NotImplementedError
+
+    def _health_doc(self) -> tuple[bool, dict[str, Any]]:
+        """Whether this router can take events now, and the details."""
+        raise NotImplementedError
+
+    async def _start(self, stop: asyncio.Event) -> list[asyncio.Task[None]] | None:
+        """Get ready to take events; the tasks that run beside the ingest. None: stopped
+        before it was ready."""
+        raise NotImplementedError
+
+    async def _finish(self) -> None:
+        raise NotImplementedError
+
+    def _in_transit(self) -> bool:
+        """Events sent on that may still be acked."""
+        raise NotImplementedError
+
+    def _describe(self) -> str:
+        raise NotImplementedError
+
+
+class Router(Ingest):
+    """The single-host router: arrival seqs, and events carried to the shards over IPC."""
+
+    def __init__(self, settings: Settings, shards: int, **kwargs: Any) -> None:
+        super().__init__(settings, shards, **kwargs)
+        self.ring = Ring(shards)
+        self.state = settings.service.state_dir / "executor"
+        self.sequence = Sequence(self.state / "router.seq")
+        runtime = settings.service.runtime_dir
+        self.links = [
+            ShardLink(i, str(ipc.socket_path(runtime, i)), self._acked, self.sequence.skip_past)
+            for i in range(shards)
+        ]
+        self._flush_pending = False
+
+    # -- shard acks ---------------------------------------------------------------------
+
+    def _acked(self, chunk: Chunk) -> None:
+        self.unacked -= chunk.count
+        self.accepted += chunk.count
+        for answer, count in chunk.answers:
+            answer.remaining -= count
+            if answer.remaining == 0:
+                answer.client.ready.set()
+        if self.unacked < self.max_unacked:
+            self.room.set()
+
+    def _flush(self) -> None:
+        self._flush_pending = False
+        for link in self.links:
+            link.flush()
+
+    def _dispatch(self, client: Client, events: list[Incoming], batch: bool) -> None:
+        """Stamp the events with arrival seqs and queue them for their shards."""
+        count = len(events)
+        first = self.sequence.take(count)
+        answer = Answer(client, count)
+        links = self.links
+        shard_of = self.ring.shard_of
+        seq = first
+        for account, event_id, payload in events:
+            links[shard_of(account)].add([seq, account, event_id, payload], answer)
+            seq += 1
+        if batch:
+            answer.body = orjson.dumps({"ack": list(range(first, first + count))})
+        else:
+            answer.body = b'{"ack":%d}' % first
+        client.owe(answer)
+        if not self._flush_pending:
+            self._flush_pending = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _health_doc(self) -> tuple[bool, dict[str, Any]]:
+        """Whether this router can take events now, and the details."""
+        connected = sum(link.connected for link in self.links)
+        ok = connected == len(self.links)
+        return ok, {"shards": len(self.links), "shards_connected": connected}
+
+    def _warn_of_orphans(self) -> None:
+        """Journals of shards beyond K: their unfinished events wait until K is raised again."""
+        for journal in self.state.glob("shard-*/journal-*.log"):
+            index = int(journal.parent.name.split("-", 1)[1])
+            if index >= len(self.links) and journal.stat().st_size > EMPTY_JOURNAL:
+                log.warning(
+                    "%s belongs to shard %d but shards = %d: its unfinished events do not run "
+                    "(change shards only when the executor is idle)",
+                    journal,
+                    index,
+                    len(self.links),
+                )
+
+    async def _start(self, stop: asyncio.Event) -> list[asyncio.Task[None]] | None:
+        """A task per shard keeping its link up."""
+        self._warn_of_orphans()
+        return [asyncio.create_task(link.keep_connected()) for link in self.links]
+
+    async def _finish(self) -> None:
+        for link in self.links:
+            link.close()
+
+    def _in_transit(self) -> bool:
+        """Events sent on that may still be acked (by a shard that is up)."""
+        return any(link.connected and link.backlog for link in self.links)
+
+    def _describe(self) -> str:
+        return f"{len(self.links)} shards"
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            **super().stats(),
             "shards_connected": sum(link.connected for link in self.links),
             "backlog": [link.backlog for link in self.links],
             "shard_connects": [link.connects for link in self.links],
@@ -335,6 +393,12 @@ def run(ctx: ChildContext) -> None:
     shards = ctx.settings.executor.shard_count(os.cpu_count())
     # One line per client connection is too much: keep websockets' warnings only.
     logging.getLogger("websockets").setLevel(max(logging.WARNING, log.getEffectiveLevel()))
-    router = Router(ctx.settings, shards, ready=ctx.ready, listener=ctx.listener)
+    router: Ingest
+    if ctx.settings.cluster.enabled:
+        from .clusterrouter import ClusterRouter  # nats-py is loaded in cluster mode only
+
+        router = ClusterRouter(ctx.settings, shards, ready=ctx.ready, listener=ctx.listener)
+    else:
+        router = Router(ctx.settings, shards, ready=ctx.ready, listener=ctx.listener)
     tune_gc()
     ctx.serve(router.main, router.stats)

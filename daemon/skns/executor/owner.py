@@ -1,0 +1,458 @@
+"""A shard in cluster mode: the owner of some of the stream's partitions.
+
+Every ``PLACE_INTERVAL`` s the owner reads the roster of live hosts and works
+out, as every process of every host does alike (:mod:`skns.executor.placement`),
+which partitions this host runs and which of them are this shard's. It takes
+each of those whose lease it can create, and hands over each it holds and
+should not any more.
+
+Per partition it holds (:class:`Partition`):
+
+* the lease, renewed every ``lease_ttl / 3`` s; once it is not certain to hold
+  it (``Lease.held``: its life less a margin of ``lease_ttl / 3``) the partition
+  stops at once, its runs cancelled and nothing committed (fencing: stopped
+  before the lease can expire and another owner start);
+* a consumer of its subject from the committed watermark + 1 (an ephemeral
+  pull consumer, made again from the last sequence delivered whenever it is
+  lost: a NATS node died, the connection dropped, a delivery gap), feeding a
+  :class:`~skns.executor.runner.Runner` (the shards' per-account FIFOs,
+  retries, timeouts, thread pool), skipping the sequences the commit says
+  finished;
+* its :class:`~skns.executor.progress.Progress`, committed to the key-value
+  store every ``COMMIT_INTERVAL`` s when it changed (compare-and-set on the
+  revision this owner last wrote, so an owner that missed losing its lease
+  cannot overwrite its successor's commit), and the subject purged below the
+  committed watermark (at most every ``TRIM_INTERVAL`` s).
+
+A handover (the assignment changed, or the shard stops) stops pulling, lets the
+running events finish for up to ``drain_timeout``, commits, and releases the
+lease, so the next owner takes it at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from typing import Any
+
+from nats.errors import Error as NatsError
+from nats.errors import TimeoutError as NatsTimeout
+from nats.js import api
+from nats.js.errors import APIError, KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
+
+from .. import jsonexact
+from ..child import ChildContext
+from ..cluster.connection import Connection
+from ..cluster.lease import Lease
+from ..config import Settings
+from ..errors import ProtocolError
+from . import jetstream
+from .events import Event
+from .handlers import HandlerEnv
+from .placement import host_partitions, shard_partitions
+from .progress import Progress
+from .runner import Handler, Runner
+from .tuning import tune_gc
+
+log = logging.getLogger("skns.executor.owner")
+
+PLACE_INTERVAL = 0.5  # seconds between looks at the roster
+COMMIT_INTERVAL = 0.1  # seconds between commits of a partition's progress (when changed)
+TRIM_INTERVAL = 1.0  # seconds between purges of a partition's subject
+PULL_WAIT = 1.0  # seconds a pull request waits for the first event
+FETCH_MAX = 512  # events taken in one pull
+CHECK_IDLE = 5.0  # seconds of idle pulls before asking whether the consumer still exists
+INACTIVE = 30.0  # seconds before the server drops the consumer of an owner that is gone
+STATUS_LAGS = 128  # partitions whose lag the status shows, the most lagging first
+CLOSE_WAIT = 2.0  # seconds a stopped partition's tasks get to end
+_ERRORS = (APIError, NatsError, TimeoutError)
+
+
+class Partition:
+    """One partition while this shard owns it."""
+
+    def __init__(self, owner: Owner, number: int) -> None:
+        self.owner = owner
+        self.number = number
+        self.key = jetstream.key(number)
+        self.subject = jetstream.subject(number)
+        ttl = owner.cluster.lease_ttl
+        self.lease = Lease(owner.buckets.leases, self.key, owner.holder, ttl, ttl / 3)
+        self.progress = Progress()
+        self.revision: int | None = None  # of the commit this owner last wrote or read
+        self.runner = Runner(owner.config, owner.handler, self._finished)
+        self.tasks: list[asyncio.Task[None]] = []
+        self.leaving = False
+        self.lag = 0  # events in the stream not delivered to this owner yet
+        self.trimmed_at = 0.0
+        self.trimmed = 0  # watermark of the last purge
+
+    # -- start and stop ---------------------------------------------------------------------
+
+    async def open(self) -> bool:
+        """Read the commit and start running (the lease is held); False if it cannot."""
+        try:
+            entry = await self.owner.buckets.progress.get(self.key)
+            self.progress = Progress.decode(entry.value or b"")
+            self.revision = entry.revision
+        except KeyNotFoundError:
+            self.progress, self.revision = Progress(), None
+        except ProtocolError as exc:
+            log.error("partition %d: damaged commit, starting from the stream's head: %s",
+                      self.number, exc)  # fmt: skip
+            self.progress = Progress()
+        except _ERRORS as exc:
+            log.warning("partition %d: cannot read its commit: %s", self.number, exc)
+            return False
+        self.trimmed = self.progress.watermark
+        self.tasks = [
+            asyncio.create_task(self._pull()),
+            asyncio.create_task(self._keep()),
+            asyncio.create_task(self._commit_loop()),
+        ]
+        log.info("running partition %d from sequence %d", self.number, self.progress.last + 1)
+        return True
+
+    async def close(self, graceful: bool) -> None:
+        """Stop: gracefully (finish running events, commit, release the lease), or at
+        once (fenced: the lease may be gone, so nothing is committed)."""
+        self.leaving = True
+        pull, keep, commit = self.tasks or (None, None, None)
+        if pull is not None:
+            pull.cancel()
+        if commit is not None:
+            commit.cancel()
+        if graceful and self.lease.held():
+            await self.runner.drain(self.owner.config.drain_timeout)
+            if self.lease.held():
+                await self.commit()
+        else:
+            await self.runner.cancel()
+        if keep is not None:
+            keep.cancel()
+        if self.tasks:  # nats-py may swallow a cancellation: the pull loop also checks leaving
+            await asyncio.wait(self.tasks, timeout=CLOSE_WAIT)
+        if graceful:
+            await self.lease.release()
+        log.info("%s partition %d", "handed over" if graceful else "stopped", self.number)
+
+    # -- events -------------------------------------------------------------------------
+
+    def _finished(self, event: Event, ok: bool) -> None:
+        self.progress.finished(event.seq)
+
+    async def _consumer(self) -> Any:
+        config = api.ConsumerConfig(
+            deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE,
+            opt_start_seq=self.progress.last + 1,
+            ack_policy=api.AckPolicy.NONE,
+            inactive_threshold=INACTIVE,
+            mem_storage=True,
+            num_replicas=1,
+        )
+        return await self.owner.conn.admin.pull_subscribe(
+            self.subject, stream=jetstream.STREAM, config=config
+        )
+
+    async def _pull(self) -> None:
+        owner = self.owner
+        loop = asyncio.get_running_loop()
+        sub: Any = None
+        delivered = 0  # consumer sequence of the last event taken from this consumer
+        idle_since = loop.time()
+        while not self.leaving:
+            if sub is None:
+                try:
+                    sub = await self._consumer()
+                except _ERRORS as exc:
+                    log.warning("partition %d: cannot make its consumer: %s", self.number, exc)
+                    await asyncio.sleep(PULL_WAIT)
+                    continue
+                delivered = 0
+                idle_since = loop.time()
+            room = owner.config.max_backlog - owner.backlog()
+            if room <= 0:
+                await asyncio.sleep(0.05)
+                continue
+            try:
+                msgs = await sub.fetch(1, timeout=PULL_WAIT)
+                waiting = min(msgs[-1].metadata.num_pending, room - 1, FETCH_MAX)
+                if waiting > 0:
+                    with contextlib.suppress(NatsTimeout, TimeoutError):
+                        msgs += await sub.fetch(waiting, timeout=0.2)
+            except (NatsTimeout, TimeoutError):
+                self.lag = 0
+                if loop.time() - idle_since > CHECK_IDLE:
+                    idle_since = loop.time()
+                    if not await self._consumer_alive(sub):
+                        sub = await _drop(sub)
+                continue
+            except _ERRORS as exc:
+                log.info("partition %d: pull failed (%s); making the consumer again",
+                         self.number, exc)  # fmt: skip
+                sub = await _drop(sub)
+                continue
+            idle_since = loop.time()
+            if self.leaving:
+                break  # handing over: what came last runs at the next owner
+            for msg in msgs:
+                meta = msg.metadata
+                if meta.sequence.consumer != delivered + 1:  # lost in transit: start again
+                    sub = await _drop(sub)
+                    break
+                delivered = meta.sequence.consumer
+                self.lag = meta.num_pending
+                self._take(meta.sequence.stream, msg.data)
+
+    def _take(self, seq: int, data: bytes) -> None:
+        if not self.progress.delivered(seq):
+            return  # finished before this owner took the partition
+        try:
+            account, event_id, payload = jsonexact.loads(data)
+        except (jsonexact.JSONDecodeError, ValueError, TypeError):
+            log.error("partition %d: sequence %d is not an event, skipped: %r",
+                      self.number, seq, data[:200])  # fmt: skip
+            self.progress.finished(seq)
+            return
+        self.runner.admit(Event(seq, account, event_id, payload, self.owner.env))
+
+    async def _consumer_alive(self, sub: Any) -> bool:
+        try:
+            await sub.consumer_info()
+        except _ERRORS:
+            return False
+        return True
+
+    # -- lease and commits --------------------------------------------------------------
+
+    async def _keep(self) -> None:
+        # Renewed twice as often as its margin: a renewal may take up to lease_ttl / 2 on
+        # a loaded cluster and the lease is still held (fencing stops the partition once
+        # the last renewal that succeeded was sent lease_ttl - margin ago).
+        while True:
+            await asyncio.sleep(self.lease.ttl / 6)
+            await self.lease.renew()
+
+    async def _commit_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(COMMIT_INTERVAL)
+            if not self.lease.held():
+                self.owner.fence(self)
+                return
+            if self.progress.changed and not await self.commit():
+                self.owner.fence(self)
+                return
+            watermark = self.progress.watermark
+            if watermark > self.trimmed and loop.time() - self.trimmed_at >= TRIM_INTERVAL:
+                self.trimmed_at = loop.time()
+                await self._trim(watermark)
+
+    async def commit(self) -> bool:
+        """Write the progress; False if another owner has written since (fenced)."""
+        data = self.progress.encode()
+        kv = self.owner.buckets.progress
+        try:
+            if self.revision is None:
+                self.revision = await kv.create(self.key, data)
+            else:
+                self.revision = await kv.update(self.key, data, last=self.revision)
+        except KeyWrongLastSequenceError:
+            if not self.lease.held():
+                log.warning("partition %d: another owner committed: stopping it", self.number)
+                return False
+            # Still the lease holder: an earlier commit whose answer timed out landed.
+            return await self._reread()
+        except _ERRORS as exc:
+            self.progress.changed = True  # tried again on the next round
+            log.debug("partition %d: commit failed: %s", self.number, exc)
+            return True
+        self.owner.commits += 1
+        return True
+
+    async def _reread(self) -> bool:
+        try:
+            entry = await self.owner.buckets.progress.get(self.key)
+        except _ERRORS:
+            return True
+        self.revision = entry.revision
+        self.progress.changed = True
+        return True
+
+    async def _trim(self, watermark: int) -> None:
+        try:
+            await self.owner.conn.js.purge_stream(
+                jetstream.STREAM, subject=self.subject, seq=watermark + 1
+            )
+            self.trimmed = watermark
+        except _ERRORS as exc:
+            log.debug("partition %d: purge failed: %s", self.number, exc)
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "watermark": self.progress.watermark,
+            "lag": self.lag + self.progress.pending,
+            **self.runner.stats(),
+        }
+
+
+async def _drop(sub: Any) -> None:
+    with contextlib.suppress(*_ERRORS):
+        await sub.unsubscribe()
+    return None
+
+
+class Owner:
+    """The shard process in cluster mode."""
+
+    def __init__(self, settings: Settings, index: int, ready: Any = lambda: None) -> None:
+        self.ready = ready  # called once connected and set up
+        self.config = settings.executor
+        self.cluster = settings.cluster
+        self.index = index
+        self.shards = self.config.shard_count(os.cpu_count())
+        state = settings.service.state_dir / "executor"
+        self.directory = state / f"shard-{index}"
+        self.instance = jetstream.instance_id(state)
+        self.holder = f"{self.cluster.host_name}/{index}/{os.getpid()}"
+        self.conn = Connection(self.cluster, f"executor-shard {index}")
+        self.handler = Handler(self.config)
+        self.env = HandlerEnv(index, self.config.duration, self.directory)
+        self.buckets: Any = None
+        self.partitions: dict[int, Partition] = {}
+        self.desired: list[int] = []
+        self.hosts: list[str] = []
+        self._closing: set[asyncio.Task[None]] = set()
+        self.takes = 0
+        self.handovers = 0
+        self.lease_losses = 0
+        self.commits = 0
+        self.done = 0  # events finished in partitions this shard no longer holds
+        self.failed = 0
+
+    def backlog(self) -> int:
+        return sum(p.runner.scheduler.queued for p in self.partitions.values())
+
+    def fence(self, partition: Partition) -> None:
+        """``partition``'s lease may be lost: stop it at once."""
+        if partition.leaving:
+            return
+        self.lease_losses += 1
+        log.warning("partition %d: lease not renewed in time: stopped", partition.number)
+        self._close(partition, graceful=False)
+
+    def _close(self, partition: Partition, graceful: bool) -> None:
+        partition.leaving = True
+
+        async def close() -> None:
+            try:
+                await partition.close(graceful)
+            finally:
+                self.done += partition.runner.done
+                self.failed += partition.runner.failed
+                if self.partitions.get(partition.number) is partition:
+                    del self.partitions[partition.number]
+
+        task = asyncio.create_task(close())
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    async def _place(self) -> None:
+        """Take the partitions this shard should run; hand over those it should not."""
+        name = self.cluster.host_name
+        try:
+            self.hosts = await jetstream.live_hosts(self.conn)
+            entry = await self.buckets.hosts.get(name) if name in self.hosts else None
+        except (KeyNotFoundError, *_ERRORS) as exc:
+            log.debug("cannot read the roster: %s", exc)
+            return
+        # Only while this host's router holds the name for this instance (a second host
+        # given the same name must not run the first one's partitions).
+        if entry is not None and entry.value == self.instance.encode():
+            mine = host_partitions(self.cluster.partitions, self.hosts, name)
+            self.desired = shard_partitions(mine, self.shards, self.index)
+        else:
+            self.desired = []
+        desired = set(self.desired)
+        for number, partition in list(self.partitions.items()):
+            if number not in desired and not partition.leaving:
+                self.handovers += 1
+                self._close(partition, graceful=True)
+        for number in self.desired:
+            if number in self.partitions:
+                continue
+            partition = Partition(self, number)
+            if not await partition.lease.take():
+                continue
+            self.partitions[number] = partition
+            if await partition.open():
+                self.takes += 1
+            else:
+                del self.partitions[number]
+                await partition.lease.release()
+
+    async def _set_up(self, stop: asyncio.Event) -> bool:
+        while not stop.is_set():
+            try:
+                self.buckets = await jetstream.set_up(self.conn, self.cluster, create=False)
+                return True
+            except NotFoundError:  # this host's router makes them
+                delay = 0.2
+            except _ERRORS as exc:
+                log.warning("cannot bind the executor's stream and buckets yet: %s", exc)
+                delay = 1.0
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
+        return False
+
+    async def main(self, stop: asyncio.Event) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        if not await self.conn.open(stop) or not await self._set_up(stop):
+            return
+        self.ready()
+        try:
+            while not stop.is_set():
+                await self._place()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), PLACE_INTERVAL)
+        finally:
+            for partition in list(self.partitions.values()):
+                if not partition.leaving:
+                    self._close(partition, graceful=True)
+            if self._closing:
+                await asyncio.wait(set(self._closing))
+            self.handler.shutdown()
+            await self.conn.close()
+
+    def stats(self) -> dict[str, Any]:
+        parts = {n: p.stats() for n, p in sorted(self.partitions.items())}
+        lags = sorted(((s["lag"], n) for n, s in parts.items()), reverse=True)[:STATUS_LAGS]
+        return {
+            "shard": self.index,
+            "cluster": self.conn.status(),
+            "partitions": list(parts),
+            "desired": self.desired,
+            "hosts": self.hosts,
+            # Events of each partition not finished: in the stream and not delivered yet, or
+            # delivered and not finished (the most lagging, for a status under 16 KiB).
+            "lag": {str(n): lag for lag, n in sorted(lags, key=lambda x: x[1])},
+            "lag_total": sum(s["lag"] for s in parts.values()),
+            "in_flight": sum(s["in_flight"] for s in parts.values()),
+            "backlog": sum(s["backlog"] for s in parts.values()),
+            "done": self.done + sum(s["done"] for s in parts.values()),
+            "failed": self.failed + sum(s["failed"] for s in parts.values()),
+            "retries": sum(s["retries"] for s in parts.values()),
+            "takes": self.takes,
+            "handovers": self.handovers,
+            "lease_losses": self.lease_losses,
+            "commits": self.commits,
+        }
+
+
+def run(ctx: ChildContext) -> None:
+    """ChildSpec target of a shard in cluster mode (role ``executor-shard``)."""
+    owner = Owner(ctx.settings, ctx.spec.index, ready=ctx.ready)
+    tune_gc()
+    ctx.serve(owner.main, owner.stats)

@@ -1,0 +1,185 @@
+"""Cluster mode: the router's publishes to JetStream, many in flight, each retried.
+
+Every event is published with a reply subject of its own under one inbox this
+process subscribes to (one subscription for all, as nats-py's ``publish_async``
+does, but with the retries under our control): the JetStream publish ack that
+comes back there carries the event's stream sequence. A try not answered within
+``publish_timeout / TRIES`` s, or answered with an error (no stream leader during
+an election: no responders), or not sendable (disconnected), is tried again with
+the same message id, so JetStream stores the event once however many tries
+reached it; once ``publish_timeout`` has passed the publish fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import logging
+import uuid
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+from nats.errors import Error as NatsError
+from nats.errors import MaxPayloadError
+
+from ..cluster.connection import Connection
+
+log = logging.getLogger("skns.executor.router")
+
+TRIES = 3  # tries within publish_timeout when a try gets no answer
+# Most events sent and not answered yet; the others wait (their publish_timeout counts from
+# their first send): a burst of tens of thousands at once on a loaded cluster only times
+# out, and the retries add to the load.
+WINDOW = 1024
+ERROR_PAUSE = 0.1  # seconds before trying again after an error answer or a send failure
+SWEEP = 0.02  # seconds between looks at the tries that are due
+
+
+class Publish:
+    """One event on its way to the stream."""
+
+    __slots__ = ("answer", "data", "deadline", "headers", "index", "reply", "subject", "tries")
+
+    def __init__(self, answer: Any, index: int, subject: str, data: bytes, msg_id: str) -> None:
+        self.answer = answer  # what its client frame is owed
+        self.index = index  # its place in the frame
+        self.subject = subject
+        self.data = data
+        self.headers = {"Nats-Msg-Id": msg_id}
+        self.deadline = 0.0  # set at the first send
+        self.reply = ""
+        self.tries = 0
+
+
+class Publisher:
+    def __init__(
+        self,
+        conn: Connection,
+        acked: Callable[[Publish, int], None],
+        failed: Callable[[Publish, str], None],
+    ) -> None:
+        self.conn = conn
+        self.timeout = conn.settings.publish_timeout
+        self._acked = acked
+        self._failed = failed
+        self.prefix = ""
+        self.waiting: dict[str, Publish] = {}  # reply token -> publish not answered yet
+        self._tokens = itertools.count()
+        self._outbox: deque[Publish] = deque()
+        self._wake = asyncio.Event()
+        self._due: list[tuple[float, int, int, Publish]] = []  # (when, n, try, publish)
+        self._order = itertools.count()
+        self.last_error = ""
+        self.retries = 0
+        self.errors = 0
+        # Message ids of events without a client event id: unique across restarts.
+        self._ids = f"r{uuid.uuid4().hex[:16]}."
+        self._id_count = itertools.count()
+
+    def fresh_id(self) -> str:
+        return self._ids + str(next(self._id_count))
+
+    async def start(self) -> list[asyncio.Task[None]]:
+        nc = self.conn.nc
+        assert nc is not None
+        self.prefix = f"_INBOX.{uuid.uuid4().hex}."
+        await nc.subscribe(self.prefix + "*", cb=self._answer)
+        return [asyncio.create_task(self._send_loop()), asyncio.create_task(self._sweep_loop())]
+
+    def add(self, publish: Publish) -> None:
+        token = str(next(self._tokens))
+        publish.reply = self.prefix + token
+        self.waiting[token] = publish
+        self._outbox.append(publish)
+        self._wake.set()
+
+    def _again(self, publish: Publish, delay: float) -> None:
+        """Look at ``publish`` again in ``delay`` s (resend or give up)."""
+        loop = asyncio.get_running_loop()
+        when = loop.time() + delay
+        heapq.heappush(self._due, (when, next(self._order), publish.tries, publish))
+
+    async def _send_loop(self) -> None:
+        nc = self.conn.nc
+        assert nc is not None
+        outbox = self._outbox
+        each = self.timeout / TRIES
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while outbox:
+                publish = outbox.popleft()
+                if not publish.tries:
+                    publish.deadline = asyncio.get_running_loop().time() + self.timeout
+                publish.tries += 1
+                try:
+                    await nc.publish(
+                        publish.subject, publish.data, reply=publish.reply, headers=publish.headers
+                    )
+                except MaxPayloadError:
+                    self._fail(publish, f"the event is larger than {nc.max_payload} bytes")
+                    continue
+                except NatsError as exc:  # disconnected (unbuffered): try again shortly
+                    self.last_error = f"not sent: {exc!r}"
+                    self._again(publish, ERROR_PAUSE)
+                    continue
+                # The last try gets what is left of publish_timeout.
+                left = publish.deadline - asyncio.get_running_loop().time()
+                self._again(publish, max(min(each, left), 0.0))
+
+    async def _sweep_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        due = self._due
+        while True:
+            await asyncio.sleep(SWEEP)
+            now = loop.time()
+            while due and due[0][0] <= now:
+                _, _, tries, publish = heapq.heappop(due)
+                token = publish.reply[len(self.prefix) :]
+                if token not in self.waiting or tries != publish.tries:
+                    continue  # answered, or tried again since
+                if now >= publish.deadline:
+                    del self.waiting[token]
+                    self._fail(publish, self.last_error or "no answer")
+                    continue
+                self.retries += 1
+                self._outbox.append(publish)
+                self._wake.set()
+
+    def _fail(self, publish: Publish, reason: str) -> None:
+        self.errors += 1
+        self.waiting.pop(publish.reply[len(self.prefix) :], None)
+        self._failed(publish, reason)
+
+    async def _answer(self, msg: Any) -> None:
+        token = msg.subject[len(self.prefix) :]
+        publish = self.waiting.get(token)
+        if publish is None:
+            return  # a late answer to a try already answered (or given up)
+        if msg.headers and msg.headers.get("Status") == "503":
+            self.last_error = "no JetStream responders (stream without a leader?)"
+            self._again(publish, ERROR_PAUSE)
+            return
+        seq = _sequence(msg.data)
+        if seq is None:
+            self.last_error = f"JetStream answered {msg.data[:200]!r}"
+            self._again(publish, ERROR_PAUSE)
+            return
+        del self.waiting[token]
+        self._acked(publish, seq)
+
+    @property
+    def in_flight(self) -> int:
+        return len(self.waiting)
+
+
+def _sequence(data: bytes) -> int | None:
+    """The stream sequence of a publish ack; None for an error answer."""
+    try:
+        seq = orjson.loads(data)["seq"]
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return None
+    return seq if type(seq) is int else None

@@ -1,0 +1,192 @@
+"""Executor hosts in cluster mode for the tests (and whoever measures them).
+
+A :class:`Host` is a whole ``python -m skns`` (supervisor, router, shards) with
+only the executor enabled and ``[cluster]`` pointing at a throwaway NATS
+cluster, in a directory of its own (state, control socket, record logs), on a
+free port: several of them on one machine are several hosts. :meth:`Host.kill`
+is a kill -9 of the whole host (the supervisor is frozen first, so its children
+die by SIGKILL too, not by the SIGTERM it would send them).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import orjson
+from websockets.sync.client import ClientConnection, connect
+
+from helpers import Service, wait_for
+from skns.cluster.natscluster import NatsCluster
+from skns.executor.handlers import read_records
+from skns.messenger.pgcluster import free_ports
+
+LEASE_TTL = 3.0
+
+
+def tables(
+    root: Path,
+    nats: NatsCluster,
+    name: str,
+    port: int,
+    cluster: dict[str, Any],
+    others: dict[str, dict[str, Any]],
+    executor: Any,
+) -> dict[str, dict[str, Any]]:
+    return {
+        "service": {
+            "state_dir": str(root / "state"),
+            "control_socket": str(root / "run" / "control.sock"),
+            "log_level": "info",
+        },
+        "executor": {
+            "enabled": True,
+            "listen": f"127.0.0.1:{port}",
+            "shards": 2,
+            "handler": "skns.executor.handlers:record",
+            "duration": 0.0,
+            **executor,
+        },
+        "cluster": {
+            "nats": nats.urls,
+            "name": name,
+            "replicas": 3,
+            "partitions": 16,
+            "lease_ttl": LEASE_TTL,
+            "publish_timeout": 3.0,
+            **cluster,
+        },
+        **{
+            table: {"enabled": False, **others.get(table, {})}
+            for table in ("metrics", "relay", "messenger", "tasks")
+        },
+    }
+
+
+class Host:
+    def __init__(
+        self,
+        root: Path,
+        nats: NatsCluster,
+        name: str,
+        cluster: dict[str, Any] | None = None,
+        others: dict[str, dict[str, Any]] | None = None,
+        **executor: Any,
+    ) -> None:
+        root.mkdir(parents=True, exist_ok=True)
+        self.root = root
+        self.name = name
+        self.port = free_ports(1)[0]
+        self.url = f"ws://127.0.0.1:{self.port}/"
+        env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC")}
+        self.service = Service(
+            root, tables(root, nats, name, self.port, cluster or {}, others or {}, executor), env
+        )
+
+    # -- life ---------------------------------------------------------------------------
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        """Until the service runs and /health says this host runs its share."""
+        self.service.wait_ready(timeout)
+        wait_for(lambda: self.health()[0] == 200, timeout, f"host {self.name} healthy")
+
+    @property
+    def alive(self) -> bool:
+        return self.service.proc.poll() is None
+
+    def kill(self) -> None:
+        """kill -9 of the whole host: supervisor and children."""
+        pids = [c["pid"] for c in self.service.children() if c["pid"]]
+        os.kill(self.service.pid, signal.SIGSTOP)
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        os.kill(self.service.pid, signal.SIGKILL)
+        self.service.proc.wait()
+        self.service.stop()  # closes the log
+
+    def stop(self) -> None:
+        if self.alive:
+            self.service.stop(timeout=60)
+
+    # -- looking at it ------------------------------------------------------------------
+
+    def connect(self) -> ClientConnection:
+        return connect(self.url, compression=None, max_size=None, open_timeout=10)
+
+    def health(self) -> tuple[int, dict[str, Any]]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=5) as r:
+                return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read())
+        except OSError as exc:
+            return 0, {"error": str(exc)}
+
+    def stats(self, role: str) -> list[dict[str, Any]]:
+        """The stats of this host's children of ``role`` (executor-router, executor-shard)."""
+        return [c["stats"] or {} for c in self.service.children(role)]
+
+    def owned(self) -> set[int]:
+        """The partitions this host's shards run now."""
+        return {int(p) for s in self.stats("executor-shard") for p in s.get("partitions", {})}
+
+    def records(self) -> list[list[Any]]:
+        return read_records(self.root / "state" / "executor")
+
+
+def all_records(hosts: Iterable[Host]) -> list[list[Any]]:
+    """Every record line of these hosts, in the order they were written (by time)."""
+    lines = [line for host in hosts for line in host.records()]
+    return sorted(lines, key=lambda line: line[3])
+
+
+def send_pipelined(
+    ws: ClientConnection, events: list[dict[str, Any]], batch: int = 500
+) -> dict[int, Any]:
+    """Send every batch, then read their acks (the router's back-pressure holds the rest);
+    acked seq -> account."""
+    chunks = [events[i : i + batch] for i in range(0, len(events), batch)]
+    for chunk in chunks:
+        ws.send(orjson.dumps(chunk))
+    acked: dict[int, Any] = {}
+    for chunk in chunks:
+        answer = orjson.loads(ws.recv(timeout=60))
+        assert "ack" in answer, answer
+        acked.update(zip(answer["ack"], (e["account_id"] for e in chunk), strict=True))
+    return acked
+
+
+def send_batches(
+    ws: ClientConnection, events: list[dict[str, Any]], batch: int = 100
+) -> dict[int, Any]:
+    """Send events in batches, waiting for each ack; acked seq -> account."""
+    acked: dict[int, Any] = {}
+    for i in range(0, len(events), batch):
+        chunk = events[i : i + batch]
+        ws.send(orjson.dumps(chunk))
+        answer = orjson.loads(ws.recv(timeout=30))
+        assert "ack" in answer, answer
+        acked.update(zip(answer["ack"], (e["account_id"] for e in chunk), strict=True))
+    return acked
+
+
+def wait_all_ran(hosts: Iterable[Host], seqs: Iterable[int], timeout: float) -> list[list[Any]]:
+    hosts, wanted = list(hosts), set(seqs)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        runs = all_records(hosts)
+        if wanted <= {line[0] for line in runs}:
+            return runs
+        time.sleep(0.1)
+    runs = all_records(hosts)
+    missing = sorted(wanted - {line[0] for line in runs})
+    raise AssertionError(f"{len(missing)} acked events never ran, e.g. {missing[:10]}")

@@ -1,0 +1,140 @@
+"""The executor in cluster mode: two skns hosts (whole services, own state dirs and ports)
+on a real 3-node JetStream cluster with replicas = 3, sharing 16 partitions."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from helpers import metrics_table, wait_for
+from skns.cluster.natscluster import NatsCluster
+from skns.executor.checker import verify
+
+from .exec_hosts import Host, all_records, send_batches, wait_all_ran
+
+PARTITIONS = 16
+
+
+@pytest.fixture(scope="module")
+def hosts(
+    nats_cluster: NatsCluster, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Host, Host]]:
+    tmp = tmp_path_factory.mktemp("exec")
+    a = Host(tmp / "a", nats_cluster, "a")
+    b = Host(tmp / "b", nats_cluster, "b")
+    try:
+        a.wait_ready()
+        b.wait_ready()
+        yield a, b
+    finally:
+        a.stop()
+        b.stop()
+
+
+def balanced(hosts: list[Host]) -> bool:
+    owned = [h.owned() for h in hosts]
+    sizes = [len(o) for o in owned]
+    union = set().union(*owned)
+    return sum(sizes) == PARTITIONS and len(union) == PARTITIONS and max(sizes) - min(sizes) <= 1
+
+
+def in_range(runs: list[list[Any]], acked: dict[int, Any]) -> list[list[Any]]:
+    """The runs of this test's events (seqs are stream sequences, shared by the module)."""
+    low, high = min(acked), max(acked)
+    return [r for r in runs if low <= r[0] <= high]
+
+
+def test_events_fed_to_both_hosts_run_once_each_account_in_order(
+    hosts: tuple[Host, Host],
+) -> None:
+    a, b = hosts
+    assert wait_for(lambda: balanced([a, b]), 20, "partitions balanced")
+    rng = random.Random(1)
+    events = [{"account_id": rng.randrange(60), "payload": {"i": i}} for i in range(3000)]
+    with a.connect() as on_a, b.connect() as on_b:
+        acked = send_batches(on_a, events[:1500], batch=100)
+        acked.update(send_batches(on_b, events[1500:], batch=1))
+        # A single event's ack is a number, as on one host.
+        on_a.send(orjson.dumps({"account_id": "x", "payload": None}))
+        single = orjson.loads(on_a.recv(timeout=30))
+    assert type(single["ack"]) is int
+    acked[single["ack"]] = "x"
+    runs = in_range(wait_all_ran([a, b], acked, 60), acked)
+    verdict = verify(acked, runs)
+    assert verdict.ok, verdict.summary()
+    for host in (a, b):
+        code, doc = host.health()
+        assert code == 200, doc
+        router = host.stats("executor-router")[0]
+        assert router["publish_errors"] == 0
+        assert router["hosts"] == ["a", "b"]
+        assert router["partitions_running"] == len(router["partitions"]) == PARTITIONS // 2
+
+
+def test_bad_frames_get_the_error_frames_of_one_host(hosts: tuple[Host, Host]) -> None:
+    a, _ = hosts
+    with a.connect() as ws:
+        ws.send(b"{nope")
+        assert orjson.loads(ws.recv(timeout=10)) == {"error": "not JSON"}
+        ws.send(orjson.dumps([{"account_id": 1}, {"account_id": True}]))
+        answer = orjson.loads(ws.recv(timeout=10))
+        assert answer["index"] == 1 and "account_id" in answer["error"]
+
+
+def test_an_event_id_resent_to_the_other_host_is_stored_once(hosts: tuple[Host, Host]) -> None:
+    a, b = hosts
+    event = {"account_id": "dup", "event_id": f"once-{time.time()}", "payload": 1}
+    with a.connect() as on_a:
+        on_a.send(orjson.dumps(event))
+        first = orjson.loads(on_a.recv(timeout=30))["ack"]
+    # It ran, its partition's commit passed it and the stream was trimmed below it.
+    wait_all_ran([a, b], [first], 30)
+    time.sleep(1.5)
+    with b.connect() as on_b:
+        on_b.send(orjson.dumps(event))
+        again = orjson.loads(on_b.recv(timeout=30))["ack"]
+        on_b.send(orjson.dumps({**event, "account_id": "other"}))  # same id, other account
+        other = orjson.loads(on_b.recv(timeout=30))["ack"]
+    assert again == first
+    assert other != first
+    wait_all_ran([a, b], [other], 30)
+    time.sleep(0.5)
+    assert Counter(r[0] for r in all_records([a, b]))[first] == 1
+
+
+def test_a_second_host_with_a_live_name_refuses_to_start(
+    hosts: tuple[Host, Host], nats_cluster: NatsCluster, tmp_path: Path
+) -> None:
+    a, b = hosts
+    # With the metrics on too, so that the service has something left to run.
+    metrics = metrics_table(tmp_path, enabled=True, listen="127.0.0.1:0", workers=1)
+    twin = Host(tmp_path / "twin", nats_cluster, "a", others={"metrics": metrics})
+    try:
+        # The supervisor contains it: the executor subsystem stops after its router keeps
+        # dying at start, the service stays up, and the log says why.
+        wait_for(
+            lambda: "another host named 'a' is live" in twin.service.log(), 30, "refusal logged"
+        )
+        code, _ = twin.health()
+        assert code != 200
+        assert not twin.owned()
+        wait_for(
+            lambda: (
+                "executor" in twin.service.status()["service"].get("stopped", {})
+                or "cannot run" in twin.service.log()
+            ),
+            30,
+            "executor stopped",
+        )
+        assert twin.alive
+        assert twin.service.status()["service"]["state"] == "running"
+    finally:
+        twin.stop()
+    assert wait_for(lambda: balanced([a, b]), 20, "a and b unaffected")
