@@ -61,7 +61,6 @@ def tables(
             "replicas": 3,
             "partitions": 16,
             "lease_ttl": LEASE_TTL,
-            "publish_timeout": 3.0,
             **cluster,
         },
         **{

@@ -60,7 +60,7 @@ log = logging.getLogger("skns.executor.owner")
 
 PLACE_INTERVAL = 0.5  # seconds between looks at the roster
 COMMIT_INTERVAL = 0.1  # seconds between commits of a partition's progress (when changed)
-TRIM_INTERVAL = 1.0  # seconds between purges of a partition's subject
+TRIM_INTERVAL = 10.0  # most seconds between purges of a busy partition's subject
 PULL_WAIT = 1.0  # seconds a pull request waits for the first event
 FETCH_MAX = 512  # events taken in one pull
 CHECK_IDLE = 5.0  # seconds of idle pulls before asking whether the consumer still exists
@@ -246,7 +246,11 @@ class Partition:
                 self.owner.fence(self)
                 return
             watermark = self.progress.watermark
-            if watermark > self.trimmed and loop.time() - self.trimmed_at >= TRIM_INTERVAL:
+            # Purges are costly for the stream's leader: rare while events flow, soon once
+            # the partition is idle.
+            since = loop.time() - self.trimmed_at
+            idle = self.lag == 0 and self.progress.pending == 0 and since >= COMMIT_INTERVAL * 10
+            if watermark > self.trimmed and (since >= TRIM_INTERVAL or idle):
                 self.trimmed_at = loop.time()
                 await self._trim(watermark)
 
