@@ -13,13 +13,14 @@ module can be ``conftest`` in sys.modules).
 from __future__ import annotations
 
 import os
+import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from helpers import Service, make
+from helpers import Service, TinyFs, make
 
 SUBSYSTEMS = ("metrics", "relay", "executor", "messenger", "tasks")
 
@@ -72,3 +73,24 @@ def start_service(tmp_path: Path) -> Iterator[Callable[..., Service]]:
     for svc in started:
         if svc.proc.poll() is None:
             svc.stop(timeout=30)
+
+
+@pytest.fixture
+def tiny_fs(tmp_path: Path) -> Iterator[Callable[[int], TinyFs]]:
+    """``tiny_fs(size_bytes)`` mounts a tmpfs of that size under tmp_path."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    mounted: list[Path] = []
+
+    def mount(size: int) -> TinyFs:
+        path = tmp_path / f"fs{len(mounted)}"
+        path.mkdir()
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], check=True
+        )
+        mounted.append(path)
+        return TinyFs(path)
+
+    yield mount
+    for path in mounted:
+        subprocess.run(["umount", "-l", str(path)], check=False)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import subprocess
 import sys
@@ -168,3 +169,27 @@ class Service:
                 raise AssertionError(f"service did not stop in {timeout}s:\n{self.log()}") from None
         self._log.close()
         return self.proc.returncode
+
+
+class TinyFs:
+    """A tmpfs of a few KiB, and a filler file that takes up its free space."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.filler = path / ".filler"
+
+    def fill(self) -> None:
+        """Take every free byte (the next write anywhere on it fails with ENOSPC)."""
+        fd = os.open(self.filler, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            for size in (65536, 4096, 256, 16, 1):
+                while True:
+                    try:
+                        os.write(fd, b"\0" * size)
+                    except OSError:
+                        break
+        finally:
+            os.close(fd)
+
+    def free(self) -> None:
+        self.filler.unlink(missing_ok=True)

@@ -1,12 +1,15 @@
 import asyncio
 import os
 import struct
+import time
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 
 import orjson
 import pytest
 
+from helpers import TinyFs
 from skns import jsonexact
 from skns.executor import records
 from skns.executor.journal import QUARANTINE, Journal
@@ -261,3 +264,90 @@ def test_a_write_error_is_reported_and_nothing_acked(tmp_path: Path) -> None:
     error, acks = asyncio.run(main())
     assert isinstance(error, OSError)
     assert acks == []  # the shard must not ack what it could not write
+
+
+async def wait_until(predicate: Callable[[], object], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.02)
+
+
+def big(seq: int) -> Wire:
+    """An event larger than a page: the slack of the segment's last page cannot take it."""
+    return [seq, 1, f"e{seq}", {"pad": "x" * 5000}]
+
+
+def test_a_full_disk_holds_the_acks_back_until_space_is_back(
+    tiny_fs: Callable[[int], TinyFs],
+) -> None:
+    """ENOSPC is not fatal: nothing more is acked, no half record is left in the
+    segment, and once space is back the held events are written and acked."""
+    fs = tiny_fs(64 * 1024)
+    directory = fs.path / "shard"
+
+    async def main() -> tuple[list[int], Journal]:
+        owner = Owner()
+        journal = owner.journal(directory)
+        await journal.open()
+        owner.accept(journal, wire(1))
+        await journal.sync()
+        (segment,) = directory.glob("journal-*.log")
+        fs.fill()
+        size = segment.stat().st_size
+        owner.accept(journal, *(big(seq) for seq in range(2, 10)))  # 40 KB
+        await wait_until(lambda: journal.error == "ENOSPC")
+        await journal.sync()  # returns: the disk is full
+        await asyncio.sleep(0.3)
+        assert owner.acks == [1]
+        assert segment.stat().st_size == size  # a write cut short was cut back
+        assert journal.write_errors >= 1
+        fs.free()
+        await wait_until(lambda: owner.acks[-1] == 9)
+        assert journal.error is None
+        await journal.close()
+        return owner.acks, journal
+
+    asyncio.run(main())
+    replay, journal = asyncio.run(reopen_journal(directory))
+    assert [w[0] for w in replay.unfinished()] == list(range(1, 10))
+    assert journal.damaged == 0
+
+
+def test_a_start_on_a_full_disk_appends_to_the_newest_segment(
+    tiny_fs: Callable[[int], TinyFs],
+) -> None:
+    """The start-up compaction needs room for a copy; without it the journal opens on
+    the segment it has, and every event is still there at the next start."""
+    fs = tiny_fs(64 * 1024)
+    directory = fs.path / "shard"
+
+    async def first() -> None:
+        owner = Owner()
+        journal = owner.journal(directory)
+        await journal.open()
+        owner.accept(journal, *(wire(seq) for seq in range(1, 30)))
+        await journal.sync()
+        await journal.close()
+
+    async def second() -> list[int]:
+        owner = Owner()
+        journal = owner.journal(directory)
+        replay = await journal.open()  # no room for the compacted copy
+        assert [w[0] for w in replay.unfinished()] == list(range(1, 30))
+        owner.pending = {w[0]: w for w in replay.unfinished()}
+        owner.high = replay.high
+        owner.accept(journal, big(30))
+        await wait_until(lambda: journal.error == "ENOSPC")
+        fs.free()
+        await wait_until(lambda: owner.acks and owner.acks[-1] == 30)
+        owner.finish(journal, 1)
+        await journal.close()
+        return owner.acks
+
+    asyncio.run(first())
+    fs.fill()
+    asyncio.run(second())
+    replay, journal = asyncio.run(reopen_journal(directory))
+    assert [w[0] for w in replay.unfinished()] == list(range(2, 31))
+    assert journal.damaged == 0

@@ -15,6 +15,14 @@ high-water seq and the unfinished events (taken from the shard's memory),
 fsyncs it and its directory, and deletes the older segments. A crash in
 between leaves both, and replaying both gives the same result.
 
+A full disk (ENOSPC, EDQUOT) stops nothing: a write cut short is truncated back to
+the last whole record, the data stays in the buffer and is written again every
+:data:`RETRY_INTERVAL` seconds, and nothing more is acked (nor compacted) until it
+is written; ``error`` says why meanwhile. At start, when the compacted segment
+cannot be written, the journal appends to the newest segment instead (the older
+ones stay until a compaction supersedes them). Any other write error ends the
+flusher (:meth:`Journal.failure`): the shard exits and replays when restarted.
+
 Damage: on start every segment is read record by record (see
 :mod:`~skns.executor.records`); a damaged record is skipped, counted
 (``journal_damaged`` in the shard's stats), logged as an error, and its
@@ -27,9 +35,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import shutil
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -45,6 +55,10 @@ log = logging.getLogger("skns.executor.journal")
 SNAPSHOT_CHUNK = 1_000
 # Damaged segments are copied here (under the shard directory) and never deleted.
 QUARANTINE = "quarantine"
+# Write errors that go away once space is freed: written again, not fatal.
+_NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
+# Seconds between two attempts to write the journal while the disk is full.
+RETRY_INTERVAL = 1.0
 
 
 def _segment_name(generation: int) -> str:
@@ -94,6 +108,9 @@ class Journal:
         self.compactions = 0
         self.damaged = 0  # damaged records skipped when this journal was opened
         self.quarantined = 0  # segments kept in the quarantine directory
+        self.error: str | None = None  # why the journal cannot be written now (a full disk)
+        self.error_since: float | None = None  # wall clock
+        self.write_errors = 0
 
     # -- start --------------------------------------------------------------------------
 
@@ -111,7 +128,17 @@ class Journal:
             replay.apply_all(found.records)
         self._generation = _generation(segments[-1]) if segments else 0
         self._old = segments
-        self._start_segment(list(replay.unfinished()), replay.high)
+        try:
+            self._start_segment(list(replay.unfinished()), replay.high)
+        except OSError as exc:
+            if exc.errno not in _NO_SPACE or not segments:
+                raise
+            # No room for the compacted copy: go on appending to the newest segment.
+            log.warning("%s: no room to compact the journal (%s); appending", self.directory, exc)
+            self._fd = os.open(segments[-1], os.O_WRONLY | os.O_APPEND)
+            self._old = segments[:-1]
+            self.segment_bytes = self._base_bytes = os.fstat(self._fd).st_size
+            self._base_count = len(replay.pending)
         self._appended = self.durable = replay.high
         quarantine = self.directory / QUARANTINE
         self.quarantined = len(list(quarantine.iterdir())) if quarantine.is_dir() else 0
@@ -218,20 +245,53 @@ class Journal:
         return data, self._appended
 
     def _write(self, data: bytes) -> None:
-        write_all(self._fd, data)
-        if self._fsync:
-            os.fdatasync(self._fd)
+        """Blocking: append ``data`` durably, or leave the segment as it was and raise."""
+        end = os.fstat(self._fd).st_size
+        try:
+            write_all(self._fd, data)
+            if self._fsync:
+                os.fdatasync(self._fd)
+        except OSError:
+            with contextlib.suppress(OSError):  # no half record stays to be read as damage
+                os.ftruncate(self._fd, end)
+            raise
 
     async def _flush_once(self) -> None:
         data, high = self._take()
         if data:
             self.segment_bytes += len(data)  # counted from now: size must not dip mid-write
-            await asyncio.get_running_loop().run_in_executor(self._pool, self._write, data)
+            try:
+                await asyncio.get_running_loop().run_in_executor(self._pool, self._write, data)
+            except OSError as exc:
+                self.segment_bytes -= len(data)
+                if exc.errno not in _NO_SPACE:
+                    raise
+                self._buf[:0] = data  # first again, for the next attempt
+                self._no_space(exc)
+                self._flushed.set()
+                return
             self.writes += 1
+            if self.error is not None:
+                log.warning("journal %s writable again after %s", self.directory, self.error)
+                self.error = self.error_since = None
         if high > self.durable:
             self.durable = high
             self._on_durable(high)
         self._flushed.set()
+
+    def _no_space(self, exc: OSError) -> None:
+        self.write_errors += 1
+        reason = errno.errorcode.get(exc.errno or 0, str(exc.errno))
+        if self.error != reason:
+            log.error(
+                "journal %s cannot be written (%s): nothing is acked until it can; "
+                "retrying every %g s",
+                self.directory,
+                exc,
+                RETRY_INTERVAL,
+            )
+            self.error = reason
+            self.error_since = time.time()
 
     async def _flush_loop(self) -> None:
         while True:
@@ -242,7 +302,10 @@ class Journal:
             await self._flush_once()
             if self._closing:
                 return
-            if self._worth_compacting():
+            if self.error is not None:
+                await asyncio.sleep(RETRY_INTERVAL)
+                self._wake.set()
+            elif self._worth_compacting():
                 await self.compact()
 
     def _worth_compacting(self) -> bool:
@@ -261,11 +324,14 @@ class Journal:
     async def sync(self) -> None:
         """Until everything appended so far is written and fsynced (and so acked).
 
-        Returns early if the writer has failed (then nothing more is acked).
+        Returns early if the writer has failed or the disk is full (then nothing more is
+        acked).
         """
         target = self._appended
         flusher = self._flusher
         while self.durable < target and flusher is not None and not flusher.done():
+            if self.error is not None:
+                return
             self._flushed.clear()
             self._wake.set()
             flushed = asyncio.create_task(self._flushed.wait())
@@ -280,8 +346,7 @@ class Journal:
         for i in range(0, len(unfinished), SNAPSHOT_CHUNK):
             body = jsonexact.dumps(unfinished[i : i + SNAPSHOT_CHUNK])
             data += records.record(records.ACCEPTED, body)
-        self._generation += 1
-        path = self.directory / _segment_name(self._generation)
+        path = self.directory / _segment_name(self._generation + 1)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o600)
         try:
             write_all(fd, bytes(data))
@@ -289,7 +354,10 @@ class Journal:
             fsync_dir(self.directory)
         except BaseException:
             os.close(fd)
+            with contextlib.suppress(OSError):  # a part of a snapshot is not a segment
+                path.unlink()
             raise
+        self._generation += 1
         if self._fd >= 0:
             os.close(self._fd)
             self._old.append(self.directory / _segment_name(self._generation - 1))
@@ -304,7 +372,15 @@ class Journal:
         """Rewrite the journal as the unfinished events only (called by the flusher)."""
         unfinished, high = self._snapshot()
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._pool, self._start_segment, unfinished, high)
+        try:
+            await loop.run_in_executor(self._pool, self._start_segment, unfinished, high)
+        except OSError as exc:
+            if exc.errno not in _NO_SPACE:
+                raise
+            # The current segment goes on; tried again once it has doubled.
+            log.warning("journal %s: no room to compact (%s)", self.directory, exc)
+            self._base_bytes = self.segment_bytes
+            return
         self.compactions += 1
         log.debug("journal compacted to %d unfinished events", len(unfinished))
 

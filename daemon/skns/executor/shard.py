@@ -268,6 +268,8 @@ class Shard:
             "compactions": self.journal.compactions if self.journal is not None else 0,
             "journal_damaged": self.journal.damaged if self.journal is not None else 0,
             "journal_quarantined": self.journal.quarantined if self.journal is not None else 0,
+            "journal_error": self.journal.error if self.journal is not None else None,
+            "journal_write_errors": self.journal.write_errors if self.journal is not None else 0,
         }
 
 
