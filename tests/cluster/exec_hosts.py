@@ -14,6 +14,7 @@ import contextlib
 import json
 import os
 import signal
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -22,12 +23,13 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
 from helpers import Service, wait_for
 from skns.cluster.natscluster import NatsCluster
 from skns.executor.handlers import read_records
-from skns.messenger.pgcluster import free_ports
+from skns.ports import free_port
 
 LEASE_TTL = 3.0
 
@@ -83,12 +85,19 @@ class Host:
         root.mkdir(parents=True, exist_ok=True)
         self.root = root
         self.name = name
-        self.port = free_ports(1)[0]
+        self.port = free_port()
         self.url = f"ws://127.0.0.1:{self.port}/"
+        self.tables = tables(root, nats, name, self.port, cluster or {}, others or {}, executor)
+        self.service = self._start()
+
+    def _start(self) -> Service:
         env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC")}
-        self.service = Service(
-            root, tables(root, nats, name, self.port, cluster or {}, others or {}, executor), env
-        )
+        return Service(self.root, self.tables, env)
+
+    def restart(self) -> None:
+        """Start the host again after a kill or stop: same name, state dir (instance) and port."""
+        assert not self.alive
+        self.service = self._start()
 
     # -- life ---------------------------------------------------------------------------
 
@@ -176,6 +185,43 @@ def send_batches(
         assert "ack" in answer, answer
         acked.update(zip(answer["ack"], (e["account_id"] for e in chunk), strict=True))
     return acked
+
+
+class Feeder(threading.Thread):
+    """A client sending ``events`` to ``host`` in frames, each after the previous one's answer;
+    keeps what was acked, counts error frames, and ends quietly if the host goes away."""
+
+    def __init__(self, host: Host, events: list[dict[str, Any]], batch: int = 50) -> None:
+        super().__init__(daemon=True)
+        self.host = host
+        self.events = events
+        self.batch = batch
+        self.acked: dict[int, Any] = {}
+        self.errors: list[dict[str, Any]] = []
+        self.cut = False  # the connection went away mid-run
+
+    def run(self) -> None:
+        try:
+            with self.host.connect() as ws:
+                for i in range(0, len(self.events), self.batch):
+                    chunk = self.events[i : i + self.batch]
+                    ws.send(orjson.dumps(chunk))
+                    answer = orjson.loads(ws.recv(timeout=60))
+                    if "ack" in answer:
+                        accounts = (e["account_id"] for e in chunk)
+                        self.acked.update(zip(answer["ack"], accounts, strict=True))
+                    else:
+                        self.errors.append(answer)
+        except (ConnectionClosed, OSError, TimeoutError):
+            self.cut = True
+
+
+def feed(hosts: list[Host], events: list[dict[str, Any]], batch: int = 50) -> list[Feeder]:
+    """Start one feeder per host, the events split evenly between them."""
+    feeders = [Feeder(h, events[i :: len(hosts)], batch) for i, h in enumerate(hosts)]
+    for feeder in feeders:
+        feeder.start()
+    return feeders
 
 
 def wait_all_ran(hosts: Iterable[Host], seqs: Iterable[int], timeout: float) -> list[list[Any]]:
