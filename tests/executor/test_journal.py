@@ -351,3 +351,31 @@ def test_a_start_on_a_full_disk_appends_to_the_newest_segment(
     replay, journal = asyncio.run(reopen_journal(directory))
     assert [w[0] for w in replay.unfinished()] == list(range(2, 31))
     assert journal.damaged == 0
+
+
+def test_a_journal_that_filled_the_disk_itself_compacts_its_way_out(
+    tiny_fs: Callable[[int], TinyFs],
+) -> None:
+    """Finished events fill the disk (the size limit not reached): the first write that
+    fails compacts the journal down to its unfinished events, and the held ones go out."""
+    fs = tiny_fs(128 * 1024)
+    directory = fs.path / "shard"
+
+    async def main() -> Journal:
+        owner = Owner()
+        journal = owner.journal(directory, compact_bytes=1 << 30)
+        await journal.open()
+        seq = 0
+        while journal.error is None:
+            seq += 1
+            owner.accept(journal, big(seq))
+            owner.finish(journal, seq)
+            await journal.sync()
+        await wait_until(lambda: journal.error is None and owner.acks[-1] == seq)
+        assert journal.compactions == 1
+        await journal.close()
+        return journal
+
+    asyncio.run(main())
+    replay, journal = asyncio.run(reopen_journal(directory))
+    assert journal.damaged == 0

@@ -18,7 +18,8 @@ between leaves both, and replaying both gives the same result.
 A full disk (ENOSPC, EDQUOT) stops nothing: a write cut short is truncated back to
 the last whole record, the data stays in the buffer and is written again every
 :data:`RETRY_INTERVAL` seconds, and nothing more is acked (nor compacted) until it
-is written; ``error`` says why meanwhile. At start, when the compacted segment
+is written; ``error`` says why meanwhile. A compaction is tried (once per growth of
+the segment): the journal's own finished events may be what fills the disk. At start, when the compacted segment
 cannot be written, the journal appends to the newest segment instead (the older
 ones stay until a compaction supersedes them). Any other write error ends the
 flusher (:meth:`Journal.failure`): the shard exits and replays when restarted.
@@ -303,6 +304,10 @@ class Journal:
             if self._closing:
                 return
             if self.error is not None:
+                # What fills the disk may be this journal's own finished events: a
+                # compaction (tried once per growth of the segment) may free the room.
+                if self.segment_bytes > self._base_bytes:
+                    await self.compact()
                 await asyncio.sleep(RETRY_INTERVAL)
                 self._wake.set()
             elif self._worth_compacting():
