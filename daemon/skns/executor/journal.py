@@ -17,12 +17,13 @@ between leaves both, and replaying both gives the same result.
 
 A full disk (ENOSPC, EDQUOT) stops nothing: a write cut short is truncated back to
 the last whole record, the data stays in the buffer and is written again every
-:data:`RETRY_INTERVAL` seconds, and nothing more is acked (nor compacted) until it
-is written; ``error`` says why meanwhile. A compaction is tried (once per growth of
-the segment): the journal's own finished events may be what fills the disk. At start, when the compacted segment
-cannot be written, the journal appends to the newest segment instead (the older
-ones stay until a compaction supersedes them). Any other write error ends the
-flusher (:meth:`Journal.failure`): the shard exits and replays when restarted.
+:data:`RETRY_INTERVAL` seconds, and nothing more is acked until it is written;
+``error`` says why meanwhile. A compaction is tried (once per growth of the
+segment): the journal's own finished events may be what fills the disk. At start,
+when the compacted segment cannot be written, the journal appends to the newest
+segment instead (the older ones stay until a compaction supersedes them). Any
+other write error ends the flusher (:meth:`Journal.failure`): the shard exits and
+replays when restarted.
 
 Damage: on start every segment is read record by record (see
 :mod:`~skns.executor.records`); a damaged record is skipped, counted
