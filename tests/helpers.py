@@ -19,15 +19,27 @@ T = TypeVar("T")
 REPO = Path(__file__).resolve().parents[1]
 
 
-def wait_for(predicate: Callable[[], T], timeout: float = 20.0, what: str = "condition") -> T:
-    """Poll ``predicate`` until it returns something true; return that."""
+def wait_for(
+    poll: Callable[[], T],
+    timeout: float = 20.0,
+    what: str = "condition",
+    until: Callable[[T], object] = bool,
+    interval: float = 0.02,
+    show: Callable[[T], str] = repr,
+) -> T:
+    """Call ``poll`` until ``until`` holds for what it returned (by default: until it returns
+    something true); return that value. On timeout the error shows the last value seen, as
+    ``show`` renders it (a value polled once more after the deadline counts)."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
+    while True:
+        value = poll()
+        if until(value):
             return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        if time.monotonic() > deadline:
+            raise AssertionError(
+                f"timed out after {timeout}s waiting for {what}; last seen: {show(value)}"
+            )
+        time.sleep(interval)
 
 
 def make(target: str, destdir: Path, *options: str) -> str:

@@ -16,6 +16,8 @@ from pathlib import Path
 from nspawn import Container
 from unitctl import CONFIG, OUTPUT, UNIT, Unit, base_lines, repeated_windows
 
+from helpers import wait_for
+
 DROP_IN = f"/etc/systemd/system/{UNIT}.d/test.conf"
 LOADGEN = "/src/tests/systemd/loadgen.py"
 
@@ -103,10 +105,7 @@ def test_reload_applies_a_change_in_place_and_refuses_a_bad_file(running: Unit) 
         machine.write(CONFIG, tasks_off)
         running.systemctl("reload", UNIT)
         roles = lambda: {c["role"] for c in running.status()["children"]}  # noqa: E731
-        deadline = time.monotonic() + 20
-        while "tasks" in roles() and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert "tasks" not in roles()
+        wait_for(roles, 20, "the tasks server gone", until=lambda r: "tasks" not in r, interval=0.2)
         assert f"reloading {CONFIG}" in running.journal(since=since)
         # ExecReload= checks the file first: a broken one fails the reload, the service runs on.
         machine.write(CONFIG, good + "\n[metrics\n")

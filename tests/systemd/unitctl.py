@@ -14,6 +14,8 @@ from typing import Any
 
 from nspawn import Container
 
+from helpers import wait_for
+
 UNIT = "skns-metrics.service"
 CONFIG = "/etc/skns/config.toml"
 OUTPUT = "/var/lib/skns/metrics.jsonl"
@@ -97,17 +99,15 @@ class Unit:
     def wait(
         self, predicate: Callable[[dict[str, str]], bool], what: str, timeout: float = 30.0
     ) -> dict[str, str]:
-        deadline = time.monotonic() + timeout
-        while True:
-            props = self.show()
-            if predicate(props):
-                return props
-            if time.monotonic() > deadline:
-                raise AssertionError(
-                    f"{UNIT}: timed out after {timeout}s waiting for {what}: {props}\n"
-                    + self.journal(lines=30)
-                )
-            time.sleep(0.1)
+        """The unit's properties once predicate(properties) holds (the journal's tail if not)."""
+        return wait_for(
+            self.show,
+            timeout,
+            f"{UNIT} {what}",
+            until=predicate,
+            interval=0.1,
+            show=lambda props: f"{props}\n{self.journal(lines=30)}",
+        )
 
     def wait_running(self, not_pid: int = 0, timeout: float = 30.0) -> dict[str, str]:
         """Active, running (READY=1 was received) under a main pid other than not_pid."""
@@ -156,14 +156,14 @@ class Unit:
         self, predicate: Callable[[list[dict[str, Any]]], Any], what: str, timeout: float = 15.0
     ) -> list[dict[str, Any]]:
         """metrics.jsonl once predicate(lines) holds."""
-        deadline = time.monotonic() + timeout
-        while True:
-            lines = self.lines()
-            if predicate(lines):
-                return lines
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out waiting for {what} in {OUTPUT}: {lines[-6:]}")
-            time.sleep(0.2)
+        return wait_for(
+            self.lines,
+            timeout,
+            f"{what} in {OUTPUT}",
+            until=predicate,
+            interval=0.2,
+            show=lambda lines: repr(lines[-6:]),
+        )
 
     def lines(self) -> list[dict[str, Any]]:
         """metrics.jsonl, parsed (a missing file is no lines)."""
