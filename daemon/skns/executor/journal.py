@@ -375,8 +375,13 @@ class Journal:
         self._old = []
 
     async def compact(self) -> None:
-        """Rewrite the journal as the unfinished events only (called by the flusher)."""
+        """Rewrite the journal as the unfinished events only (called by the flusher).
+
+        Only those already written: the others are in the buffer, written next (on a
+        full disk, what could not be written is no smaller in a snapshot)."""
         unfinished, high = self._snapshot()
+        durable = self.durable
+        unfinished = [w for w in unfinished if w[0] <= durable]
         loop = asyncio.get_running_loop()
         try:
             await loop.run_in_executor(self._pool, self._start_segment, unfinished, high)
