@@ -18,12 +18,12 @@ between leaves both, and replaying both gives the same result.
 A full disk (ENOSPC, EDQUOT) stops nothing: a write cut short is truncated back to
 the last whole record, the data stays in the buffer and is written again every
 :data:`RETRY_INTERVAL` seconds, and nothing more is acked until it is written;
-``error`` says why meanwhile. A compaction is tried (once per growth of the
-segment): the journal's own finished events may be what fills the disk. At start,
-when the compacted segment cannot be written, the journal appends to the newest
-segment instead (the older ones stay until a compaction supersedes them). Any
-other write error ends the flusher (:meth:`Journal.failure`): the shard exits and
-replays when restarted.
+``error`` says why meanwhile. A compaction is tried (at once, then every
+:data:`COMPACT_RETRY_INTERVAL` seconds): the journal's own finished events may be
+what fills the disk. At start, when the compacted segment cannot be written, the
+journal appends to the newest segment instead (the older ones stay until a
+compaction supersedes them). Any other write error ends the flusher
+(:meth:`Journal.failure`): the shard exits and replays when restarted.
 
 Damage: on start every segment is read record by record (see
 :mod:`~skns.executor.records`); a damaged record is skipped, counted
@@ -61,6 +61,8 @@ QUARANTINE = "quarantine"
 _NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
 # Seconds between two attempts to write the journal while the disk is full.
 RETRY_INTERVAL = 1.0
+# Seconds between two compactions tried while the disk is full (each writes a snapshot).
+COMPACT_RETRY_INTERVAL = 10.0
 
 
 def _segment_name(generation: int) -> str:
@@ -113,6 +115,7 @@ class Journal:
         self.error: str | None = None  # why the journal cannot be written now (a full disk)
         self.error_since: float | None = None  # wall clock
         self.write_errors = 0
+        self._compact_retry_at = 0.0  # monotonic: no compaction on a full disk before then
 
     # -- start --------------------------------------------------------------------------
 
@@ -306,8 +309,10 @@ class Journal:
                 return
             if self.error is not None:
                 # What fills the disk may be this journal's own finished events: a
-                # compaction (tried once per growth of the segment) may free the room.
-                if self.segment_bytes > self._base_bytes:
+                # compaction may free the room.
+                now = time.monotonic()
+                if now >= self._compact_retry_at:
+                    self._compact_retry_at = now + COMPACT_RETRY_INTERVAL
                     await self.compact()
                 await asyncio.sleep(RETRY_INTERVAL)
                 self._wake.set()
@@ -388,7 +393,8 @@ class Journal:
         except OSError as exc:
             if exc.errno not in _NO_SPACE:
                 raise
-            # The current segment goes on; tried again once it has doubled.
+            # The current segment goes on; tried again once it has doubled (while the
+            # disk stays full: every COMPACT_RETRY_INTERVAL).
             log.warning("journal %s: no room to compact (%s)", self.directory, exc)
             self._base_bytes = self.segment_bytes
             return
