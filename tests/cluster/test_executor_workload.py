@@ -3,17 +3,14 @@ accounts with a 1 s handler, half sent to each of two hosts (own NATS cluster)."
 
 from __future__ import annotations
 
-import random
-import threading
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
 from skns.cluster.natscluster import NatsCluster
 from skns.executor.checker import verify
 
-from .exec_hosts import Host, send_pipelined, wait_all_ran
+from .exec_hosts import Host, send_at_once, statement_workload, wait_all_ran
 
 EVENTS = 10_000
 ACCOUNTS = 1_000
@@ -31,27 +28,12 @@ def test_the_statement_workload_split_over_two_hosts(
         for host in hosts:
             host.wait_ready()
         a, b = hosts
-        rng = random.Random(7)
-        accounts = [rng.randrange(ACCOUNTS) for _ in range(EVENTS)]
-        bound = max(Counter(accounts).values()) * 1.0
-        events = [{"account_id": x, "event_id": i, "payload": {}} for i, x in enumerate(accounts)]
+        events, bound = statement_workload(EVENTS, ACCOUNTS)
+        accounts = [e["account_id"] for e in events]
         half = EVENTS // 2
-        acked: dict[int, Any] = {}
         started = time.time()
-
-        def feed(host: Host, part: list[dict[str, Any]]) -> None:
-            with host.connect() as ws:
-                acked.update(send_pipelined(ws, part, batch=BATCH))
-
         # Two clients at once, one per host.
-        feeders = [
-            threading.Thread(target=feed, args=(a, events[:half])),
-            threading.Thread(target=feed, args=(b, events[half:])),
-        ]
-        for feeder in feeders:
-            feeder.start()
-        for feeder in feeders:
-            feeder.join(60)
+        acked = send_at_once([(a, events[:half]), (b, events[half:])], batch=BATCH)
         sent = time.time() - started
         assert len(acked) == EVENTS
         runs = wait_all_ran(hosts, acked, bound * 2 + 30)

@@ -21,6 +21,11 @@ shares this machine's cores: two "hosts" here cannot compute faster than one):
      to A, half to B) as fast as acks come back: acks per second (a job is acked
      once JetStream holds it, replicated), and jobs completed per second.
 
+- ``executor``: whole executor hosts (``python -m skns``) in cluster mode beside a
+  single host (:mod:`skns.cluster.execbench`): CPU per event with a zero-cost handler,
+  the statement's workload split over two hosts against its lower bound, failover
+  after a host's kill -9, and the partitions' balance.
+
 Progress goes to stderr as it is measured; the table, at the end, to stdout.
 """
 
@@ -42,6 +47,7 @@ from websockets.asyncio.client import connect
 
 from ..ctl import table
 from ..tasks.local import LocalServer, local_settings
+from . import execbench
 from .jsbench import Row, ms, progress, ratio
 from .jsbench import rows as jetstream_rows
 from .natscluster import NatsCluster, find_server
@@ -102,7 +108,7 @@ async def _flood(urls: list[str], clients: int, jobs: int) -> tuple[float, float
     return total / (max(acked_at) - started), total / (ended - started)
 
 
-PHASES = ("jetstream", "tasks")
+PHASES = ("jetstream", "tasks", "executor")
 
 
 def _task_rows(urls: dict[str, str], trips: int, jobs: int, clients: int) -> list[Row]:
@@ -157,6 +163,10 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--jobs", type=int, default=4000, help="jobs of the submit-rate phase")
     parser.add_argument("--clients", type=int, default=8, help="connections of that phase")
     parser.add_argument("--replicas", type=int, default=3, choices=(1, 3))
+    parser.add_argument("--events", type=int, default=20000, help="events of the CPU phase")
+    parser.add_argument("--kills", type=int, default=5, help="hosts killed -9, one by one")
+    parser.add_argument("--partitions", type=int, default=64, help="executor partitions")
+    parser.add_argument("--lease-ttl", type=float, default=3.0, help="executor lease life, s")
     args = parser.parse_args(argv)
     phases = [p for p in args.only.split(",") if p]
     unknown = set(phases) - set(PHASES)
@@ -175,6 +185,11 @@ def main(argv: list[str]) -> int:
             rows += jetstream_rows(nc, args.messages, args.window, args.kv_rounds)
         if "tasks" in phases:
             rows += _tasks(nc, Path(tmp), args.replicas, args)
+        if "executor" in phases:
+            plan = execbench.Settings(
+                args.events, args.kills, args.partitions, args.replicas, args.lease_ttl
+            )
+            rows += execbench.rows(nc, Path(tmp), plan)
     print(
         f"cluster bench: 3 NATS nodes, hosts a and b, one Python client, all on this "
         f"machine's {psutil.cpu_count()} cores (load average {os.getloadavg()[0]:.1f}): "
