@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+from skns import jsonexact
 from skns.tasks import keep
 from skns.tasks.store import DONE, FAILED, QUEUED, RUNNING, Store, Task
 
@@ -37,8 +38,7 @@ def test_outcomes_and_jobs_round_trip_and_expired_ones_are_dropped(tmp_path):
     assert not path.with_suffix(".tmp").exists()
 
     # Taken up at wall time 1020: "old" expired at 150 + 860 = 1010; "done" lasts to 1050.
-    kept = {k.id: k for k in keep.load(path, now=1020.0)}
-    assert not path.exists()  # read once
+    kept = {k.id: k for k in keep.load([path], now=1020.0)}
     assert sorted(kept) == ["done", "queued", "running"]
     assert kept["done"].finished and kept["done"].expires == 1050.0
     assert kept["done"].frame == b'{"type":"success","task_id":"done","result":120}'
@@ -49,12 +49,17 @@ def test_outcomes_and_jobs_round_trip_and_expired_ones_are_dropped(tmp_path):
 
 def test_a_missing_file_is_nothing_and_bad_lines_are_skipped(tmp_path, caplog):
     path = tmp_path / keep.FILE
-    assert keep.load(path, now=0.0) == []
-    path.write_bytes(b'{"id":"a","number":3,"queue":"soft","state":"queued"}\nnot json\n{"id":1}\n')
-    with caplog.at_level(logging.ERROR):
-        kept = keep.load(path, now=0.0)
+    assert keep.load([path], now=0.0) == []
+    path.write_bytes(
+        b'{"id":"a","number":3,"queue":"soft","state":"queued"}\nnot json\n{"id":1}\n'
+        b'{"id":"b","number":3,"queue":"medium","state":"queued"}\n'
+        # A journal killed in mid-write: the torn last line.
+        b'{"id":"c","number":3,"queue":"so'
+    )
+    with caplog.at_level(logging.WARNING):
+        kept = keep.load([path], now=0.0)
     assert [k.id for k in kept] == ["a"]
-    assert "2 unreadable line(s) skipped" in caplog.text
+    assert "4 unreadable line(s) skipped" in caplog.text
 
 
 def test_an_outcome_taken_up_keeps_its_remaining_ttl():
@@ -67,3 +72,49 @@ def test_an_outcome_taken_up_keeps_its_remaining_ttl():
     assert store.get("t") is task
     clock.now += 2.0
     assert store.get("t") is None
+
+
+def row(task_id: str, state: str = QUEUED, **more: object) -> bytes:
+    fields = {"id": task_id, "number": 7, "queue": "soft", "state": state, **more}
+    return jsonexact.dumps(fields) + b"\n"
+
+
+def test_later_rows_replace_earlier_ones_and_the_order_is_kept(tmp_path):
+    journal, saved = tmp_path / "journal.jsonl", tmp_path / keep.FILE
+    journal.write_bytes(
+        row("j1")
+        + row("j2")
+        + row("late", DONE, frame='{"late":1}', expires=50.0)
+        + row("j3")
+        + row("early", DONE, frame='{"early":1}', expires=40.0)
+        + row("big")
+        + row("j2", DONE, frame='{"j2":1}', expires=45.0)  # j2's outcome replaces its job
+        + row("big", DONE, expires=60.0)  # too big to write: computed again
+        + row("gone", DONE, expires=5.0)
+    )
+    # The clean-stop file was written after the journal: its rows win.
+    saved.write_bytes(row("j3", DONE, frame='{"j3":1}', expires=55.0))
+    kept = keep.load([journal, saved], now=10.0)
+    # Jobs to run (and results to compute again) in the order first written, then
+    # outcomes oldest first; "gone" expired.
+    assert [k.id for k in kept] == ["j1", "big", "early", "j2", "late", "j3"]
+    big = kept[1]
+    assert big.finished and big.recompute and big.frame == b""
+    assert [k.frame for k in kept[2:]] == [b'{"early":1}', b'{"j2":1}', b'{"late":1}', b'{"j3":1}']
+    assert not any(k.recompute for k in kept[2:])
+    assert journal.exists() and saved.exists()  # the server removes them, once it may
+
+
+def test_a_row_leaves_a_big_frame_out_but_keeps_its_expiry():
+    task = Task("t", 20_000, "soft", [])
+    store = Store(ttl=10.0, max_bytes=1 << 20, clock=lambda: 100.0)
+    store.add(task)
+    store.finish(task, DONE, b'{"type":"success"}')
+    assert jsonexact.loads(keep.row(task, 1000.0, frame=False)) == {
+        "id": "t",
+        "number": 20_000,
+        "queue": "soft",
+        "state": DONE,
+        "expires": 1110.0,
+    }
+    assert jsonexact.loads(keep.row(task, 1000.0))["frame"] == '{"type":"success"}'

@@ -1,18 +1,21 @@
-"""Task results and unfinished jobs across a restart of the task server.
+"""Task results and unfinished jobs across a restart of the task server: the row format.
 
-At stop the server writes every task it holds to ``state_dir/tasks/tasks.jsonl``:
-finished ones with their final frame and the wall-clock time it expires, queued
-and running ones with their number (a job cut short by the stop runs again from
-the start: jobs are pure functions of their number). At start it reads the file
-once (and removes it, so that a crash later cannot replay it twice), forgets
-what expired meanwhile and takes the rest up: outcomes fetchable by id until
-their original expiry, jobs queued again. The store's memory cap applies as it
-does to new results.
+A task is one JSON object per line: ``id``, ``number``, ``queue`` and ``state``;
+a finished one adds ``expires`` (wall-clock epoch seconds) and ``frame``, its final
+frame, or no ``frame`` when it was too big to write: jobs are pure functions of
+their number, so such a result is computed again (:attr:`Kept.recompute`).
 
-One JSON object per line, written with :func:`skns.files.write_atomic`: a
-stop cut short leaves the previous file or none, never half of one. A kill -9 of
-the task server loses what it held (as the metrics memfd would not: results can
-be hundreds of megabytes, written once, at stop).
+Two files use these rows. At a clean stop the server writes every task it holds to
+``state_dir/tasks/tasks.jsonl`` with :func:`save` (:func:`skns.files.write_atomic`:
+a stop cut short leaves the previous file or none, never half of one), frames
+whole. While it runs, the journal (:mod:`skns.tasks.journal`) appends a row per
+accepted job and per outcome, so that a kill -9 loses nothing acknowledged. At
+start :func:`load` reads both: a later row of an id replaces an earlier one (the
+outcome its job's row, the clean-stop file the journal it was written after),
+expired outcomes are forgotten, and the rest is taken up: outcomes fetchable by id
+until their original expiry, jobs queued again in their original order (a job cut
+short runs again from the start). The store's memory cap applies as it does to
+new results.
 """
 
 from __future__ import annotations
@@ -22,8 +25,10 @@ import logging
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from .. import jsonexact
+import orjson
+
 from ..files import write_atomic
+from .protocol import QUEUES
 from .store import QUEUED, RUNNING, Task
 
 log = logging.getLogger("skns.tasks.keep")
@@ -46,58 +51,84 @@ class Kept:
     def finished(self) -> bool:
         return self.state not in (QUEUED, RUNNING)
 
+    @property
+    def recompute(self) -> bool:
+        """Finished, but its result was too big to keep: it runs again."""
+        return self.finished and not self.frame
+
+
+def row(task: Task, wall_offset: float, frame: bool = True) -> bytes:
+    """One line for ``task``; ``wall_offset`` turns the store's clock into epoch seconds.
+    ``frame=False`` leaves a finished task's frame out: it is computed again if needed."""
+    fields: dict[str, object] = {
+        "id": task.id,
+        "number": task.number,
+        "queue": task.queue,
+        "state": task.state,
+    }
+    if task.finished:
+        fields["expires"] = task.expires + wall_offset
+        if frame:
+            fields["frame"] = task.frame.decode()
+    # Plain orjson, not jsonexact: every number here fits 64 bits (max_number < 2**64), and
+    # the journal writes a row per job and per outcome.
+    return orjson.dumps(fields, option=orjson.OPT_APPEND_NEWLINE)
+
 
 def save(path: Path, tasks: Iterable[Task], wall_offset: float) -> int:
-    """Write ``tasks``; ``wall_offset`` turns the store's clock into epoch seconds.
-    Returns how many were written."""
+    """Write ``tasks`` (see :func:`row`). Returns how many were written."""
     written = 0
 
     def lines() -> Iterator[bytes]:
         nonlocal written
         for task in tasks:
-            row: dict[str, object] = {
-                "id": task.id,
-                "number": task.number,
-                "queue": task.queue,
-                "state": task.state,
-            }
-            if task.finished:
-                row["frame"] = task.frame.decode()
-                row["expires"] = task.expires + wall_offset
             written += 1
-            yield jsonexact.dumps(row) + b"\n"
+            yield row(task, wall_offset)
 
     write_atomic(path, lines())
     return written
 
 
-def load(path: Path, now: float) -> list[Kept]:
-    """The tasks saved at ``path`` that have not expired by ``now`` (epoch seconds), and
-    remove the file. Unreadable lines are logged and skipped."""
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        return []
-    finally:
-        path.unlink(missing_ok=True)
-    kept: list[Kept] = []
-    bad = 0
-    for raw in data.splitlines():
+def load(paths: Iterable[Path], now: float) -> list[Kept]:
+    """The tasks saved in ``paths`` (missing ones are nothing), read in that order, a later
+    row of an id replacing an earlier one, without those expired by ``now`` (epoch
+    seconds): unfinished ones (and results to compute again) in the order they were first
+    written, then outcomes by expiry, oldest first. Unreadable lines (a torn last line of a
+    journal killed mid-write) are logged and skipped."""
+    tasks: dict[str, Kept] = {}
+    for path in paths:
         try:
-            row = jsonexact.loads(raw)
-            task = Kept(
-                str(row["id"]),
-                int(row["number"]),
-                str(row["queue"]),
-                str(row["state"]),
-                str(row.get("frame", "")).encode(),
-                float(row.get("expires", 0.0)),
-            )
-        except (ValueError, KeyError, TypeError):
-            bad += 1
+            data = path.read_bytes()
+        except FileNotFoundError:
             continue
-        if not task.finished or task.expires > now:
-            kept.append(task)
-    if bad:
-        log.error("%s: %d unreadable line(s) skipped", path, bad)
-    return kept
+        bad = 0
+        for raw in data.splitlines():
+            try:
+                task = _parse(raw)
+            except (ValueError, KeyError, TypeError):
+                bad += 1
+                continue
+            tasks[task.id] = task
+        if bad:
+            log.warning("%s: %d unreadable line(s) skipped", path, bad)
+    live = [t for t in tasks.values() if not t.finished or t.expires > now]
+    return [t for t in live if not t.finished or t.recompute] + sorted(
+        (t for t in live if t.finished and not t.recompute), key=lambda t: t.expires
+    )
+
+
+def _parse(raw: bytes) -> Kept:
+    fields = orjson.loads(raw)
+    if fields["queue"] not in QUEUES:
+        raise ValueError(f"no queue {fields['queue']!r}")
+    number = fields["number"]
+    if type(number) is not int:  # orjson reads an integer past 64 bits as a float
+        raise ValueError(f"number {number!r} is not an integer")
+    return Kept(
+        str(fields["id"]),
+        number,
+        str(fields["queue"]),
+        str(fields["state"]),
+        str(fields.get("frame", "")).encode(),
+        float(fields.get("expires", 0.0)),
+    )

@@ -44,6 +44,8 @@ from websockets.http11 import Request, Response
 from ..listeners import serve_args
 from ..wsflow import PacedServerConnection
 from . import keep, protocol
+from .journal import FILE as JOURNAL_FILE
+from .journal import Journal
 from .pool import FinishFn, Pool
 from .settings import TasksSettings
 from .store import Store, Task
@@ -144,9 +146,11 @@ class TaskServer:
         self.settings = settings
         self.cluster_settings = cluster if cluster is not None and cluster.enabled else None
         self.cluster: ClusterTasks | None = None  # set once connected, in cluster mode
-        # Where results and unfinished jobs wait across a restart (None: not kept). Not in
-        # cluster mode: there JetStream keeps the jobs and the outcomes.
+        # Where results and unfinished jobs wait across a restart (None: not kept), and
+        # the journal that keeps them across a crash. Not in cluster mode: there
+        # JetStream keeps the jobs and the outcomes.
         self.keep_path = keep_path if self.cluster_settings is None else None
+        self.journal: Journal | None = None
         self.ready = ready  # called once the server listens and both pools have workers
         self.listener = listener  # the supervisor's socket on settings.listen; None: bind it
         self.store = Store(settings.result_ttl, settings.store_max_bytes)
@@ -179,7 +183,14 @@ class TaskServer:
             for pool in self.pools.values():
                 pool.start()
             if self.keep_path is not None:
-                self._take_up(keep.load(self.keep_path, time.time()))
+                journal_path = self.keep_path.with_name(JOURNAL_FILE)
+                # After a crash the journal; after a clean stop the file written then (and
+                # the journal, if the stop was cut short before removing it).
+                self._take_up(keep.load((journal_path, self.keep_path), time.time()))
+                self.journal = Journal(
+                    journal_path, s.journal_compact_bytes, self.store.tasks, self.keep_path
+                )
+                self.journal.start()
             if cluster is not None:
                 if not await cluster.start(stop):
                     return  # stopped before NATS could be reached
@@ -213,8 +224,12 @@ class TaskServer:
                 await cluster.close()
             for pool in self.pools.values():
                 pool.close()
-            if self.keep_path is not None:
-                self._keep(self.keep_path)
+            if self.journal is not None:
+                self.journal.close()
+            # A crash before the journal is removed replays it next time with the saved
+            # file read last: the same tasks, taken up once.
+            if self.keep_path is not None and self._keep(self.keep_path) and self.journal:
+                self.journal.remove()
 
     def _take_up(self, kept: list[keep.Kept]) -> None:
         """Outcomes and jobs saved by the previous run: fetchable by id as before."""
@@ -222,24 +237,30 @@ class TaskServer:
         for k in kept:
             task = Task(k.id, k.number, k.queue, [])
             self.store.add(task)
-            if k.finished:
+            if k.finished and not k.recompute:
                 self.store.finish(task, k.state, k.frame, ttl=k.expires - now)
             else:
                 self.pools[k.queue].submit(task)
         if kept:
             log.info(
-                "took up %d task(s) from before the restart (%d to run)",
+                "took up %d task(s) from before the restart (%d to run, %d results recomputed)",
                 len(kept),
-                sum(not k.finished for k in kept),
+                sum(not k.finished or k.recompute for k in kept),
+                sum(k.recompute for k in kept),
             )
 
-    def _keep(self, path: Path) -> None:
+    def _keep(self, path: Path) -> bool:
         try:
             n = keep.save(path, self.store.tasks(), time.time() - time.monotonic())
         except OSError as exc:
-            log.error("cannot keep the tasks in %s (%s): a restart loses them", path, exc)
-        else:
-            log.info("kept %d task(s) in %s for the next start", n, path)
+            log.error(
+                "cannot keep the tasks in %s (%s): the next start takes up the journal",
+                path,
+                exc,
+            )
+            return False
+        log.info("kept %d task(s) in %s for the next start", n, path)
+        return True
 
     async def _sweep(self) -> None:
         while True:
@@ -302,6 +323,14 @@ class TaskServer:
                 ), None
             task_id = str(uuid.uuid4())
             task = Task(task_id, request.number, request.queue, [outbox])
+            # Written before it is acknowledged, or refused: nothing acked is lost to a crash.
+            if self.journal is not None and not self.journal.accept(task):
+                self.refused[protocol.SERVER_BUSY] += 1
+                return protocol.error_frame(
+                    protocol.SERVER_BUSY,
+                    detail=f"the task journal cannot be written ({self.journal.error}), so a "
+                    "job accepted now could be lost; try again later",
+                ), None
             outbox.expect()
             self.store.add(task)
             self.submitted += 1
@@ -328,6 +357,8 @@ class TaskServer:
     def _finished(self, task: Task, state: str, frame: bytes) -> None:
         watchers = task.watchers
         self.store.finish(task, state, frame)
+        if self.journal is not None:
+            self.journal.finished(task)
         for outbox in watchers:
             outbox.push(frame)
 
@@ -373,6 +404,7 @@ class TaskServer:
             **{queue: pool.stats() for queue, pool in self.pools.items()},
             "store": self.store.stats(),
             **({"cluster": self.cluster.stats()} if self.cluster is not None else {}),
+            **({"journal": self.journal.stats()} if self.journal is not None else {}),
         }
 
 

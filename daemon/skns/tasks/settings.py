@@ -41,6 +41,10 @@ class TasksSettings(Section):
     max_pending_per_connection: int = 256
     # Largest request frame accepted; larger ones close the connection (code 1009).
     max_request_bytes: int = 65536
+    # Single host: the journal (state_dir/tasks/journal.jsonl) that keeps accepted jobs and
+    # their outcomes across a crash is rewritten with its live entries only once it has
+    # grown past this many bytes (and past twice the size of its last rewrite).
+    journal_compact_bytes: int = 64 * 1024 * 1024
 
     def validate(self) -> None:
         self.require(self.soft_max >= 0, "soft_max", "must be >= 0")
@@ -63,6 +67,7 @@ class TasksSettings(Section):
             "must be within 1..1000000",
         )
         self.require(self.max_request_bytes >= 256, "max_request_bytes", "must be >= 256")
+        self.require(self.journal_compact_bytes >= 1, "journal_compact_bytes", "must be >= 1")
 
     def workers(self, queue: str) -> int:
         """Worker processes of ``queue`` ("soft" or "hard"), with 0 resolved to the CPU count."""
