@@ -28,15 +28,19 @@ import statistics
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import psutil
 from websockets.asyncio.client import ClientConnection, connect
 
+from ..child import ChildContext, enter
 from ..config import Settings
+from ..shm import SlotTable
 from .baseline import run_baseline
 from .local import LocalServer, local_settings
+from .server import TaskServer
+from .service import children
 
 HARD_LIMIT = 0.5  # seconds, for the overshoot phase
 LONG_JOB = 300_000  # its factorial takes well over HARD_LIMIT (about 2 s here)
@@ -227,6 +231,18 @@ async def measure_enforcement(
     return result
 
 
+def _without_journal(settings: Settings) -> int:
+    """The task server child as the supervisor runs it, but with no journal (nor a file
+    kept at stop): what the journal costs is the difference."""
+
+    def run(ctx: ChildContext) -> None:
+        server = TaskServer(ctx.settings.tasks, ready=ctx.ready, listener=ctx.listener)
+        ctx.serve(server.main, server.stats)
+
+    (spec,) = children(settings)
+    return enter(replace(spec, target=run), settings, SlotTable(1).slots[0])
+
+
 Servers = dict[str, LocalServer]
 Results = dict[str, tuple[Throughput, Enforcement]]
 
@@ -328,7 +344,8 @@ def report(
         f"tasks: factorials of 1..{args.max_soft} from {args.clients} concurrent clients, "
         f"{args.duration:g} s each in {args.rounds} alternating rounds; timeouts: {LONG_JOB}! "
         f"against a {HARD_LIMIT:g} s hard limit, {args.samples} samples; "
-        f"{len(os.sched_getaffinity(0))} CPUs, load average {os.getloadavg()[0]:.1f}",
+        f"{len(os.sched_getaffinity(0))} CPUs, load average {os.getloadavg()[0]:.1f}"
+        + ("; skns WITHOUT its crash journal" if args.no_journal else ""),
         "",
         "| measure | skns pool | baseline (ProcessPoolExecutor + wait_for) | skns better by |",
         "|---|---:|---:|---:|",
@@ -375,6 +392,12 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--samples", type=int, default=5, help="timed-out jobs per server")
     parser.add_argument("--max-soft", type=int, default=1000, help="largest number submitted")
     parser.add_argument("--no-baseline", action="store_true", help="measure skns only")
+    parser.add_argument(
+        "--no-journal",
+        action="store_true",
+        help="run skns without its crash journal (to measure what the journal costs: "
+        "compare with a run without this flag)",
+    )
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="skns-bench-tasks-") as tmp:
         # One hard worker, so a job left running past its limit holds up the queue
@@ -384,7 +407,12 @@ def main(argv: list[str]) -> int:
                 Path(tmp), soft_max=args.max_soft, hard_limit=HARD_LIMIT, hard_workers=1
             )
 
-        servers: Servers = {"skns": LocalServer(settings())}
+        ours = settings()
+        servers: Servers = {
+            "skns": LocalServer(ours, target=(lambda: _without_journal(ours)))
+            if args.no_journal
+            else LocalServer(ours)
+        }
         if not args.no_baseline:
             baseline = settings()
             servers["baseline"] = LocalServer(baseline, target=lambda: run_baseline(baseline.tasks))
