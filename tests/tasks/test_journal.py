@@ -43,7 +43,7 @@ def test_a_job_is_written_before_accept_returns_outcomes_once_per_iteration(tmp_
     async def scenario() -> None:
         store = Store(ttl=100.0, max_bytes=1 << 30)
         j = journal.Journal(path, compact_bytes=1 << 30, live=store.tasks)
-        j.start()
+        await j.start()
         assert path.read_bytes() == b""
         small, big = Task("small", 5, "soft", []), Task("big", BIG, "soft", [])
         for task in (small, big):
@@ -71,6 +71,34 @@ def test_a_job_is_written_before_accept_returns_outcomes_once_per_iteration(tmp_
     asyncio.run(scenario())
 
 
+def test_outcomes_stored_while_the_first_rewrite_runs_are_appended_after_it(tmp_path):
+    path = tmp_path / journal.FILE
+
+    async def scenario() -> None:
+        store = Store(ttl=100.0, max_bytes=1 << 30)
+        tasks = [Task(f"t{n}", n, "soft", []) for n in range(2000)]  # taken up: to run
+        for task in tasks:
+            store.add(task)
+        j = journal.Journal(path, compact_bytes=1 << 30, live=store.tasks)
+        starting = asyncio.create_task(j.start())  # writes in a thread
+        tmp = path.with_name(f".{path.name}.tmp")  # skns.files.write_atomic's
+        for _ in range(10_000):  # until the first rows are written, as "queued"
+            if path.exists() or (tmp.exists() and tmp.stat().st_size > 0):
+                break
+            await asyncio.sleep(0.001)
+        for task in tasks[:3]:  # while it writes (or before it is installed)
+            store.finish(task, DONE, b'{"n":%d}' % task.number)
+            j.finished(task)
+        await asyncio.sleep(0)
+        await starting
+        kept = {k.id: k for k in keep.load([path], now=0.0)}
+        assert len(kept) == 2000
+        assert [kept[f"t{n}"].frame for n in range(4)] == [b'{"n":0}', b'{"n":1}', b'{"n":2}', b""]
+        j.close()
+
+    asyncio.run(scenario())
+
+
 def test_compaction_keeps_exactly_the_live_entries(tmp_path):
     path = tmp_path / journal.FILE
     saved = tmp_path / keep.FILE
@@ -80,7 +108,7 @@ def test_compaction_keeps_exactly_the_live_entries(tmp_path):
         store = Store(ttl=100.0, max_bytes=1 << 30)
         # compact_bytes 1: the journal is rewritten at the end of every iteration it grew in.
         j = journal.Journal(path, compact_bytes=1, live=store.tasks, supersedes=saved)
-        j.start()
+        await j.start()
         assert not saved.exists()
         tasks = {name: Task(name, 5, "soft", []) for name in ("queued", "running", "done", "big")}
         tasks["expired"] = Task("expired", 6, "hard", [])
@@ -121,7 +149,7 @@ def test_the_rewrite_waits_until_the_journal_doubles(tmp_path):
         for n in range(50):  # taken up from before: about 3 KB of live rows
             store.add(Task(f"live-{n}", n, "soft", []))
         j = journal.Journal(path, compact_bytes=100, live=store.tasks)
-        j.start()
+        await j.start()
         live_size = path.stat().st_size
         n = 0
         while path.stat().st_size < 2 * live_size - 100:  # growing, short of twice: no rewrite

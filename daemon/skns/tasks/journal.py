@@ -80,16 +80,32 @@ class Journal:
         self._flush_soon = False
         self._compact_soon = False
         self._retry_at = 0.0
+        self._starting = False  # start() is writing the first rewrite
         self._compact_at = compact_bytes
         self.size = 0  # bytes in the file
         self.error: str | None = None  # why the last write failed; None while writable
         self.write_errors = 0
         self.compactions = 0
 
-    def start(self) -> None:
+    async def start(self) -> None:
         """Write what the server holds (taken up from before) as the journal, and open it
-        for appending. On failure the server runs, refusing jobs until a rewrite works."""
-        self._compact()
+        for appending. On failure the server runs, refusing jobs until a rewrite works.
+
+        The rows are written in a thread, so that the loop goes on (heartbeats: a journal
+        of hundreds of megabytes takes seconds). Outcomes stored meanwhile may be read
+        half-updated there: their rows, buffered, are appended after it and replace them."""
+        self._starting = True
+        try:
+            rewritten = await asyncio.to_thread(self._rewrite, self._live())
+        except OSError as exc:
+            self._rows.clear()  # the next rewrite writes them from the store
+            self._rewrite_failed(exc)
+            return
+        finally:
+            self._starting = False
+        self._install(*rewritten)
+        if self._rows:
+            self._flush()
 
     def accept(self, task: Task) -> bool:
         """Write the row of ``task``, a job about to be acknowledged: True once written,
@@ -101,7 +117,7 @@ class Journal:
 
     def finished(self, task: Task) -> None:
         """``task`` has its outcome: its row goes out at the end of this loop iteration."""
-        if self._fd is None:
+        if self._fd is None and not self._starting:
             return  # the next rewrite writes it from the store
         self._rows.append(_row(task, _wall_offset()))
         if not self._flush_soon:
@@ -132,7 +148,7 @@ class Journal:
 
     def _flush_later(self) -> None:
         self._flush_soon = False
-        if self._rows:
+        if self._rows and not self._starting:  # else start() writes them once it has a file
             self._flush()
 
     def _flush(self) -> bool:
@@ -185,28 +201,39 @@ class Journal:
         if self._rows and self._fd is not None:
             self._flush()  # kept in the old file should the rewrite fail
         self._rows.clear()  # otherwise the store holds their state: written below
+        try:
+            rewritten = self._rewrite(self._live())
+        except OSError as exc:
+            self._rewrite_failed(exc)
+            return False
+        self._install(*rewritten)
+        return True
+
+    def _rewrite(self, tasks: list[Task]) -> tuple[int, int]:
+        """Write ``tasks`` as the journal (atomically); its new fd and size. Raises OSError."""
         written = 0
 
         def lines() -> Iterator[bytes]:
             nonlocal written
             offset = _wall_offset()
-            for task in self._live():
+            for task in tasks:
                 line = _row(task, offset)
                 written += len(line)
                 yield line
 
-        try:
-            write_atomic(self.path, lines())
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
-        except OSError as exc:
-            self._compact_soon = False
-            if self._fd is None:
-                self._retry_at = time.monotonic() + _RETRY_INTERVAL
-                self._refusing(exc)
-            else:  # the old file is still whole and open: go on appending to it
-                log.warning("cannot rewrite %s (%s); appending on", self.path, exc)
-                self._compact_at = self.size + self.compact_bytes
-            return False
+        write_atomic(self.path, lines())
+        return os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC), written
+
+    def _rewrite_failed(self, exc: OSError) -> None:
+        self._compact_soon = False
+        if self._fd is None:
+            self._retry_at = time.monotonic() + _RETRY_INTERVAL
+            self._refusing(exc)
+        else:  # the old file is still whole and open: go on appending to it
+            log.warning("cannot rewrite %s (%s); appending on", self.path, exc)
+            self._compact_at = self.size + self.compact_bytes
+
+    def _install(self, fd: int, written: int) -> None:
         if self._fd is not None:
             os.close(self._fd)
         self._fd = fd
@@ -218,4 +245,3 @@ class Journal:
         if self._supersedes is not None:
             self._supersedes.unlink(missing_ok=True)
             self._supersedes = None
-        return True

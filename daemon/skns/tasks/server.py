@@ -186,11 +186,14 @@ class TaskServer:
                 journal_path = self.keep_path.with_name(JOURNAL_FILE)
                 # After a crash the journal; after a clean stop the file written then (and
                 # the journal, if the stop was cut short before removing it).
-                self._take_up(keep.load((journal_path, self.keep_path), time.time()))
+                # Both in a thread: the loop beats on while a big journal is read and written.
+                self._take_up(
+                    await asyncio.to_thread(keep.load, (journal_path, self.keep_path), time.time())
+                )
                 self.journal = Journal(
                     journal_path, s.journal_compact_bytes, self.store.tasks, self.keep_path
                 )
-                self.journal.start()
+                await self.journal.start()
             if cluster is not None:
                 if not await cluster.start(stop):
                     return  # stopped before NATS could be reached
