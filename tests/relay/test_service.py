@@ -5,13 +5,13 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
-import time
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 
+from helpers import wait_for
 from skns import config
 from skns.child import enter
 from skns.relay.service import children
@@ -30,15 +30,6 @@ def test_no_child_when_disabled(tmp_path: Path) -> None:
 def test_one_relay_child_when_enabled(tmp_path: Path) -> None:
     (spec,) = children(settings_for(tmp_path, enabled=True))
     assert (spec.subsystem, spec.role, spec.index, spec.name) == ("relay", "relay", 0, "relay 0")
-
-
-def wait_for(predicate: Any, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError("timed out")
 
 
 def test_forked_child_relays_publishes_stats_and_stops_on_sigterm(tmp_path, start_sim) -> None:
@@ -66,7 +57,7 @@ def test_forked_child_relays_publishes_stats_and_stops_on_sigterm(tmp_path, star
             blob = slot.read()
             return orjson.loads(blob) if blob else None
 
-        wait_for(lambda: (published() or {}).get("sent") == 3000)
+        wait_for(lambda: (published() or {}).get("sent") == 3000, what="3000 sent")
         stats = published()
         assert stats is not None
         assert stats["received"] == 3000 and stats["buffered"] == 0
@@ -95,7 +86,7 @@ def test_through_the_supervisor_status_shows_the_relay(start_service, start_sim)
         (row,) = svc.children("relay")
         return row["stats"] or {}
 
-    wait_for(lambda: relay_stats().get("sent") == 2000)
+    wait_for(lambda: relay_stats().get("sent") == 2000, what="2000 sent")
     shown = svc.ctl("status")
     assert shown.returncode == 0
     assert "relay 0" in shown.stdout and "sent 2000" in shown.stdout
