@@ -216,6 +216,33 @@ def test_the_rewrite_waits_until_the_journal_doubles(tmp_path):
     asyncio.run(scenario())
 
 
+def test_a_journal_that_cannot_be_written_at_start_refuses_until_a_rewrite_works(tiny_fs):
+    fs = tiny_fs(64 * 1024)
+    path = fs.path / "tasks" / journal.FILE
+
+    async def scenario() -> None:
+        store = Store(ttl=100.0, max_bytes=1 << 30)
+        for n in range(100):  # taken up from before
+            store.add(Task(f"old-{n}", n, "soft", []))
+        fs.fill()
+        j = journal.Journal(path, compact_bytes=1 << 30, live=store.tasks)
+        await j.start()
+        assert j.error == "No space left on device" and j.stats()["error"] == j.error
+        assert not j.accept(Task("refused", 1, "soft", []))
+        fs.free()
+        task = Task("new", 2, "soft", [])
+        for _ in range(300):  # a rewrite is tried at most once a second, when a job comes
+            if j.accept(task):
+                break
+            await asyncio.sleep(0.01)
+        assert j.error is None
+        store.add(task)
+        assert {k.id for k in keep.load([path], now=0.0)} == {t.id for t in store.tasks()}
+        j.close()
+
+    asyncio.run(scenario())
+
+
 # -- kill -9 of the real server ----------------------------------------------------------
 
 
