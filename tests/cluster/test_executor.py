@@ -17,32 +17,15 @@ from helpers import metrics_table, wait_for
 from skns.cluster.natscluster import NatsCluster
 from skns.executor.checker import verify
 
-from .exec_hosts import Host, all_records, send_batches, wait_all_ran
-
-PARTITIONS = 16
+from .exec_hosts import PARTITIONS, Host, all_records, balanced, running, send_batches, wait_all_ran
 
 
 @pytest.fixture(scope="module")
 def hosts(
     nats_cluster: NatsCluster, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[Host, Host]]:
-    tmp = tmp_path_factory.mktemp("exec")
-    a = Host(tmp / "a", nats_cluster, "a")
-    b = Host(tmp / "b", nats_cluster, "b")
-    try:
-        a.wait_ready()
-        b.wait_ready()
+    with running(nats_cluster, tmp_path_factory.mktemp("exec"), "ab") as (a, b):
         yield a, b
-    finally:
-        a.stop()
-        b.stop()
-
-
-def balanced(hosts: list[Host]) -> bool:
-    owned = [h.owned() for h in hosts]
-    sizes = [len(o) for o in owned]
-    union = set().union(*owned)
-    return sum(sizes) == PARTITIONS and len(union) == PARTITIONS and max(sizes) - min(sizes) <= 1
 
 
 def in_range(runs: list[list[Any]], acked: dict[int, Any]) -> list[list[Any]]:
@@ -76,6 +59,19 @@ def test_events_fed_to_both_hosts_run_once_each_account_in_order(
         assert router["publish_errors"] == 0
         assert router["hosts"] == ["a", "b"]
         assert router["partitions_running"] == len(router["partitions"]) == PARTITIONS // 2
+        shards = host.stats("executor-shard")
+        assert sorted(p for s in shards for p in s["partitions"]) == sorted(host.owned())
+        assert [s["lease_losses"] for s in shards] == [0, 0]
+        wait_for(
+            lambda h=host: all(s["lag_total"] == 0 for s in h.stats("executor-shard")),
+            10,
+            "no lag",
+        )
+    # skns-ctl status shows them: connected servers, partitions and who runs them, lag.
+    text = a.service.ctl("status").stdout
+    assert "executor-router 0: " in text and "cluster.servers [127.0.0.1:" in text
+    assert "publish_retries 0" in text and "partitions_running 8" in text
+    assert "executor-shard 0: " in text and "lag." in text and "lease_losses 0" in text
 
 
 def test_bad_frames_get_the_error_frames_of_one_host(hosts: tuple[Host, Host]) -> None:

@@ -151,14 +151,20 @@ class ClusterRouter(Ingest):
         if stop.is_set():
             return None
         tasks = await self.publisher.start()
-        return [*tasks, asyncio.create_task(self._keep())]
+        return [*tasks, asyncio.create_task(self._beat()), asyncio.create_task(self._follow())]
 
-    async def _keep(self) -> None:
-        """Renew the heartbeat; follow the live hosts and who holds this host's share."""
-        assert self.heartbeat is not None and self.buckets is not None
-        name = self.cluster.host_name
+    async def _beat(self) -> None:
+        """Renew the heartbeat, on its own (twice as often as needed: a renewal may be slow)."""
+        assert self.heartbeat is not None
         while True:
             await self.heartbeat.beat()
+            await asyncio.sleep(self.cluster.lease_ttl / 6)
+
+    async def _follow(self) -> None:
+        """Follow the live hosts and who holds this host's share."""
+        assert self.buckets is not None
+        name = self.cluster.host_name
+        while True:
             try:
                 self.hosts = await jetstream.live_hosts(self.conn)
                 mine = host_partitions(self.cluster.partitions, self.hosts, name)

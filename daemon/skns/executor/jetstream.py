@@ -4,7 +4,7 @@
   (each partition's owner purges its subject below the committed watermark),
   a duplicate window of :data:`DUPLICATE_WINDOW` seconds for client event ids.
 * Bucket ``skns_exec_hosts``: one key per live host (its name), the value its
-  instance id; written every ``lease_ttl / 3`` s by the host's router, expiring
+  instance id; written every ``lease_ttl / 6`` s by the host's router, expiring
   ``lease_ttl`` s after its last write, so a dead host drops out on its own.
 * Bucket ``skns_exec_leases``: key ``p<partition>``, the lease of its owner
   (:class:`skns.cluster.lease.Lease`; value ``<host>/<shard>/<pid>``).

@@ -8,7 +8,7 @@ should not any more.
 
 Per partition it holds (:class:`Partition`):
 
-* the lease, renewed every ``lease_ttl / 3`` s; once it is not certain to hold
+* the lease, renewed every ``lease_ttl / 6`` s; once it is not certain to hold
   it (``Lease.held``: its life less a margin of ``lease_ttl / 3``) the partition
   stops at once, its runs cancelled and nothing committed (fencing: stopped
   before the lease can expire and another owner start);
@@ -66,6 +66,7 @@ FETCH_MAX = 512  # events taken in one pull
 CHECK_IDLE = 5.0  # seconds of idle pulls before asking whether the consumer still exists
 INACTIVE = 30.0  # seconds before the server drops the consumer of an owner that is gone
 STATUS_LAGS = 128  # partitions whose lag the status shows, the most lagging first
+CONSUMER_TIMEOUT = 2.0  # seconds to make a consumer before trying again
 CLOSE_WAIT = 2.0  # seconds a stopped partition's tasks get to end
 _ERRORS = (APIError, NatsError, TimeoutError)
 
@@ -152,9 +153,11 @@ class Partition:
             mem_storage=True,
             num_replicas=1,
         )
-        return await self.owner.conn.admin.pull_subscribe(
-            self.subject, stream=jetstream.STREAM, config=config
-        )
+        assert self.owner.conn.nc is not None
+        # A short timeout: with a node of the stream's group down, nats-server 2.9 may place
+        # the consumer on that node and never answer; the next try is placed anew.
+        js = self.owner.conn.nc.jetstream(timeout=CONSUMER_TIMEOUT)
+        return await js.pull_subscribe(self.subject, stream=jetstream.STREAM, config=config)
 
     async def _pull(self) -> None:
         owner = self.owner
@@ -168,7 +171,7 @@ class Partition:
                     sub = await self._consumer()
                 except _ERRORS as exc:
                     log.warning("partition %d: cannot make its consumer: %s", self.number, exc)
-                    await asyncio.sleep(PULL_WAIT)
+                    await asyncio.sleep(0.2)
                     continue
                 delivered = 0
                 idle_since = loop.time()
