@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -77,6 +79,32 @@ def test_a_host_joining_mid_run_takes_its_share(
         c.stop()
     # c's graceful stop hands its partitions back at once.
     assert wait_for(lambda: balanced([a, b]), 30, "a and b balanced again")
+
+
+def test_kill_9_of_a_shard_process_its_restart_runs_its_partitions_again(
+    pair: tuple[Host, Host],
+) -> None:
+    a, b = pair
+    assert wait_for(lambda: balanced([a, b]), 30, "a and b balanced")
+    feeders = feed([a, b], events(3000, "shard"))
+    time.sleep(1.0)
+    shard = b.service.children("executor-shard")[0]
+    held = set(shard["stats"]["partitions"])
+    os.kill(shard["pid"], signal.SIGKILL)
+    killed = time.monotonic()
+
+    def back() -> bool:
+        # The lease holders, as b's router reads them: host/shard/pid.
+        holders = b.stats("executor-router")[0]["partitions"]
+        pid = b.service.children("executor-shard")[0]["pid"]
+        return pid != shard["pid"] and all(holders.get(str(p)) == f"b/0/{pid}" for p in held)
+
+    # The supervisor restarts it; it takes its partitions again once their leases expired.
+    wait_for(back, 30, "the restarted shard running its partitions")
+    took = time.monotonic() - killed
+    print(f"shard kill: its {len(held)} partitions ran again {took:.2f} s later")
+    check_run(feeders, [a, b])
+    assert balanced([a, b])
 
 
 def test_kill_9_of_a_host_moves_its_partitions_and_every_acked_event_runs(

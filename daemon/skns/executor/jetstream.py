@@ -67,8 +67,9 @@ def instance_id(directory: Path) -> str:
     path = directory / INSTANCE_FILE
     with contextlib.suppress(FileNotFoundError):
         return path.read_text().strip()
-    tmp = directory / f".{INSTANCE_FILE}.{os.getpid()}"
-    tmp.write_text(uuid.uuid4().hex + "\n")
+    made = uuid.uuid4().hex
+    tmp = directory / f".{INSTANCE_FILE}.{made}"
+    tmp.write_text(made + "\n")
     try:
         os.link(tmp, path)
     except FileExistsError:
