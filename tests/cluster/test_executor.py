@@ -3,6 +3,7 @@ on a real 3-node JetStream cluster with replicas = 3, sharing 16 partitions."""
 
 from __future__ import annotations
 
+import asyncio
 import random
 import time
 from collections import Counter
@@ -10,11 +11,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import nats
 import orjson
 import pytest
+from nats.js.errors import NotFoundError
 
 from helpers import metrics_table, wait_for
 from skns.cluster.natscluster import NatsCluster
+from skns.executor import jetstream
 from skns.executor.checker import verify
 
 from .exec_hosts import PARTITIONS, Host, all_records, balanced, running, send_batches, wait_all_ran
@@ -84,15 +88,34 @@ def test_bad_frames_get_the_error_frames_of_one_host(hosts: tuple[Host, Host]) -
         assert answer["index"] == 1 and "account_id" in answer["error"]
 
 
-def test_an_event_id_resent_to_the_other_host_is_stored_once(hosts: tuple[Host, Host]) -> None:
+def trimmed(nats_cluster: NatsCluster, seq: int) -> bool:
+    """Whether the stream no longer holds sequence ``seq`` (its owner purged it)."""
+
+    async def ask() -> bool:
+        nc = await nats.connect(nats_cluster.urls[0])
+        try:
+            await nc.jetstream().get_msg(jetstream.STREAM, seq)
+        except NotFoundError:
+            return True
+        finally:
+            await nc.close()
+        return False
+
+    return asyncio.run(ask())
+
+
+def test_an_event_id_resent_to_the_other_host_is_stored_once(
+    hosts: tuple[Host, Host], nats_cluster: NatsCluster
+) -> None:
     a, b = hosts
     event = {"account_id": "dup", "event_id": f"once-{time.time()}", "payload": 1}
     with a.connect() as on_a:
         on_a.send(orjson.dumps(event))
         first = orjson.loads(on_a.recv(timeout=30))["ack"]
-    # It ran, its partition's commit passed it and the stream was trimmed below it.
+    # It ran, its partition's commit passed it and the stream was trimmed below it: the
+    # duplicate window outlives the message.
     wait_all_ran([a, b], [first], 30)
-    time.sleep(1.5)
+    wait_for(lambda: trimmed(nats_cluster, first), 30, "the event trimmed from the stream")
     with b.connect() as on_b:
         on_b.send(orjson.dumps(event))
         again = orjson.loads(on_b.recv(timeout=30))["ack"]

@@ -257,7 +257,7 @@ class Partition:
                 self.trimmed_at = loop.time()
                 await self._trim(watermark)
 
-    async def commit(self) -> bool:
+    async def commit(self, tries: int = 2) -> bool:
         """Write the progress; False if another owner has written since (fenced)."""
         data = self.progress.encode()
         kv = self.owner.buckets.progress
@@ -270,8 +270,12 @@ class Partition:
             if not self.lease.held():
                 log.warning("partition %d: another owner committed: stopping it", self.number)
                 return False
-            # Still the lease holder: an earlier commit whose answer timed out landed.
-            return await self._reread()
+            # Still the lease holder: an earlier commit of ours whose answer was lost (timed
+            # out, or cancelled by a handover) landed. Take its revision and write again.
+            self.progress.changed = True
+            if tries > 1 and await self._reread():
+                return await self.commit(tries - 1)
+            return True
         except _ERRORS as exc:
             self.progress.changed = True  # tried again on the next round
             log.debug("partition %d: commit failed: %s", self.number, exc)
@@ -280,12 +284,12 @@ class Partition:
         return True
 
     async def _reread(self) -> bool:
+        """Take the revision of the commit stored now; False if it cannot be read."""
         try:
             entry = await self.owner.buckets.progress.get(self.key)
         except _ERRORS:
-            return True
+            return False
         self.revision = entry.revision
-        self.progress.changed = True
         return True
 
     async def _trim(self, watermark: int) -> None:
