@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import socket
+import struct
 import time
 import urllib.parse
 from collections.abc import Callable
@@ -266,6 +267,34 @@ def test_malformed_requests_are_logged_once_per_reason(
     lines = [line for line in err.splitlines() if line.strip()]
     assert "Traceback" not in err
     assert len(lines) <= 2 * len(junk), "\n".join(lines[:20])
+
+
+def test_a_client_gone_before_its_body_is_counted_not_logged_as_our_error(
+    start_replicas: Callable[..., LocalReplicas], capfd: pytest.CaptureFixture[str]
+) -> None:
+    """A reset or a hang-up in the middle of the body is the client's doing: no
+    traceback per connection (an ERROR with 20 lines each, before), nothing stored."""
+    replicas = start_replicas(replicas=1)
+    (url,) = replicas.urls
+    address = urllib.parse.urlsplit(url)
+    head = (
+        b"POST /messages HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b'Content-Length: 100\r\n\r\n{"sender": "ann", '
+    )
+    for i in range(20):
+        with socket.create_connection((address.hostname, address.port), timeout=10) as sock:
+            sock.sendall(head)
+            time.sleep(0.05)  # the handler is reading the body
+            if i % 2:  # a reset; else a plain close
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    status, answer = post(url, {"sender": "bob", "text": "after"})
+    assert status == 200 and [m["sender"] for m in answer["messages"]] == ["bob"]
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and "Error handling request" not in err, err[-2000:]
+    deadline = time.monotonic() + 10  # stats are published every 0.5 s
+    while orjson.loads(replicas.stats()[0] or b"{}").get("client_gone", 0) < 20:
+        assert time.monotonic() < deadline, replicas.stats()
+        time.sleep(0.05)
 
 
 @pytest.mark.parametrize(

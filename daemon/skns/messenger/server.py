@@ -69,6 +69,7 @@ class Replica:
         self.request_timeout = request_timeout
         self.max_connections = max_connections
         self.refused_connections = 0
+        self.client_gone = 0  # clients that hung up before their body was whole
         self.sender_max = sender_max
         self.text_max = text_max
         self.group: GroupCommit[Post, bytes] = GroupCommit(
@@ -100,6 +101,13 @@ class Replica:
             response = _error(408, f"body not received within {self.request_timeout:g} s")
             response.force_close()
             return self._answer(response)
+        except ConnectionError:
+            # The client hung up (or reset) before its body was whole: nothing was stored
+            # and no one is left to answer. Its fault, not ours: counted, no traceback.
+            self.client_gone += 1
+            response = _error(400, "connection lost before the body arrived")
+            response.force_close()
+            return response
         try:
             post = parse_message(body, self.sender_max, self.text_max)
         except BadMessage as exc:
@@ -149,6 +157,7 @@ class Replica:
             "largest_batch": g.largest_batch,
             "transaction_seconds": round(g.transaction_seconds, 3),
             "refused_connections": self.refused_connections,
+            "client_gone": self.client_gone,
             "database_down": self.store.down,
             "last_unavailable": self.unavailable_reason[:200],
         }
