@@ -180,9 +180,11 @@ class Partition:
                 await asyncio.sleep(0.05)
                 continue
             try:
+                owner.pulls += 1
                 msgs = await sub.fetch(1, timeout=PULL_WAIT)
                 waiting = min(msgs[-1].metadata.num_pending, room - 1, FETCH_MAX)
                 if waiting > 0:
+                    owner.pulls += 1
                     with contextlib.suppress(NatsTimeout, TimeoutError):
                         msgs += await sub.fetch(waiting, timeout=0.2)
             except (NatsTimeout, TimeoutError):
@@ -340,6 +342,7 @@ class Owner:
         self.handovers = 0
         self.lease_losses = 0
         self.commits = 0
+        self.pulls = 0  # pull requests made (two for a burst: the first event, then the rest)
         self.done = 0  # events finished in partitions this shard no longer holds
         self.failed = 0
 
@@ -459,6 +462,7 @@ class Owner:
             "handovers": self.handovers,
             "lease_losses": self.lease_losses,
             "commits": self.commits,
+            "pulls": self.pulls,
         }
 
 

@@ -29,7 +29,7 @@ from ..cluster.connection import Connection
 
 log = logging.getLogger("skns.executor.router")
 
-TRIES = 3  # tries within publish_timeout when a try gets no answer
+TRIES = 2  # tries within publish_timeout when a try gets no answer (a third only added load)
 # Most events sent and not answered yet; the others wait (their publish_timeout counts from
 # their first send): a burst of tens of thousands at once on a loaded cluster only times
 # out, and the retries add to the load.
