@@ -261,6 +261,15 @@ class _JsonErrors(RequestHandler):
         return answer
 
 
+class _Refused(RequestHandler):
+    """A connection turned away by :func:`_bound_connections`: it has nothing to serve."""
+
+    __slots__ = ()
+
+    async def start(self) -> None:
+        return
+
+
 _TOO_MANY = (
     b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
     b"Content-Length: %d\r\nConnection: close\r\n\r\n%s"
@@ -284,6 +293,9 @@ def _bound_connections(server: web.Server | None, replica: Replica) -> None:
             replica.refused_connections += 1
             transport.write(refusal)
             transport.close()
+            # The handler starts its request loop once this returns; unregistered, that
+            # loop would fail an assertion (logged with a traceback per refusal).
+            handler.__class__ = _Refused
             return
         handler.__class__ = _JsonErrors
         admit(handler, transport)
