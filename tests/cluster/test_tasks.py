@@ -191,6 +191,9 @@ def test_both_hosts_pull_jobs_and_status_shows_the_cluster(
 
     wait_for(lambda: sum(pulled()) == 40, what="40 pulled")
     assert min(pulled()) > 0, pulled()  # both hosts ran some
+    # JetStream holds the jobs: no local journal (nor a journal file) in cluster mode.
+    assert "journal" not in a.stats()
+    assert not list(a.settings.service.state_dir.glob("tasks/journal.jsonl"))
     stats = a.stats()["cluster"]
     assert stats["host"] == "a" and stats["connected"] is True
     assert stats["server"].startswith("nats://127.0.0.1:")
