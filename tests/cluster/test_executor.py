@@ -20,6 +20,7 @@ from helpers import metrics_table, wait_for
 from skns.cluster.natscluster import NatsCluster
 from skns.executor import jetstream
 from skns.executor.checker import verify
+from skns.executor.placement import partition_of
 
 from .exec_hosts import PARTITIONS, Host, all_records, balanced, running, send_batches, wait_all_ran
 
@@ -126,6 +127,32 @@ def test_an_event_id_resent_to_the_other_host_is_stored_once(
     wait_all_ran([a, b], [other], 30)
     time.sleep(0.5)
     assert Counter(r[0] for r in all_records([a, b]))[first] == 1
+
+
+def test_a_message_on_a_partition_that_is_no_event_is_skipped_and_counted(
+    hosts: tuple[Host, Host], nats_cluster: NatsCluster
+) -> None:
+    a, b = hosts
+    partition = partition_of("next", PARTITIONS)
+
+    async def publish(data: bytes) -> None:
+        nc = await nats.connect(nats_cluster.urls[0])
+        try:
+            await nc.jetstream().publish(jetstream.subject(partition), data)
+        finally:
+            await nc.close()
+
+    for junk in (b"not json", b"[[1], 2, 3]", b'{"account_id": 1}', b"[1, 2]"):
+        asyncio.run(publish(junk))
+    with a.connect() as ws:
+        ws.send(orjson.dumps({"account_id": "next", "payload": 1}))
+        seq = orjson.loads(ws.recv(timeout=30))["ack"]
+    wait_all_ran([a, b], [seq], 30)
+
+    def skipped() -> int:
+        return sum(s["not_events"] for h in (a, b) for s in h.stats("executor-shard"))
+
+    wait_for(lambda: skipped() == 4, 10, "4 messages skipped")
 
 
 def test_a_second_host_with_a_live_name_refuses_to_start(

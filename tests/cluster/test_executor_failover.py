@@ -167,6 +167,14 @@ def test_a_publish_the_stream_cannot_ack_gets_an_error_frame_never_an_ack(
         nats_cluster.restart(1)
         nats_cluster.restart(2)
         nats_cluster.wait_ready()
-    # The cluster comes back: the hosts take their partitions again and events run.
+    # The cluster comes back: the hosts take their partitions again and events run (the
+    # event stream may elect its leader after the buckets: until then publishes time out).
     assert wait_for(lambda: a.health()[0] == 200 and b.health()[0] == 200, 90, "healthy again")
+
+    def acked_again() -> bool:
+        with a.connect() as ws:
+            ws.send(orjson.dumps({"account_id": "back", "payload": {}}))
+            return "ack" in orjson.loads(ws.recv(timeout=60))
+
+    wait_for(acked_again, 90, "publishes acked again")
     check_run(feed([a, b], events(200, "after")), [a, b])

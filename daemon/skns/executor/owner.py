@@ -216,9 +216,13 @@ class Partition:
             return  # finished before this owner took the partition
         try:
             account, event_id, payload = jsonexact.loads(data)
+            if type(account) not in (int, str):
+                raise TypeError("account_id")
         except (jsonexact.JSONDecodeError, ValueError, TypeError):
+            # Not published by a router (someone else wrote to the subject): skipped.
             log.error("partition %d: sequence %d is not an event, skipped: %r",
                       self.number, seq, data[:200])  # fmt: skip
+            self.owner.not_events += 1
             self.progress.finished(seq)
             return
         self.runner.admit(Event(seq, account, event_id, payload, self.owner.env))
@@ -343,6 +347,7 @@ class Owner:
         self.lease_losses = 0
         self.commits = 0
         self.pulls = 0  # pull requests made (two for a burst: the first event, then the rest)
+        self.not_events = 0  # messages on a partition's subject that are not events
         self.done = 0  # events finished in partitions this shard no longer holds
         self.failed = 0
 
@@ -463,6 +468,7 @@ class Owner:
             "lease_losses": self.lease_losses,
             "commits": self.commits,
             "pulls": self.pulls,
+            "not_events": self.not_events,
         }
 
 
