@@ -24,3 +24,9 @@ def test_an_acked_event_that_never_ran_fails_the_check() -> None:
     verdict, earlier = execbench._checked({10: 1, 11: 2}, [[10, 1, 100, 2.0, 1]], True)
     assert not verdict.ok and verdict.missing == 1 and earlier == 0
     assert execbench._said(verdict, earlier).startswith("FAILED: 2 acked, 1 runs, 1 missing")
+
+
+def test_acked_events_that_never_run_end_in_the_verdict_not_in_a_crash() -> None:
+    runs = execbench._all_ran([], {5: 1}, timeout=0.05)
+    verdict, _ = execbench._checked({5: 1}, runs, exactly_once=True)
+    assert runs == [] and verdict.missing == 1
