@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import statistics
@@ -167,6 +168,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--kills", type=int, default=5, help="hosts killed -9, one by one")
     parser.add_argument("--partitions", type=int, default=64, help="executor partitions")
     parser.add_argument("--lease-ttl", type=float, default=3.0, help="executor lease life, s")
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the hosts' directories (logs) after the run"
+    )
     args = parser.parse_args(argv)
     phases = [p for p in args.only.split(",") if p]
     unknown = set(phases) - set(PHASES)
@@ -176,7 +180,15 @@ def main(argv: list[str]) -> int:
         print("nats-server is not installed (apt-get install nats-server)", file=sys.stderr)
         return 2
     rows: list[Row] = []
-    with tempfile.TemporaryDirectory(prefix="skns-bench-cluster-") as tmp, NatsCluster(3) as nc:
+    prefix = "skns-bench-cluster-"
+    workdir: contextlib.AbstractContextManager[str] = (
+        contextlib.nullcontext(tempfile.mkdtemp(prefix=prefix))
+        if args.keep
+        else tempfile.TemporaryDirectory(prefix=prefix)
+    )
+    with workdir as tmp, NatsCluster(3) as nc:
+        if args.keep:
+            progress(f"the hosts' directories (config, service.log, state) stay in {tmp}")
         progress(
             f"cluster bench: 3 NATS nodes on loopback; the {psutil.cpu_count()} cores of this "
             "machine are shared by the nodes, the hosts and the client"
