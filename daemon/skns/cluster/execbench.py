@@ -36,11 +36,14 @@ from typing import Any
 
 import psutil
 
-from ..executor.checker import verify
+from ..executor.checker import Verdict
 from ..executor.clusterhosts import (
     Feeder,
     Host,
     all_records,
+    balanced,
+    check,
+    running,
     send_at_once,
     statement_workload,
     wait_all_ran,
@@ -52,7 +55,6 @@ from .natscluster import NatsCluster
 
 ACCOUNTS = 1_000
 NOOP = "skns.executor.handlers:noop"
-RECORD = "skns.executor.handlers:record"
 
 
 @dataclasses.dataclass
@@ -157,37 +159,14 @@ def _cpu_run(hosts: list[Host], nats: NatsCluster | None, count: int, seed: int)
     return _Cpu(per_event, count / elapsed, idle, nodes)
 
 
-def _hosts(
-    root: Path, nats: NatsCluster | None, names: list[str], s: Settings, **executor: Any
-) -> list[Host]:
-    hosts = [
-        Host(root / name, nats, name, cluster=s.cluster() if nats else None, **executor)
-        for name in names
-    ]
-    for host in hosts:
-        host.wait_ready()
-    return hosts
-
-
-def _stop(hosts: list[Host]) -> None:
-    for host in hosts:
-        host.stop()
-
-
 def cpu_rows(nats: NatsCluster, root: Path, s: Settings) -> list[Row]:
     progress(f"executor: CPU per event, {s.events:,} events, handler noop, 2 shards a host")
-    single_host = _hosts(root / "cpu-single", None, ["single"], s, handler=NOOP)
-    try:
+    with running(None, root / "cpu-single", "s", handler=NOOP) as single_host:
         single = _cpu_run(single_host, None, s.events, seed=1)
-    finally:
-        _stop(single_host)
     progress(f"  single host: {single}")
-    pair = _hosts(root / "cpu", nats, ["a", "b"], s, handler=NOOP)
-    try:
+    with running(nats, root / "cpu", "ab", cluster=s.cluster(), handler=NOOP) as pair:
         _wait_balanced(pair, s.partitions, 60)
         cluster = _cpu_run(pair, nats, s.events, seed=1)
-    finally:
-        _stop(pair)
     progress(f"  cluster: {cluster}; NATS nodes {cluster.nodes:.1f} µs an event")
     work = cluster.work / single.work if single.work else 0.0
     net = cluster.net / single.net if single.net else 0.0
@@ -206,15 +185,13 @@ def workload_rows(nats: NatsCluster, root: Path, s: Settings) -> list[Row]:
     progress(f"executor: {s.workload:,} events, {ACCOUNTS:,} accounts, 1 s handler, 2 hosts")
     events, bound = statement_workload(s.workload, ACCOUNTS)
     half = len(events) // 2
-    hosts = _hosts(root / "workload", nats, ["a", "b"], s, handler=RECORD, duration=1.0)
-    try:
+    pair = running(nats, root / "workload", "ab", cluster=s.cluster(), duration=1.0)
+    with pair as hosts:
         _wait_balanced(hosts, s.partitions, 60)
         started = time.time()
         acked = send_at_once([(hosts[0], events[:half]), (hosts[1], events[half:])], batch=500)
         runs = _all_ran(hosts, acked, bound * 2 + 60)
-    finally:
-        _stop(hosts)
-    verdict, earlier = _checked(acked, runs, exactly_once=True)
+    verdict, earlier = _checked(acked, runs)
     total = verdict.last - started
     progress(f"  {total:.2f} s for a lower bound of {bound:.0f} s; {_said(verdict, earlier)}")
     share = total / bound
@@ -239,37 +216,31 @@ def _all_ran(hosts: list[Host], acked: dict[int, Any], timeout: float) -> list[l
         return all_records(hosts)
 
 
-def _checked(acked: dict[int, Any], runs: list[list[Any]], exactly_once: bool) -> tuple[Any, int]:
-    """The verdict on this phase's events, and how many runs were of an earlier phase's
-    events (the stream is shared by the phases: a new owner re-runs what its predecessor
-    finished but had not committed when it stopped)."""
+def _checked(acked: dict[int, Any], runs: list[list[Any]]) -> tuple[Verdict, int]:
+    """The cluster verdict (:func:`~skns.executor.clusterhosts.check`: every acked event ran,
+    first runs in order per account) on this phase's events, and how many runs were of an
+    earlier phase's events (the stream is shared by the phases: a new owner runs again what
+    its predecessor finished but had not committed when it stopped)."""
     first = min(acked)
     mine = [run for run in runs if run[0] >= first]
-    return verify(acked, mine, exactly_once=exactly_once), len(runs) - len(mine)
+    return check(acked, mine), len(runs) - len(mine)
 
 
-def _said(verdict: Any, earlier: int) -> str:
-    text = "all ran" + (" once" if verdict.exactly_once else "") + ", in order per account"
+def _said(verdict: Verdict, earlier: int) -> str:
+    text = "all ran, first runs in order per account"
     if not verdict.ok:
         text = verdict.summary().splitlines()[0]
+    elif verdict.duplicates:
+        text += f"; {verdict.duplicates} ran again (at least once)"
     return text + (f"; {earlier} runs of earlier phases' events" if earlier else "")
 
 
-def _spread(hosts: list[Host]) -> tuple[int, list[int]]:
-    """(partitions owned in all, each host's count)."""
-    counts = [len(host.owned()) for host in hosts]
-    return sum(counts), counts
-
-
 def _wait_balanced(hosts: list[Host], partitions: int, timeout: float) -> list[int]:
-    """Until every partition is owned and the hosts' counts are within one; the counts
-    (as they are at the timeout, if never)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        owned, counts = _spread(hosts)
-        if (owned == partitions and max(counts) - min(counts) <= 1) or time.monotonic() > deadline:
-            return counts
-        time.sleep(0.1)
+    """Until :func:`~skns.executor.clusterhosts.balanced`; each host's partition count then
+    (or at the timeout, if never)."""
+    with contextlib.suppress(AssertionError):
+        wait_for(lambda: balanced(hosts, partitions), timeout, "partitions balanced")
+    return [len(host.owned()) for host in hosts]
 
 
 def _one_account_each(partitions: int) -> list[int]:
@@ -317,7 +288,7 @@ def _kill_once(
     feeder.stop()
     ran = max(first_run.values()) - killed if len(first_run) == len(dead) else float("inf")
     owned = owned_at - killed if owned_at else float("inf")
-    hosts[victim].restart()
+    hosts[victim].restart()  # same name, state directory (instance) and port
     hosts[victim].wait_ready()
     balance = _wait_balanced(list(hosts.values()), s.partitions, 60)
     return _Kill(ran, owned, len(dead), balance), feeder
@@ -329,13 +300,12 @@ def failover_rows(nats: NatsCluster, root: Path, s: Settings) -> list[Row]:
         f"lease_ttl {s.lease_ttl} s"
     )
     names = ["a", "b"]
-    started = _hosts(root / "failover", nats, names, s, handler=RECORD, duration=0.0)
-    hosts = dict(zip(names, started, strict=True))
     accounts = _one_account_each(s.partitions)
     acked: dict[int, Any] = {}
     refused = 0
     kills: list[_Kill] = []
-    try:
+    with running(nats, root / "failover", "ab", cluster=s.cluster()) as started:
+        hosts = dict(zip(names, started, strict=True))
         first = _wait_balanced(started, s.partitions, 60)
         for k in range(s.kills):
             victim, survivor = names[k % 2], names[1 - k % 2]
@@ -348,10 +318,8 @@ def failover_rows(nats: NatsCluster, root: Path, s: Settings) -> list[Row]:
                 f"after {kill.ran:.2f} s (owned after {kill.owned:.2f} s); "
                 f"balanced again: {kill.balance}"
             )
-        runs = _all_ran(list(hosts.values()), acked, 60)
-    finally:
-        _stop(list(hosts.values()))
-    verdict, earlier = _checked(acked, runs, exactly_once=False)
+        runs = _all_ran(started, acked, 60)
+    verdict, earlier = _checked(acked, runs)
     ran = sorted(k.ran for k in kills)
     owned = sorted(k.owned for k in kills)
     spread = max(max(c) - min(c) for c in [first, *(k.balance for k in kills)])
@@ -365,7 +333,7 @@ def failover_rows(nats: NatsCluster, root: Path, s: Settings) -> list[Row]:
             f"goal <= 5 s: {'met' if worst <= 5 else 'not met'}",
         ),
         Row(
-            "  every acked event of the failover runs ran, each account in order",
+            "  every acked event of the failover runs ran, first runs in order per account",
             _said(verdict, earlier) + (f"; {refused} frames refused or cut off" if refused else ""),
             f"{len(acked):,} events (at least once)",
         ),

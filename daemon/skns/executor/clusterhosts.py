@@ -171,12 +171,12 @@ def running(nats: NatsCluster, tmp: Path, names: str, **executor: Any) -> Iterat
             host.stop()
 
 
-def balanced(hosts: list[Host]) -> bool:
+def balanced(hosts: list[Host], partitions: int = PARTITIONS) -> bool:
     """Every partition runs on exactly one of ``hosts``, their counts within one of even."""
     owned = [h.owned() for h in hosts]
     sizes = [len(o) for o in owned]
     together = set().union(*owned)
-    return sum(sizes) == len(together) == PARTITIONS and max(sizes) - min(sizes) <= 1
+    return sum(sizes) == len(together) == partitions and max(sizes) - min(sizes) <= 1
 
 
 def check(acked: dict[int, Any], runs: list[list[Any]]) -> Verdict:
