@@ -105,6 +105,29 @@ def trimmed(nats_cluster: NatsCluster, seq: int) -> bool:
     return asyncio.run(ask())
 
 
+def test_an_event_larger_than_a_nats_message_gets_an_error_frame(
+    nats_cluster: NatsCluster, tmp_path: Path
+) -> None:
+    # A frame may be larger than a NATS message (1 MiB) when max_frame_bytes allows it.
+    with running(nats_cluster, tmp_path, "z", max_frame_bytes=4 * 1024 * 1024) as (z,):
+        with z.connect() as ws:
+            big = {"account_id": 1, "payload": "x" * (1024 * 1024)}
+            ws.send(orjson.dumps([{"account_id": 1, "payload": 1}, big]))
+            answer = orjson.loads(ws.recv(timeout=30))
+            assert answer == {
+                "error": "event 1 of this frame is larger than the cluster's 1048576 bytes:"
+                " not stored"
+            }
+            # The router's connection to NATS is intact: the next frame is acked.
+            ws.send(orjson.dumps({"account_id": 1, "payload": 2}))
+            assert "ack" in orjson.loads(ws.recv(timeout=30))
+        router = wait_for(
+            lambda: (r := z.stats("executor-router")[0])["rejected"] and r, 10, "stats"
+        )
+        assert router["rejected"] == {"event too large for the cluster": 1}
+        assert router["cluster"]["reconnects"] == 0
+
+
 def test_an_event_id_resent_to_the_other_host_is_stored_once(
     hosts: tuple[Host, Host], nats_cluster: NatsCluster
 ) -> None:

@@ -118,9 +118,12 @@ class ClusterRouter(Ingest):
         publish.answer.seqs[publish.index] = seq
         self._settle(publish.answer)
 
-    def _failed(self, publish: Publish, reason: str) -> None:
+    def _failed(self, publish: Publish, reason: str, refused: bool) -> None:
         answer = publish.answer
-        if not answer.error:
+        if refused and not answer.error:
+            self.rejected["event too large for the cluster"] += 1
+            answer.error = f"event {publish.index} of this frame is {reason}: not stored"
+        elif not answer.error:
             self.rejected["not stored by the cluster"] += 1
             answer.error = (
                 f"the cluster did not confirm event {publish.index} of this frame within "

@@ -23,7 +23,6 @@ from typing import Any
 
 import orjson
 from nats.errors import Error as NatsError
-from nats.errors import MaxPayloadError
 
 from ..cluster.connection import Connection
 
@@ -36,6 +35,7 @@ TRIES = 2  # tries within publish_timeout when a try gets no answer (a third onl
 WINDOW = 1024
 ERROR_PAUSE = 0.1  # seconds before trying again after an error answer or a send failure
 SWEEP = 0.02  # seconds between looks at the tries that are due
+HEADROOM = 1024  # bytes of a message kept for its subject, reply subject and headers
 
 
 class Publish:
@@ -59,7 +59,7 @@ class Publisher:
         self,
         conn: Connection,
         acked: Callable[[Publish, int], None],
-        failed: Callable[[Publish, str], None],
+        failed: Callable[[Publish, str, bool], None],
     ) -> None:
         self.conn = conn
         self.timeout = conn.settings.publish_timeout
@@ -115,13 +115,15 @@ class Publisher:
                 if not publish.tries:
                     publish.deadline = asyncio.get_running_loop().time() + self.timeout
                 publish.tries += 1
+                # The server counts headers too, and closes the connection of a client that
+                # sends past its max_payload: refused here, never sent.
+                if len(publish.data) + HEADROOM > nc.max_payload:
+                    self._fail(publish, f"larger than the cluster's {nc.max_payload} bytes", True)
+                    continue
                 try:
                     await nc.publish(
                         publish.subject, publish.data, reply=publish.reply, headers=publish.headers
                     )
-                except MaxPayloadError:
-                    self._fail(publish, f"the event is larger than {nc.max_payload} bytes")
-                    continue
                 except NatsError as exc:  # disconnected (unbuffered): try again shortly
                     self.last_error = f"not sent: {exc!r}"
                     self._again(publish, ERROR_PAUSE)
@@ -149,10 +151,11 @@ class Publisher:
                 self._outbox.append(publish)
                 self._wake.set()
 
-    def _fail(self, publish: Publish, reason: str) -> None:
+    def _fail(self, publish: Publish, reason: str, refused: bool = False) -> None:
+        """Give up on ``publish``; ``refused``: it was never sent (certainly not stored)."""
         self.errors += 1
         self.waiting.pop(publish.reply[len(self.prefix) :], None)
-        self._failed(publish, reason)
+        self._failed(publish, reason, refused)
 
     async def _answer(self, msg: Any) -> None:
         token = msg.subject[len(self.prefix) :]
