@@ -29,6 +29,8 @@ def test_the_cluster_bench_prints_a_table_of_its_figures_beside_their_baselines(
     ):
         line = next(line for line in lines if line.startswith(measure))
         assert baseline in line and "x" in line.split()[-1], line
+    race = next(line for line in lines if line.startswith("two takers of one lease at once"))
+    assert "of a released key" in race and "R1:" in race and "never both:" in race
     assert "publishes answered with an error" not in captured.out
     # progress lines came while it ran, on stderr
     assert "pipelined publish:" in captured.err and "round trip, single host" in captured.err

@@ -32,7 +32,9 @@ from typing import Any
 
 import nats
 import psutil
+from nats.errors import Error as NatsError
 from nats.js import api
+from nats.js.errors import Error as JetStreamError
 
 from .natscluster import NatsCluster
 
@@ -196,6 +198,27 @@ async def _kv_parallel(kv: Any, revisions: dict[str, int], rounds: int) -> None:
     await asyncio.gather(*(renew(key) for key in revisions))
 
 
+async def _race(kv_a: Any, kv_b: Any, rounds: int, released: bool) -> int:
+    """Two takers of one lease at once, through two nodes: a ``create`` of the same key by
+    each (of a key written and deleted, as a lease released at a handover leaves it, or of a
+    new key); how many of ``rounds`` both won. Either, never both, is a compare-and-set."""
+
+    async def take(kv: Any, key: str) -> bool:
+        try:
+            await kv.create(key, b"taker")
+        except (JetStreamError, NatsError, TimeoutError):
+            return False
+        return True
+
+    both = 0
+    for i in range(rounds):
+        key = f"{'released' if released else 'new'}{i}"
+        if released:
+            await kv_a.delete(key, last=await kv_a.put(key, b"holder"))
+        both += all(await asyncio.gather(take(kv_a, key), take(kv_b, key)))
+    return both
+
+
 async def _infos(js: Any, bucket: str, count: int) -> None:
     """What a roster read is: the bucket's stream info, listing its live keys."""
     for _ in range(count):
@@ -252,6 +275,9 @@ class _Figures:
     info_cpu: Cpu | None = None
     purge: float = 0.0
     purge_cpu: Cpu | None = None
+    races: int = 0
+    both_released: int = 0
+    both_new: int = 0
     errors: int = 0
 
 
@@ -261,7 +287,7 @@ async def _leader(js: Any, stream: str) -> str:
 
 
 async def _measure(
-    nc: Any, meter: _Meter, replicas: int, count: int, window: int, kv_rounds: int
+    nc: Any, other: Any, meter: _Meter, replicas: int, count: int, window: int, kv_rounds: int
 ) -> _Figures:
     js = nc.jetstream(timeout=30)
     f = _Figures()
@@ -310,6 +336,14 @@ async def _measure(
     f.kv_parallel = ops / elapsed
     progress(f"    key-value update, 64 keys at once: {f.kv_parallel:,.0f}/s ({f.kv_cpu})")
 
+    kv_b = await other.jetstream(timeout=30).key_value(bucket)
+    f.races = kv_rounds * 2
+    f.both_released = await _race(kv, kv_b, f.races, released=True)
+    f.both_new = await _race(kv, kv_b, f.races, released=False)
+    progress(
+        f"    two takers of one lease at once, both won: {f.both_released} of {f.races} "
+        f"of a released key, {f.both_new} of {f.races} of a new one"
+    )
     ops = kv_rounds * 16  # CPU times tick every 10 ms: enough requests to resolve them
     elapsed, f.kv_get_cpu = await meter.measure(ops, kv_leader, _kv_gets(kv, list(revisions), ops))
     f.kv_get = ops / elapsed
@@ -344,6 +378,10 @@ async def _run(
     cluster: NatsCluster, count: int, window: int, kv_rounds: int
 ) -> tuple[dict[int, _Figures], float]:
     nc = await nats.connect(servers=cluster.urls, name="skns bench")
+    # A second client, on another node: the other taker of a lease.
+    port = nc.connected_url.port if nc.connected_url else None
+    elsewhere = [node.url for node in cluster.nodes if node.port != port]
+    other = await nats.connect(servers=elsewhere, name="skns bench, other taker")
     try:
         meter = _Meter(cluster, nc)
         elapsed, _ = await meter.measure(count, "-", _core(nc, count))
@@ -351,8 +389,9 @@ async def _run(
         progress(f"  core NATS publish, nothing stored: {core:,.0f} msg/s")
         # R1 first: the followers of R3 apply its last purges for a while after they are
         # acknowledged, and would weigh on whatever came next.
-        figures = {r: await _measure(nc, meter, r, count, window, kv_rounds) for r in (1, 3)}
+        figures = {r: await _measure(nc, other, meter, r, count, window, kv_rounds) for r in (1, 3)}
     finally:
+        await other.close()
         await nc.close()
     return figures, core
 
@@ -441,6 +480,15 @@ def rows(cluster: NatsCluster, count: int, window: int, kv_rounds: int) -> list[
             ratio(r3.purge, r1.purge),
         ),
     ]
+    out.append(
+        Row(
+            "two takers of one lease at once (create of one key via two nodes), both won, R3",
+            f"{r3.both_released} of {r3.races} of a released key (a delete marker), "
+            f"{r3.both_new} of {r3.races} of a new one",
+            f"R1: {r1.both_released} and {r1.both_new} of {r1.races}",
+            "never both: " + ("held" if r3.both_released + r3.both_new == 0 else "NOT held"),
+        )
+    )
     if r3.errors or r1.errors:
         out.append(Row("publishes answered with an error", f"R3 {r3.errors}, R1 {r1.errors}"))
     return out
