@@ -8,10 +8,18 @@ last wrote (fails once another holder has taken the key after an expiry).
 Fencing: the holder counts its lease from the moment it *sent* the request that
 took or renewed it, so it believes the lease over before the server can age the
 key out; work guarded by :meth:`Lease.held` stops ``margin`` seconds earlier.
+
+Giving a lease up purges its key from the bucket's stream rather than deleting it:
+a delete leaves a marker, and over a marker nats-server before 2.9.21 (Debian 12
+ships 2.9.10) lets two creates sent at once through different nodes *both* succeed
+at replicas 3 (nats-server#4320; ``skns-ctl bench cluster`` measured 11-17 of 100
+here), which would give a partition two owners. A key that is gone, as after its
+expiry, is taken by one create only.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Any
@@ -34,9 +42,18 @@ async def lease_bucket(js: Any, name: str, ttl: float, replicas: int) -> Any:
         return await js.create_key_value(config)
 
 
+async def purge_key(js: Any, bucket: str, key: str) -> None:
+    """Remove every entry of ``key`` from the bucket's stream, leaving no marker."""
+    await js.purge_stream(f"KV_{bucket}", subject=f"$KV.{bucket}.{key}")
+
+
 class Lease:
-    def __init__(self, kv: Any, key: str, holder: str, ttl: float, margin: float) -> None:
+    def __init__(
+        self, kv: Any, key: str, holder: str, ttl: float, margin: float, *, js: Any, bucket: str
+    ) -> None:
         self.kv = kv
+        self.js = js  # and bucket: to purge the key when the lease is given up
+        self.bucket = bucket
         self.key = key
         self.holder = holder.encode()
         self.ttl = ttl
@@ -81,11 +98,18 @@ class Lease:
         return True
 
     async def release(self) -> None:
-        """Give the lease up at once (a graceful stop), so another holder need not wait."""
+        """Give the lease up at once (a graceful stop), so another holder need not wait.
+
+        A purge does not check the revision, so it is sent only while the lease is
+        surely still this holder's (inside its life less the margin) and given half the
+        margin; otherwise the key is left to expire."""
         if self.revision is None:
             return
-        revision, self.revision = self.revision, None
+        held = self.held()
+        self.revision = None
+        if not held:
+            return
         try:
-            await self.kv.delete(self.key, last=revision)
+            await asyncio.wait_for(purge_key(self.js, self.bucket, self.key), self.margin / 2)
         except (JetStreamError, NatsError, TimeoutError) as exc:
             log.debug("releasing the lease %s: %s", self.key, exc)

@@ -30,7 +30,7 @@ from nats.js import api
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
 
 from ..cluster.connection import Connection
-from ..cluster.lease import lease_bucket
+from ..cluster.lease import lease_bucket, purge_key
 from ..cluster.settings import ClusterSettings
 from ..errors import SknsError
 
@@ -82,7 +82,8 @@ def instance_id(directory: Path) -> str:
 class Buckets:
     """The stream and the three buckets, made (or bound) on one connection."""
 
-    def __init__(self, hosts: Any, leases: Any, progress: Any) -> None:
+    def __init__(self, quick: Any, hosts: Any, leases: Any, progress: Any) -> None:
+        self.quick = quick  # the JetStream context they were bound through
         self.hosts = hosts
         self.leases = leases
         self.progress = progress
@@ -125,7 +126,7 @@ async def set_up(conn: Connection, settings: ClusterSettings, create: bool) -> B
     # Lease, roster and commit requests must answer well inside a lease's life (a commit
     # landing late could overwrite a successor's).
     quick = conn.nc.jetstream(timeout=settings.lease_ttl / 2)
-    return Buckets(*[await quick.key_value(name) for name in (HOSTS, LEASES, PROGRESS)])
+    return Buckets(quick, *[await quick.key_value(name) for name in (HOSTS, LEASES, PROGRESS)])
 
 
 async def live_hosts(conn: Connection) -> list[str]:
@@ -190,10 +191,7 @@ class Heartbeat:
             return
         self.revision = None
         try:
-            await asyncio.wait_for(
-                self.conn.js.purge_stream(f"KV_{HOSTS}", subject=f"$KV.{HOSTS}.{self.name}"),
-                LEAVE_TIMEOUT,
-            )
+            await asyncio.wait_for(purge_key(self.conn.js, HOSTS, self.name), LEAVE_TIMEOUT)
         except Exception as exc:
             log.debug("leaving the roster: %s", exc)
 

@@ -80,7 +80,15 @@ class Partition:
         self.key = jetstream.key(number)
         self.subject = jetstream.subject(number)
         ttl = owner.cluster.lease_ttl
-        self.lease = Lease(owner.buckets.leases, self.key, owner.holder, ttl, ttl / 3)
+        self.lease = Lease(
+            owner.buckets.leases,
+            self.key,
+            owner.holder,
+            ttl,
+            ttl / 3,
+            js=owner.buckets.quick,
+            bucket=jetstream.LEASES,
+        )
         self.progress = Progress()
         self.revision: int | None = None  # of the commit this owner last wrote or read
         self.runner = Runner(owner.config, owner.handler, self._finished)

@@ -106,7 +106,9 @@ class Fleet:
                         )
                     )
                     kv = await lease_bucket(js, BUCKET, c.lease_ttl, c.replicas)
-                    lease = Lease(kv, LEASE_KEY, self.host, c.lease_ttl, c.lease_ttl / 3)
+                    lease = Lease(
+                        kv, LEASE_KEY, self.host, c.lease_ttl, c.lease_ttl / 3, js=js, bucket=BUCKET
+                    )
                 except _ERRORS as exc:
                     log.warning("cannot set up the fleet stream and lease: %s; retrying", exc)
                     await _pause(stop, _RETRY)
