@@ -13,8 +13,9 @@ Per partition it holds (:class:`Partition`):
   stops at once, its runs cancelled and nothing committed (fencing: stopped
   before the lease can expire and another owner start);
 * a consumer of its subject from the committed watermark + 1 (an ephemeral
-  pull consumer, made again from the last sequence delivered whenever it is
-  lost: a NATS node died, the connection dropped, a delivery gap), feeding a
+  pull consumer read through :class:`~skns.executor.pull.Reader`, made again
+  from the last sequence delivered whenever it is lost: a NATS node died, the
+  connection dropped, a delivery gap), feeding a
   :class:`~skns.executor.runner.Runner` (the shards' per-account FIFOs,
   retries, timeouts, thread pool), skipping the sequences the commit says
   finished;
@@ -38,7 +39,6 @@ import os
 from typing import Any
 
 from nats.errors import Error as NatsError
-from nats.errors import TimeoutError as NatsTimeout
 from nats.js import api
 from nats.js.errors import APIError, KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
 
@@ -53,6 +53,7 @@ from .events import Event
 from .handlers import HandlerEnv
 from .placement import host_partitions, shard_partitions
 from .progress import Progress
+from .pull import Reader
 from .runner import Handler, Runner
 from .tuning import tune_gc
 
@@ -61,9 +62,8 @@ log = logging.getLogger("skns.executor.owner")
 PLACE_INTERVAL = 0.5  # seconds between looks at the roster
 COMMIT_INTERVAL = 0.1  # seconds between commits of a partition's progress (when changed)
 TRIM_INTERVAL = 10.0  # most seconds between purges of a busy partition's subject
-PULL_WAIT = 1.0  # seconds a pull request waits for the first event
-FETCH_MAX = 512  # events taken in one pull
-CHECK_IDLE = 5.0  # seconds of idle pulls before asking whether the consumer still exists
+PULL_WAIT = 5.0  # seconds a pull request stays open (events are delivered as they come)
+FETCH_MAX = 512  # events asked for in one pull request
 INACTIVE = 30.0  # seconds before the server drops the consumer of an owner that is gone
 STATUS_LAGS = 128  # partitions whose lag the status shows, the most lagging first
 CONSUMER_TIMEOUT = 2.0  # seconds to make a consumer before trying again
@@ -152,74 +152,64 @@ class Partition:
     def _finished(self, event: Event, ok: bool) -> None:
         self.progress.finished(event.seq)
 
-    async def _consumer(self) -> Any:
+    async def _consumer(self) -> Reader:
+        """A new consumer of the partition from the last sequence taken + 1, and its reader."""
         config = api.ConsumerConfig(
             deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE,
             opt_start_seq=self.progress.last + 1,
             ack_policy=api.AckPolicy.NONE,
+            filter_subject=self.subject,
             inactive_threshold=INACTIVE,
             mem_storage=True,
             num_replicas=1,
         )
-        assert self.owner.conn.nc is not None
+        nc = self.owner.conn.nc
+        assert nc is not None
         # A short timeout: with a node of the stream's group down, nats-server 2.9 may place
         # the consumer on that node and never answer; the next try is placed anew.
-        js = self.owner.conn.nc.jetstream(timeout=CONSUMER_TIMEOUT)
-        return await js.pull_subscribe(self.subject, stream=jetstream.STREAM, config=config)
+        info = await nc.jetstream(timeout=CONSUMER_TIMEOUT).add_consumer(jetstream.STREAM, config)
+        reader = Reader(nc, jetstream.STREAM, info.name, self._take)
+        await reader.open()
+        return reader
 
     async def _pull(self) -> None:
         owner = self.owner
-        loop = asyncio.get_running_loop()
-        sub: Any = None
-        delivered = 0  # consumer sequence of the last event taken from this consumer
-        idle_since = loop.time()
-        while not self.leaving:
-            if sub is None:
-                try:
-                    sub = await self._consumer()
-                except _ERRORS as exc:
-                    log.warning("partition %d: cannot make its consumer: %s", self.number, exc)
-                    await asyncio.sleep(0.2)
+        reader: Reader | None = None
+        try:
+            while not self.leaving:
+                if reader is None or reader.lost:
+                    if reader is not None:
+                        await reader.close()
+                    try:
+                        reader = await self._consumer()
+                    except _ERRORS as exc:
+                        reader = None
+                        log.warning("partition %d: cannot make its consumer: %s", self.number, exc)
+                        await asyncio.sleep(0.2)
+                        continue
+                room = owner.config.max_backlog - owner.backlog()
+                if room <= 0:
+                    await asyncio.sleep(0.05)
                     continue
-                delivered = 0
-                idle_since = loop.time()
-            room = owner.config.max_backlog - owner.backlog()
-            if room <= 0:
-                await asyncio.sleep(0.05)
-                continue
-            try:
                 owner.pulls += 1
-                msgs = await sub.fetch(1, timeout=PULL_WAIT)
-                waiting = min(msgs[-1].metadata.num_pending, room - 1, FETCH_MAX)
-                if waiting > 0:
-                    owner.pulls += 1
-                    with contextlib.suppress(NatsTimeout, TimeoutError):
-                        msgs += await sub.fetch(waiting, timeout=0.2)
-            except (NatsTimeout, TimeoutError):
-                self.lag = 0
-                if loop.time() - idle_since > CHECK_IDLE:
-                    idle_since = loop.time()
-                    if not await self._consumer_alive(sub):
-                        sub = await _drop(sub)
-                continue
-            except _ERRORS as exc:
-                log.info("partition %d: pull failed (%s); making the consumer again",
-                         self.number, exc)  # fmt: skip
-                sub = await _drop(sub)
-                continue
-            idle_since = loop.time()
-            if self.leaving:
-                break  # handing over: what came last runs at the next owner
-            for msg in msgs:
-                meta = msg.metadata
-                if meta.sequence.consumer != delivered + 1:  # lost in transit: start again
-                    sub = await _drop(sub)
-                    break
-                delivered = meta.sequence.consumer
-                self.lag = meta.num_pending
-                self._take(meta.sequence.stream, msg.data)
+                try:
+                    answered = await reader.pull(min(room, FETCH_MAX), PULL_WAIT)
+                except _ERRORS as exc:
+                    log.info("partition %d: pull failed (%s); making the consumer again",
+                             self.number, exc)  # fmt: skip
+                    reader.lost = True
+                    continue
+                # No answer at all, not even the one at expiry: is the consumer still there?
+                if not answered and not await self._consumer_alive(reader):
+                    reader.lost = True
+        finally:
+            if reader is not None:
+                await reader.close()
 
-    def _take(self, seq: int, data: bytes) -> None:
+    def _take(self, seq: int, data: bytes, pending: int) -> None:
+        if self.leaving:
+            return  # handing over: what came last runs at the next owner
+        self.lag = pending
         if not self.progress.delivered(seq):
             return  # finished before this owner took the partition
         try:
@@ -235,9 +225,9 @@ class Partition:
             return
         self.runner.admit(Event(seq, account, event_id, payload, self.owner.env))
 
-    async def _consumer_alive(self, sub: Any) -> bool:
+    async def _consumer_alive(self, reader: Reader) -> bool:
         try:
-            await sub.consumer_info()
+            await self.owner.conn.js.consumer_info(reader.stream, reader.consumer)
         except _ERRORS:
             return False
         return True
@@ -323,12 +313,6 @@ class Partition:
         }
 
 
-async def _drop(sub: Any) -> None:
-    with contextlib.suppress(*_ERRORS):
-        await sub.unsubscribe()
-    return None
-
-
 class Owner:
     """The shard process in cluster mode."""
 
@@ -354,7 +338,7 @@ class Owner:
         self.handovers = 0
         self.lease_losses = 0
         self.commits = 0
-        self.pulls = 0  # pull requests made (two for a burst: the first event, then the rest)
+        self.pulls = 0  # pull requests made (one open per partition at a time)
         self.not_events = 0  # messages on a partition's subject that are not events
         self.done = 0  # events finished in partitions this shard no longer holds
         self.failed = 0

@@ -1,0 +1,111 @@
+"""Cluster mode: a partition's reader, an ephemeral pull consumer kept fed by one open request.
+
+nats-py's ``fetch()`` waits for every message with a timer of its own and parses every
+message's reply subject into dataclasses; the owner asked for the first event, then for
+those pending, two requests per burst. With tens of partitions a shard, each getting a few
+events per wakeup, that was a third of a shard's CPU per event (py-spy, ``skns-ctl bench
+cluster --only executor``). Here the deliveries come to a callback of one plain
+subscription per consumer, and one pull request at a time stays open (``batch`` events or
+``expires`` s): the server sends each event as soon as it is stored, so a busy partition
+costs a request per ``batch`` events or per ``expires`` s, and an idle one a request per
+``expires`` s. The server's answer at expiry (status 408) shows the consumer is alive; a
+request with no answer at all (the consumer's node died, the connection dropped) tells the
+caller to make the consumer again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+from nats.errors import Error as NatsError
+
+ANSWER_GRACE = 1.0  # seconds past a request's expiry before it counts as unanswered
+_ERRORS = (NatsError, TimeoutError)
+
+
+def delivery(reply: str) -> tuple[int, int, int] | None:
+    """(stream sequence, consumer sequence, events pending) of a JetStream delivery's reply
+    subject, ``$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>`` (or the
+    form with a domain and an account hash after ``ACK``); None if it is not one."""
+    tokens = reply.split(".")
+    if len(tokens) < 9 or tokens[0] != "$JS" or tokens[1] != "ACK":
+        return None
+    base = 5 if len(tokens) == 9 else 7
+    try:
+        return int(tokens[base]), int(tokens[base + 1]), int(tokens[base + 3])
+    except (ValueError, IndexError):
+        return None
+
+
+class Reader:
+    """Deliveries of one consumer to ``take(stream_seq, data, pending)``, in order.
+
+    A delivery out of order (one lost in transit: a reconnect) marks the reader ``lost``
+    and nothing more is taken from this consumer: the caller makes a new one from the
+    last sequence it took.
+    """
+
+    def __init__(
+        self, nc: Any, stream: str, consumer: str, take: Callable[[int, bytes, int], None]
+    ) -> None:
+        self.nc = nc
+        self.stream = stream
+        self.consumer = consumer
+        self.next = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}"
+        self.take = take
+        self.inbox = nc.new_inbox()
+        self.sub: Any = None
+        self.delivered = 0  # consumer sequence of the last delivery taken
+        self.asked = 0  # deliveries the open request may still bring
+        self.answered = False  # the server answered the open request (events or a status)
+        self.lost = False
+        self._ended = asyncio.Event()
+
+    async def open(self) -> None:
+        self.sub = await self.nc.subscribe(self.inbox, cb=self._deliver)
+
+    async def close(self) -> None:
+        self.lost = True
+        if self.sub is not None:
+            with contextlib.suppress(*_ERRORS):
+                await self.sub.unsubscribe()
+
+    async def pull(self, batch: int, expires: float) -> bool:
+        """One request for up to ``batch`` events, open up to ``expires`` s; False if the
+        server did not answer it at all (its consumer may be gone)."""
+        self.asked = batch
+        self.answered = False
+        self._ended.clear()
+        request = orjson.dumps({"batch": batch, "expires": int(expires * 1e9)})
+        await self.nc.publish(self.next, request, reply=self.inbox)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._ended.wait(), expires + ANSWER_GRACE)
+        return self.answered
+
+    async def _deliver(self, msg: Any) -> None:
+        if self.lost:
+            return
+        self.answered = True
+        if msg.headers and "Status" in msg.headers:
+            # 408: the request expired; 404/409: ended (no events, consumer deleted, too
+            # many requests); 100: a heartbeat (not asked for).
+            if msg.headers["Status"] != "100":
+                self._ended.set()
+            return
+        where = delivery(msg.reply or "")
+        if where is None:
+            return
+        seq, cseq, pending = where
+        if cseq != self.delivered + 1:
+            self.lost = True
+            self._ended.set()
+            return
+        self.delivered = cseq
+        self.take(seq, msg.data, pending)
+        self.asked -= 1
+        if self.asked <= 0:
+            self._ended.set()
