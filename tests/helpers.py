@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from pathlib import Path
 from typing import Any
+
+from websockets.exceptions import InvalidStatus
+from websockets.sync.client import connect
 
 # A whole service in a directory of its own: in the package, for the benchmarks too.
 from skns.localservice import Service as Service
@@ -86,3 +90,27 @@ class TinyFs:
 
     def free(self) -> None:
         self.filler.unlink(missing_ok=True)
+
+
+def assert_too_many(url: str, limit: int) -> None:
+    """A WebSocket handshake to ``url`` gets the 503 of a server at its connection limit."""
+    try:
+        with connect(url, open_timeout=10):
+            pass
+    except InvalidStatus as exc:
+        response = exc.response
+    else:
+        raise AssertionError(f"{url} accepted a connection past its limit of {limit}")
+    assert response.status_code == 503
+    assert response.headers["Content-Type"] == "application/json"
+    assert json.loads(response.body) == {"error": "too many connections", "limit": limit}
+
+
+def admitted(url: str) -> bool:
+    """Whether a WebSocket handshake to ``url`` succeeds now (a 503 is a no)."""
+    try:
+        with connect(url, open_timeout=10):
+            return True
+    except InvalidStatus as exc:
+        assert exc.response.status_code == 503
+        return False

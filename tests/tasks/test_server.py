@@ -22,6 +22,7 @@ from websockets.asyncio.client import connect as aconnect
 from websockets.exceptions import ConnectionClosed, ConnectionClosedError
 from websockets.sync.client import ClientConnection, connect
 
+from helpers import admitted, assert_too_many
 from skns.tasks.local import LocalServer
 
 from .conftest import HARD_LIMIT, LONG_JOB
@@ -404,6 +405,24 @@ def test_a_full_queue_refuses_with_server_busy(make_server: Callable[..., LocalS
             frame = next_frame(ws)
             outcomes[frame["task_id"]] = frame["result"]
     assert outcomes[running] == outcomes[waiting] == "Timeout error"
+
+
+def test_past_max_connections_a_handshake_gets_503_and_the_others_go_on(
+    make_server: Callable[..., LocalServer],
+) -> None:
+    server = make_server(max_connections=2)
+    with connect(server.url) as one, connect(server.url) as two:
+        assert_too_many(server.url, 2)
+        assert submit(one, 5) and next_frame(one)["result"] == 120
+        assert submit(two, 6) and next_frame(two)["result"] == 720
+        with urllib.request.urlopen(server.health_url, timeout=WAIT) as response:
+            assert response.status == 200  # a monitor still gets through
+        assert wait_until(lambda: server.stats().get("refused_connections") == 1)
+        assert server.stats()["max_connections"] == 2
+        assert not admitted(server.url)
+        two.close()
+        # Its slot is free again (once the server saw the TCP connection end).
+        assert wait_until(lambda: admitted(server.url))
 
 
 def test_workers_die_with_the_server(make_server: Callable[..., LocalServer]) -> None:

@@ -42,6 +42,8 @@ def test_the_shipped_config_matches_the_defaults() -> None:
         ("max_queued", 0),
         ("store_max_bytes", 0),
         ("max_request_bytes", 10),
+        ("max_connections", 0),
+        ("max_connections", 60_001),
         ("journal_compact_bytes", 0),
         ("listen", "nowhere"),
         ("soft_max", "1000"),

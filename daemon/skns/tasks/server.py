@@ -43,6 +43,7 @@ from websockets.http11 import Request, Response
 
 from ..listeners import serve_args
 from ..wsflow import PacedServerConnection
+from ..wslimit import ConnectionLimit
 from . import keep, protocol
 from .journal import FILE as JOURNAL_FILE
 from .journal import Journal
@@ -162,6 +163,8 @@ class TaskServer:
         self.fetched = 0
         self.throttled = 0  # times a connection reached max_pending_per_connection
         self.refused: collections.Counter[str] = collections.Counter()
+        # max_connections: a client that opens many connections cannot take the memory.
+        self.limit = ConnectionLimit(settings.max_connections, self._health)
 
     # -- the child's main ---------------------------------------------------
 
@@ -201,7 +204,7 @@ class TaskServer:
             async with serve(
                 self._handler,
                 **serve_args(s.listen, self.listener),
-                process_request=self._health,
+                process_request=self.limit.process_request,
                 create_connection=PacedServerConnection,  # a ping flood cannot grow the buffer
                 compression=None,  # deflating megabyte results would stall the loop
                 max_size=s.max_request_bytes,
@@ -404,6 +407,7 @@ class TaskServer:
             "fetched": self.fetched,
             "throttled": self.throttled,
             "refused": dict(self.refused),
+            **self.limit.stats(),
             **{queue: pool.stats() for queue, pool in self.pools.items()},
             "store": self.store.stats(),
             **({"cluster": self.cluster.stats()} if self.cluster is not None else {}),

@@ -41,6 +41,10 @@ class TasksSettings(Section):
     max_pending_per_connection: int = 256
     # Largest request frame accepted; larger ones close the connection (code 1009).
     max_request_bytes: int = 65536
+    # WebSocket connections open at once; past it a new one gets 503 with a JSON body and is
+    # closed (GET /health is still answered). Keep it well below the open-file limit
+    # (LimitNOFILE=65536 in the unit).
+    max_connections: int = 1024
     # Single host: the journal (state_dir/tasks/journal.jsonl) that keeps accepted jobs and
     # their outcomes across a crash is rewritten with its live entries only once it has
     # grown past this many bytes (and past twice the size of its last rewrite).
@@ -67,6 +71,9 @@ class TasksSettings(Section):
             "must be within 1..1000000",
         )
         self.require(self.max_request_bytes >= 256, "max_request_bytes", "must be >= 256")
+        self.require(
+            1 <= self.max_connections <= 60_000, "max_connections", "must be within 1..60000"
+        )
         self.require(self.journal_compact_bytes >= 1, "journal_compact_bytes", "must be >= 1")
 
     def workers(self, queue: str) -> int:
