@@ -14,7 +14,7 @@ import orjson
 import pytest
 from websockets.exceptions import ConnectionClosed
 
-from helpers import wait_for
+from helpers import admitted, assert_too_many, wait_for
 from skns.executor import records
 from skns.executor.checker import verify
 
@@ -105,6 +105,22 @@ def test_health(executor: Any) -> None:
     # With a shard down the router still answers, and says so.
     ex.family.kill("executor-shard 1")
     wait_for(lambda: _health_status(ex.port) == 503, 10, "health to report the lost shard")
+
+
+def test_past_max_connections_a_handshake_gets_503_and_the_others_go_on(executor: Any) -> None:
+    ex = executor(max_connections=2)
+    with ex.connect() as one, ex.connect() as two:
+        assert_too_many(ex.url, 2)
+        assert set(send(one, {"account_id": 1})) == {"ack"}
+        assert set(send(two, {"account_id": 2})) == {"ack"}
+        assert _health_status(ex.port) == 200  # a monitor still gets through
+        wait_for(lambda: ex.family.router().get("refused_connections") == 1, 10, "refusal in stats")
+        assert ex.family.router()["max_connections"] == 2
+        assert not admitted(ex.url)
+        two.close()
+        # Its slot is free again (once the router saw the TCP connection end).
+        wait_for(lambda: admitted(ex.url), 10, "a slot to free")
+    ex.wait_done(2)
 
 
 def _health_status(port: int) -> int:

@@ -41,6 +41,8 @@ def test_config_toml_executor_table_is_the_defaults() -> None:
         ("max_unacked", 0),
         ("max_frame_bytes", 100),
         ("max_batch", 0),
+        ("max_connections", 0),
+        ("max_connections", 60_001),
         ("fsync_interval", -1.0),
     ],
 )

@@ -38,6 +38,7 @@ from ..child import ChildContext
 from ..config import Settings
 from ..listeners import serve_args
 from ..wsflow import PacedServerConnection
+from ..wslimit import ConnectionLimit
 from . import ipc, records
 from .events import BadEvent, Incoming, parse_frame
 from .link import Chunk, ShardLink
@@ -137,6 +138,8 @@ class Ingest:
         self.received = 0
         self.accepted = 0
         self.rejected: Counter[str] = Counter()
+        # max_connections: a client that opens many connections cannot take the descriptors.
+        self.limit = ConnectionLimit(self.config.max_connections, self._health)
         self.port = 0
 
     # -- clients ----------------------------------------------------------------------------
@@ -210,7 +213,7 @@ class Ingest:
             async with serve(
                 self._serve_client,
                 **serve_args(listen, self.listener),
-                process_request=self._health,
+                process_request=self.limit.process_request,
                 create_connection=PacedServerConnection,  # a ping flood cannot grow the buffer
                 max_size=self.config.max_frame_bytes * HARD_FRAME_FACTOR,
                 compression=None,
@@ -263,6 +266,7 @@ class Ingest:
             "accepted": self.accepted,
             "in_flight": self.unacked,
             "rejected": dict(self.rejected),
+            **self.limit.stats(),
         }
 
     # -- what a mode provides ------------------------------------------------------------

@@ -49,6 +49,10 @@ class ExecutorSettings(Section):
     max_frame_bytes: int = 1024 * 1024
     # Largest number of events in one batch frame.
     max_batch: int = 10_000
+    # Ingest connections open at once; past it a new one gets 503 with a JSON body and is
+    # closed (GET /health is still answered). Keep it well below the open-file limit
+    # (LimitNOFILE=65536 in the unit).
+    max_connections: int = 1024
     # Seconds, on stop: the router waits this long for the shards' acks of what it sent (and
     # for a client's close handshake); a shard reads on for the router this long, then lets
     # running handlers finish this long before cancelling them (they run again on start).
@@ -81,6 +85,9 @@ class ExecutorSettings(Section):
             "must be within 1024..67108864",
         )
         self.require(self.max_batch >= 1, "max_batch", "must be >= 1")
+        self.require(
+            1 <= self.max_connections <= 60_000, "max_connections", "must be within 1..60000"
+        )
         self.require(self.drain_timeout >= 0, "drain_timeout", "must be >= 0")
 
     def shard_count(self, cpus: int | None) -> int:
