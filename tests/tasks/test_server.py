@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import math
 import os
+import socket
 import sys
 import threading
 import time
@@ -19,11 +21,13 @@ import orjson
 import psutil
 import pytest
 from websockets.asyncio.client import connect as aconnect
+from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed, ConnectionClosedError
 from websockets.sync.client import ClientConnection, connect
 
 from helpers import admitted, assert_too_many
 from skns.tasks.local import LocalServer
+from skns.tasks.server import FRAGMENT, send_frame
 
 from .conftest import HARD_LIMIT, LONG_JOB
 
@@ -43,6 +47,11 @@ def no_digit_limit() -> Iterator[None]:
 def ask(ws: ClientConnection, request: dict | str) -> dict:
     ws.send(request if isinstance(request, str) else json.dumps(request))
     return json.loads(ws.recv(timeout=WAIT))
+
+
+def ask_text(ws: ClientConnection, request: dict) -> str:
+    ws.send(json.dumps(request))
+    return ws.recv(timeout=WAIT)
 
 
 def submit(ws: ClientConnection, number: int) -> str:
@@ -212,6 +221,61 @@ def test_results_beyond_64_bits_are_exact_json_numbers(client: Connect) -> None:
         assert text.startswith(prefix) and text.endswith("}")
         assert text[len(prefix) : -1] == str(math.factorial(n))
         assert json.loads(text)["result"] == math.factorial(n)
+
+
+def test_a_result_past_a_fragment_arrives_whole_pushed_and_fetched(
+    make_server: Callable[..., LocalServer],
+) -> None:
+    server = make_server(hard_limit=60.0)  # past the shared server's 0.5 s on a loaded machine
+    with connect(server.url, max_size=None) as ws:
+        task_id = submit(ws, 100_000)  # 456,574 digits: sent in fragments
+        pushed = ws.recv(timeout=60)
+        assert len(pushed) > FRAGMENT
+        fetched = ask_text(ws, {"type": "result", "task_id": task_id})
+    assert fetched == pushed
+    prefix = f'{{"type":"success","task_id":"{task_id}","result":'
+    assert pushed.startswith(prefix) and pushed.endswith("0}")
+    assert len(pushed) - len(prefix) - 1 == 456_574
+
+
+def test_a_client_that_does_not_read_holds_one_fragment_not_the_result() -> None:
+    """Written whole, the 6 MB frame would sit in the server's write buffer whole."""
+    frame = b'{"result":' + b"7" * (6 << 20) + b"}"
+    buffered: list[int] = []
+
+    async def handler(ws: ServerConnection) -> None:
+        # A small kernel buffer: what does not fit waits in the transport's.
+        ws.transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        sending = asyncio.create_task(send_frame(ws, frame))
+        await asyncio.sleep(0.5)  # the client is not reading
+        buffered.append(ws.transport.get_write_buffer_size())
+        sending.cancel()
+        ws.transport.abort()
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        async with serve(handler, "127.0.0.1", 0, compression=None) as server:
+            port = server.sockets[0].getsockname()[1]
+            with socket.socket() as sock:  # upgrades, then reads nothing
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+                sock.setblocking(False)
+                await loop.sock_connect(sock, ("127.0.0.1", port))
+                key = base64.b64encode(os.urandom(16))
+                await loop.sock_sendall(
+                    sock,
+                    b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+                    b"Connection: Upgrade\r\nSec-WebSocket-Key: " + key + b"\r\n"
+                    b"Sec-WebSocket-Version: 13\r\n\r\n",
+                )
+                head = b""
+                while not head.endswith(b"\r\n\r\n"):
+                    head += await loop.sock_recv(sock, 1)  # the 101, not one byte more
+                async with asyncio.timeout(WAIT):
+                    while not buffered:
+                        await asyncio.sleep(0.05)
+
+    asyncio.run(main())
+    assert 0 < buffered[0] <= 2 * FRAGMENT, buffered
 
 
 def test_fetching_a_running_task_says_so_then_pushes_the_outcome(client: Connect) -> None:
