@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import concurrent.futures
-import os
-import socket
 import struct
 import time
 
@@ -15,6 +12,7 @@ import uvloop
 from websockets.asyncio.server import ServerConnection, serve
 
 from skns.wsflow import PacedServerConnection
+from skns.wsraw import upgraded
 
 PING = struct.pack("!BB", 0x89, 0x80 | 125) + b"\0\0\0\0" + b"p" * 125  # masked, zero key
 FLOOD = 8 << 20  # bytes of pings; the kernel's buffers on loopback hold about 4 MB of pongs
@@ -22,21 +20,8 @@ FLOOD = 8 << 20  # bytes of pings; the kernel's buffers on loopback hold about 4
 
 def flood(port: int, until: float) -> int:
     """Upgrade, then send up to FLOOD bytes of pings without reading; bytes sent."""
-    sock = socket.socket()
-    # Small, and set before connecting: shrinking it later makes the kernel drop the
-    # segments that carry the server's acks, and the flood stalls on its own.
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.settimeout(5)
-    sock.connect(("127.0.0.1", port))
-    key = base64.b64encode(os.urandom(16))
-    sock.sendall(
-        b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        b"Sec-WebSocket-Key: " + key + b"\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    )
-    head = b""
-    while b"\r\n\r\n" not in head:
-        head += sock.recv(4096)
-    assert head.startswith(b"HTTP/1.1 101")
+    sock = upgraded(port)
+    assert sock is not None
     sock.settimeout(0.1)
     stream = memoryview(PING * (FLOOD // len(PING)))
     sent = 0

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
-import os
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
@@ -19,6 +17,7 @@ from websockets.exceptions import InvalidStatus
 from websockets.http11 import Request, Response
 
 from skns.wslimit import ConnectionLimit
+from skns.wsraw import upgrade_request
 
 WAIT = 10.0
 
@@ -41,16 +40,6 @@ async def exchange(port: int, head: bytes) -> bytes:
     answer = await asyncio.wait_for(reader.read(), WAIT)  # to EOF: the server closed it
     writer.close()
     return answer
-
-
-def upgrade(path: str = "/") -> bytes:
-    key = base64.b64encode(os.urandom(16))
-    return (
-        f"GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n".encode()
-        + b"Sec-WebSocket-Key: "
-        + key
-        + b"\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    )
 
 
 async def settle(condition: object, limit: ConnectionLimit) -> None:
@@ -89,7 +78,7 @@ async def assert_echoes(ws: ClientConnection, text: str) -> None:
 def test_past_the_limit_a_handshake_gets_503_with_json_and_the_others_go_on() -> None:
     async def main() -> None:
         async with limited(2) as server, server.connect() as one, server.connect() as two:
-            answer = await exchange(server.port, upgrade())
+            answer = await exchange(server.port, upgrade_request())
             head, _, body = answer.partition(b"\r\n\r\n")
             assert head.startswith(b"HTTP/1.1 503 Service Unavailable"), answer
             assert b"Content-Type: application/json" in head
@@ -124,7 +113,7 @@ def test_a_connection_cut_without_a_close_handshake_frees_its_slot_too() -> None
     async def main() -> None:
         async with limited(1) as server:
             reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
-            writer.write(upgrade())
+            writer.write(upgrade_request())
             assert (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), WAIT)).startswith(
                 b"HTTP/1.1 101"
             )

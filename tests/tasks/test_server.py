@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import json
 import math
@@ -28,6 +27,7 @@ from websockets.sync.client import ClientConnection, connect
 from helpers import admitted, assert_too_many
 from skns.tasks.local import LocalServer
 from skns.tasks.server import FRAGMENT, send_frame
+from skns.wsraw import upgrade_request
 
 from .conftest import HARD_LIMIT, LONG_JOB
 
@@ -260,13 +260,7 @@ def test_a_client_that_does_not_read_holds_one_fragment_not_the_result() -> None
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
                 sock.setblocking(False)
                 await loop.sock_connect(sock, ("127.0.0.1", port))
-                key = base64.b64encode(os.urandom(16))
-                await loop.sock_sendall(
-                    sock,
-                    b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
-                    b"Connection: Upgrade\r\nSec-WebSocket-Key: " + key + b"\r\n"
-                    b"Sec-WebSocket-Version: 13\r\n\r\n",
-                )
+                await loop.sock_sendall(sock, upgrade_request())
                 head = b""
                 while not head.endswith(b"\r\n\r\n"):
                     head += await loop.sock_recv(sock, 1)  # the 101, not one byte more
