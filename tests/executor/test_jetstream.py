@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import threading
 from pathlib import Path
+
+import orjson
+import pytest
+from nats.js.errors import APIError
 
 from skns.executor import jetstream
 
@@ -35,3 +40,32 @@ def test_processes_starting_at_once_agree_on_one_instance_id(tmp_path: Path) -> 
         t.join()
     assert len(set(found)) == 1
     assert sorted(os.listdir(tmp_path)) == ["instance"]  # no temporary file left
+
+
+def _get_answer(data: bytes, hdrs: bytes = b"") -> bytes:
+    message = {"subject": "$KV.skns_exec_leases.p3", "seq": 9, "time": "2026-12-01T00:00:00Z"}
+    message["data"] = base64.b64encode(data).decode()
+    if hdrs:
+        message["hdrs"] = base64.b64encode(hdrs).decode()
+    return orjson.dumps(
+        {"type": "io.nats.jetstream.api.v1.stream_msg_get_response", "message": message}
+    )
+
+
+def test_a_lease_holder_is_read_from_a_message_get_answer() -> None:
+    assert jetstream.lease_holder(_get_answer(b"a/1/123")) == "a/1/123"
+    stored = b"NATS/1.0\r\nNats-Expected-Last-Subject-Sequence: 4\r\n\r\n"
+    assert jetstream.lease_holder(_get_answer(b"b/0/7", stored)) == "b/0/7"
+
+
+def test_no_message_or_a_delete_marker_is_no_holder() -> None:
+    missing = {"error": {"code": 404, "err_code": 10037, "description": "no message found"}}
+    assert jetstream.lease_holder(orjson.dumps(missing)) is None
+    deleted = b"NATS/1.0\r\nKV-Operation: DEL\r\n\r\n"
+    assert jetstream.lease_holder(_get_answer(b"", deleted)) is None
+
+
+def test_another_error_answer_raises() -> None:
+    down = {"error": {"code": 503, "description": "JetStream system temporarily unavailable"}}
+    with pytest.raises(APIError):
+        jetstream.lease_holder(orjson.dumps(down))

@@ -171,9 +171,7 @@ class ClusterRouter(Ingest):
             try:
                 self.hosts = await jetstream.live_hosts(self.conn)
                 mine = host_partitions(self.cluster.partitions, self.hosts, name)
-                holders = await asyncio.gather(
-                    *(jetstream.owner_of(self.buckets.leases, p) for p in mine)
-                )
+                holders = await asyncio.gather(*(jetstream.owner_of(self.conn, p) for p in mine))
                 self.share = dict(zip(mine, holders, strict=True))
             except (APIError, NatsError, TimeoutError) as exc:
                 log.debug("cannot read the roster: %s", exc)

@@ -19,6 +19,7 @@ is the same instance, and a second machine given the same name is not.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import logging
 import os
@@ -26,8 +27,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import orjson
 from nats.js import api
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
+from nats.js.errors import APIError, KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
 
 from ..cluster.connection import Connection
 from ..cluster.lease import lease_bucket, purge_key
@@ -196,13 +198,36 @@ class Heartbeat:
             log.debug("leaving the roster: %s", exc)
 
 
-async def owner_of(kv: Any, partition: int) -> str | None:
-    """Who holds a partition's lease (``host/shard/pid``), or None."""
-    try:
-        entry = await kv.get(key(partition))
-    except KeyNotFoundError:
+async def owner_of(conn: Connection, partition: int) -> str | None:
+    """Who holds a partition's lease (``host/shard/pid``), or None.
+
+    A plain message-get request read with orjson: nats-py's ``KeyValue.get`` parses the
+    headers with the email package and the time into a datetime, and the router asks for
+    its whole share every ``lease_ttl / 3`` s (8 % of its CPU under load in the bench).
+    """
+    assert conn.nc is not None
+    request = orjson.dumps({"last_by_subj": f"$KV.{LEASES}.{key(partition)}"})
+    answer = await conn.nc.request(
+        f"$JS.API.STREAM.MSG.GET.KV_{LEASES}", request, timeout=conn.settings.lease_ttl / 2
+    )
+    return lease_holder(answer.data)
+
+
+def lease_holder(answer: bytes) -> str | None:
+    """The holder in a message-get answer for a lease key; None when there is no live lease
+    (no message: never taken, expired, released; a delete or purge marker). Raises APIError
+    for another error answer."""
+    doc = orjson.loads(answer)
+    error = doc.get("error")
+    if error is not None:
+        if error.get("code") == 404:
+            return None
+        raise APIError(code=error.get("code"), description=error.get("description"))
+    message = doc["message"]
+    if b"KV-Operation" in base64.b64decode(message.get("hdrs") or ""):
         return None
-    return entry.value.decode(errors="replace") if entry.value else None
+    value = base64.b64decode(message.get("data") or "")
+    return value.decode(errors="replace") if value else None
 
 
 def holder_host(holder: str | None) -> str | None:
