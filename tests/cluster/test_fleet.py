@@ -290,25 +290,32 @@ def test_without_cluster_nothing_imports_nats_and_there_is_no_fleet_child(
     assert "fleet_output is set but [cluster] is not" in svc.log()
 
 
+def start_alone(
+    start_service: Callable[..., Any], tmp_path: Path, state: Path, window: float
+) -> Any:
+    """A service with the fleet view on, one worker, and no NATS server where it looks."""
+    nowhere = f"nats://127.0.0.1:{free_port()}"
+    return start_service(
+        service={"state_dir": str(state)},
+        metrics={
+            "listen": "127.0.0.1:0",
+            "workers": 1,
+            "window": window,
+            "intervals": [window],
+            "output": str(tmp_path / "metrics.jsonl"),
+            "fleet_output": str(tmp_path / "fleet.jsonl"),
+        },
+        cluster={"nats": [nowhere], "name": "alone"},
+    )
+
+
 def test_no_nats_and_a_spool_that_cannot_be_written_stop_nothing_local(
     start_service: Callable[..., Any], tmp_path: Path
 ) -> None:
     state = tmp_path / "state"
     state.mkdir()
     (state / "fleet-spool").write_text("in the way")
-    nowhere = f"nats://127.0.0.1:{free_port()}"
-    svc = start_service(
-        service={"state_dir": str(state)},
-        metrics={
-            "listen": "127.0.0.1:0",
-            "workers": 1,
-            "window": 0.5,
-            "intervals": [0.5],
-            "output": str(tmp_path / "metrics.jsonl"),
-            "fleet_output": str(tmp_path / "fleet.jsonl"),
-        },
-        cluster={"nats": [nowhere], "name": "alone"},
-    )
+    svc = start_alone(start_service, tmp_path, state, 0.5)
     wait_for(lambda: len(lines(tmp_path / "metrics.jsonl")) >= 3, 20, "local lines")
     status = svc.status()
     assert status["subsystems"]["metrics"]["fleet_spool_errors"] >= 3
@@ -334,19 +341,7 @@ def test_while_nats_stays_away_the_spool_keeps_only_what_the_stream_would(
     recent = now - 10
     for w in [*old, recent]:
         (spool / f"{w:020d}.json").write_text("{}")
-    nowhere = f"nats://127.0.0.1:{free_port()}"
-    svc = start_service(
-        service={"state_dir": str(state)},
-        metrics={
-            "listen": "127.0.0.1:0",
-            "workers": 1,
-            "window": base,
-            "intervals": [base],
-            "output": str(tmp_path / "metrics.jsonl"),
-            "fleet_output": str(tmp_path / "fleet.jsonl"),
-        },
-        cluster={"nats": [nowhere], "name": "alone"},
-    )
+    svc = start_alone(start_service, tmp_path, state, base)
     wait_for(
         lambda: svc.status()["subsystems"]["metrics"]["fleet_spool_expired"] == len(old),
         20,
