@@ -33,6 +33,14 @@ log = logging.getLogger("skns.wslimit")
 RequestHook = Callable[[ServerConnection, Request], Response | None]
 
 
+def json_response(status: http.HTTPStatus, body: bytes, *extra: tuple[str, str]) -> Response:
+    """An HTTP answer with a JSON body, for a ``process_request`` hook to return."""
+    headers = Headers(
+        [("Content-Type", "application/json"), ("Content-Length", str(len(body))), *extra]
+    )
+    return Response(status.value, status.phrase, headers, body)
+
+
 class ConnectionLimit:
     """``serve(..., process_request=ConnectionLimit(n, hook).process_request)``.
 
@@ -60,15 +68,9 @@ class ConnectionLimit:
                 return response
         if self.open >= self.limit:
             self.refused += 1
-            status = http.HTTPStatus.SERVICE_UNAVAILABLE
-            headers = Headers(
-                [
-                    ("Content-Type", "application/json"),
-                    ("Content-Length", str(len(self._body))),
-                    ("Connection", "close"),
-                ]
+            return json_response(
+                http.HTTPStatus.SERVICE_UNAVAILABLE, self._body, ("Connection", "close")
             )
-            return Response(status.value, status.phrase, headers, self._body)
         self.open += 1
         connection.connection_lost_waiter.add_done_callback(self._free)
         return None

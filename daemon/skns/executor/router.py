@@ -30,7 +30,6 @@ from typing import Any
 
 import orjson
 from websockets.asyncio.server import ServerConnection, serve
-from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
@@ -38,7 +37,7 @@ from ..child import ChildContext
 from ..config import Settings
 from ..listeners import serve_args
 from ..wsflow import PacedServerConnection
-from ..wslimit import ConnectionLimit
+from ..wslimit import ConnectionLimit, json_response
 from . import ipc, records
 from .events import BadEvent, Incoming, parse_frame
 from .link import Chunk, ShardLink
@@ -196,11 +195,9 @@ class Ingest:
         body = orjson.dumps(
             {"status": "ok" if ok else "degraded", **doc, "in_flight": self.unacked}
         )
-        status = http.HTTPStatus.OK if ok else http.HTTPStatus.SERVICE_UNAVAILABLE
-        headers = Headers(
-            [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
+        return json_response(
+            http.HTTPStatus.OK if ok else http.HTTPStatus.SERVICE_UNAVAILABLE, body
         )
-        return Response(status.value, status.phrase, headers, body)
 
     # -- the child ----------------------------------------------------------------------------
 
