@@ -123,19 +123,21 @@ async def _purge_hard(cluster: NatsCluster) -> None:
 def test_the_jobs_of_a_host_killed_9_run_on_another_within_the_hold(
     make_host: Callable[..., LocalServer], nats_cluster: NatsCluster
 ) -> None:
-    # B (one hard worker, prefetch 2) holds two jobs: 1,000,000! running (10+ s of work) and
-    # 5! waiting behind it. While B lives it says "in progress" for both, so A (idle) gets
+    # B (one hard worker, prefetch 2) holds two jobs: 3,000,000! running (a minute of work
+    # here, cut at the 30 s limit: 1,000,000! took 12 s here, but a faster box finished it
+    # before the test looked) and 5! waiting behind it. While B lives it says "in progress" for both, so A (idle) gets
     # neither, past the consumer's ack_wait (6 s). Once B is killed, JetStream gives both to
     # A within that ack_wait, not after the hosts' limits (ack_wait was limit x prefetch +
     # 10 s = 70 s).
-    limits = {"hard_limit": 30.0, "hard_prefetch": 2, "soft_max": 0}  # 5! is a hard job here
+    # 5! is a hard job here
+    limits = {"hard_limit": 30.0, "hard_prefetch": 2, "soft_max": 0, "max_number": 3_000_000}
     # Earlier tests of this module leave jobs on the hard stream (accepted while NATS was
     # down): b would hold those instead of ours.
     asyncio.run(_purge_hard(nats_cluster))
     b = make_host(**limits)
     with connect(b.url, open_timeout=10) as on_b:
         ids = []
-        for number in (1_000_000, 5):
+        for number in (3_000_000, 5):
             on_b.send(json.dumps({"type": "factorial", "number": number}))
             ids.append(json.loads(on_b.recv(timeout=30))["task_id"])
         wait_for(lambda: b.stats().get("cluster", {}).get("held") == 2, what="both held by b")
