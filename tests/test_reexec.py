@@ -30,8 +30,10 @@ from skns.ports import free_port
 
 RATE = 10_000  # datagrams per second
 SENDERS = 16  # sockets, so the kernel spreads them over the workers
-WINDOW = 1.0
-LONG = 5.0
+# Half-second windows and a 2.5 s interval: several of each close while the load runs.
+WINDOW = 0.5
+LONG = 2.5
+BASE, MERGED = f"{WINDOW:g}s", f"{LONG:g}s"
 
 
 def send(port: int, seconds: float, sent: Any) -> None:
@@ -140,7 +142,7 @@ def lines(path: Path) -> list[dict]:
     return [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
 
 
-def written_through(path: Path, t: float, label: str = "1s") -> list[dict]:
+def written_through(path: Path, t: float, label: str = BASE) -> list[dict]:
     """Every line, once the ``label`` window ending at or after ``t`` is written."""
 
     def done() -> list[dict] | None:
@@ -152,10 +154,10 @@ def written_through(path: Path, t: float, label: str = "1s") -> list[dict]:
 
 def check_lines(rows: list[dict], sent: int) -> None:
     """Every datagram counted once; each longer line is the merge of its base lines."""
-    base = [r for r in rows if r["count_type"] == "1s"]
+    base = [r for r in rows if r["count_type"] == BASE]
     assert sum(r["count"] for r in base) == sent
     assert len({r["timestamp"] for r in base}) == len(base), "a window written twice"
-    longs = [r for r in rows if r["count_type"] == "5s"]
+    longs = [r for r in rows if r["count_type"] == MERGED]
     assert longs
     for long in longs:
         part = [r for r in base if long["timestamp"] - LONG < r["timestamp"] <= long["timestamp"]]
@@ -175,7 +177,7 @@ def finish(event: str, sender: Sender, prober: Prober, out: Path, back_in: float
     time.sleep(0.5)
     prober.stop()
     rows = written_through(out, end + WINDOW)
-    counted = sum(r["count"] for r in rows if r["count_type"] == "1s")
+    counted = sum(r["count"] for r in rows if r["count_type"] == BASE)
     print(
         f"\n{event}: sent {sent}, counted {counted}, lost {sent - counted}; "
         f"connects ok {prober.ok}, refused {prober.refused}; back in {back_in:.2f} s"
@@ -216,9 +218,9 @@ def test_restart_in_place_loses_no_datagram_and_refuses_no_connect(start_service
     svc = start_service(**tables(tmp_path))
     out = Path(svc.tables["metrics"]["output"])
     pid = svc.pid
-    sender = Sender(metrics_port(svc), 7.0)
+    sender = Sender(metrics_port(svc), 5.5)
     prober = Prober(tcp_ports(svc))
-    time.sleep(2.0)
+    time.sleep(1.5)
     started = svc.status()["service"]["started"]
     t0 = time.monotonic()
     result = svc.ctl("restart")
@@ -227,7 +229,7 @@ def test_restart_in_place_loses_no_datagram_and_refuses_no_connect(start_service
     assert "restarted" in result.stdout
     status = restarted(svc, started)
     assert status["service"]["pid"] == pid  # in place
-    time.sleep(1.0)
+    time.sleep(0.5)
     os.kill(svc.pid, signal.SIGUSR2)
     restarted(svc, status["service"]["started"])
     finish("restart + SIGUSR2", sender, prober, out, back_in)
@@ -257,9 +259,9 @@ def test_kill_9_then_start_with_the_kept_fds_loses_nothing(start_service, keeper
     out = Path(svc.tables["metrics"]["output"])
     children = [c["pid"] for c in svc.children()]
     wait_for(lambda: len(keeper.fds) == 5, what="5 fds in the store")  # 2 UDP, 2 TCP, memfd
-    sender = Sender(metrics_port(svc), 6.0)
+    sender = Sender(metrics_port(svc), 5.0)
     prober = Prober(tcp_ports(svc))
-    time.sleep(2.0)
+    time.sleep(1.5)
     t0 = time.monotonic()
     svc.proc.kill()
     svc.proc.wait()
@@ -302,7 +304,8 @@ def test_a_restart_with_more_workers_carries_the_open_partials_over(start_servic
     for i in range(300, 400):
         tx.sendto(json.dumps({"A1": i, "A2": i, "A3": -i}).encode(), ("127.0.0.1", port))
     end = time.time()
-    rows = [r for r in written_through(out, end + 2.0, "2s") if r["count_type"] == "2s"]
+    # The window a second past the last send: those are all stamped by then.
+    rows = [r for r in written_through(out, end + 1.0, "2s") if r["count_type"] == "2s"]
     assert sum(r["count"] for r in rows) == 400
     assert sum(r["A1_sum"] for r in rows) == sum(range(400))
     assert "kept metrics state is for 2 workers, now 3" in svc.log()
