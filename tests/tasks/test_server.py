@@ -553,7 +553,7 @@ def test_a_client_that_never_reads_holds_at_most_its_limit(
     # Slow jobs: without the limit the flooder filled the queue with thousands of them.
     server = make_server(max_pending_per_connection=20)
     with flooding(server.url, {"type": "factorial", "number": LONG_JOB}, 4.0) as sent:
-        time.sleep(2.0)
+        time.sleep(1.0)  # thousands of requests sent without the limit
         stats = server.stats()
         with connect(server.url) as ws:  # another client is served meanwhile
             task_id = submit(ws, 7)
@@ -577,10 +577,10 @@ def test_a_flooding_client_leaves_the_others_a_low_latency(server: LocalServer) 
                 took.append(time.monotonic() - started)
         return sorted(took)
 
-    alone = round_trips(1.0)
+    alone = round_trips(0.5)  # only shown beside the verdict
     with flooding(server.url, {"type": "factorial", "number": 10}, 4.0) as sent:
         time.sleep(0.5)
-        beside = round_trips(2.5)
+        beside = round_trips(1.5)  # hundreds of round trips: p99 is among the few slowest
     p99 = beside[int(len(beside) * 0.99) - 1]
     # Without turns and the limit: p99 0.3-0.7 s, p50 up to 1.5 s (alone: a few ms); with
     # them 6-100 ms p99 here, depending on what else the shared machine runs.
