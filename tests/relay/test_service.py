@@ -50,8 +50,6 @@ def test_forked_child_relays_publishes_stats_and_stops_on_sigterm(tmp_path, star
     )
     child.start()
     try:
-        status, report = sim.report()
-        assert status == 0 and report["complete"] and report["name"] == "forked"
 
         def published() -> dict[str, Any] | None:
             blob = slot.read()
@@ -67,6 +65,10 @@ def test_forked_child_relays_publishes_stats_and_stops_on_sigterm(tmp_path, star
         os.kill(child.pid, signal.SIGTERM)
         child.join(10)
         assert child.exitcode == 0
+        # The simulator reports once the relay has closed its sink connection (it waits up
+        # to 2 s for that): so after the stop.
+        status, report = sim.report()
+        assert status == 0 and report["complete"] and report["name"] == "forked"
     finally:
         if child.is_alive():
             child.kill()
@@ -79,8 +81,6 @@ def test_through_the_supervisor_status_shows_the_relay(start_service, start_sim)
     svc = start_service(
         relay={"source": sim.source, "sink": sim.sink("{name}"), "name": "svc", "first_id": 0}
     )
-    status, report = sim.report()
-    assert status == 0 and report["complete"] and report["name"] == "svc"
 
     def relay_stats() -> dict[str, Any]:
         (row,) = svc.children("relay")
@@ -90,6 +90,11 @@ def test_through_the_supervisor_status_shows_the_relay(start_service, start_sim)
     shown = svc.ctl("status")
     assert shown.returncode == 0
     assert "relay 0" in shown.stdout and "sent 2000" in shown.stdout
+    # The simulator reports once the relay has closed its sink connection (it waits up to
+    # 2 s for that): so after the stop.
+    assert svc.stop() == 0
+    status, report = sim.report()
+    assert status == 0 and report["complete"] and report["name"] == "svc"
 
 
 @pytest.mark.parametrize(
