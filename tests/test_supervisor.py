@@ -164,19 +164,19 @@ def new_port_open(port: int) -> bool:
 
 def test_a_dead_child_is_restarted_at_its_due_time(start_service, tmp_path):
     """The loop wakes when a restart is due, not at its next poll (up to 0.5 s later)."""
-    backoff = 0.3
+    backoff = 0.2
     svc = start_service(
-        service={"restart_backoff": backoff, "start_period": 0.2},
+        service={"restart_backoff": backoff, "start_period": 0.1},
         # A 10 s window: the metrics part does not wake the loop often by itself.
         metrics=metrics_table(tmp_path, workers=1, window=10, intervals=[10]),
     )
     late = []
     for _ in range(3):
         old = svc.children("udp-worker")[0]
-        time.sleep(0.5)  # ran longer than start_period: the plain backoff applies
+        time.sleep(0.3)  # ran longer than start_period: the plain backoff applies
         killed = time.time()
         os.kill(old["pid"], signal.SIGKILL)
-        time.sleep(backoff + 0.5)  # no status request meanwhile: it would wake the loop
+        time.sleep(backoff + 0.3)  # no status request meanwhile: it would wake the loop
         new = wait_for(
             lambda old=old: (c := svc.children("udp-worker")[0])["pid"] != old["pid"] and c,
             what="the restart",
