@@ -6,6 +6,7 @@ import json
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -45,19 +46,34 @@ def test_status_shows_every_child_and_json(start_service, tmp_path):
 def test_status_cpu_percent_is_sampled_by_the_supervisor(start_service, tmp_path):
     svc = start_service(metrics=metrics_table(tmp_path, workers=1))
     port = metrics_port(svc)
-    tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    deadline = time.monotonic() + 3.0
-    while time.monotonic() < deadline:  # keep the worker busy across a sampling interval
-        for _ in range(200):
-            tx.sendto(b"not json", ("127.0.0.1", port))
-        time.sleep(0.001)
-    (worker,) = wait_for(
-        lambda: [c for c in svc.children() if c["cpu_percent"] is not None], what="a CPU sample"
-    )
-    assert worker["cpu_percent"] > 1.0
-    (row,) = [
-        line for line in svc.ctl("status").stdout.splitlines() if line.startswith("udp-worker 0 ")
-    ]
+    done = threading.Event()
+
+    def keep_busy() -> None:  # the worker, across every sampling interval until the end
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx:
+            deadline = time.monotonic() + 60
+            while not done.is_set() and time.monotonic() < deadline:
+                for _ in range(200):
+                    tx.sendto(b"not json", ("127.0.0.1", port))
+                time.sleep(0.001)
+
+    sender = threading.Thread(target=keep_busy)
+    sender.start()
+    try:
+        # Sampled every 2 s: the first sample may span the idle start, the next one not.
+        wait_for(
+            lambda: [c["cpu_percent"] for c in svc.children()],
+            10,
+            "a CPU sample over a busy interval",
+            until=lambda cpu: cpu and None not in cpu and cpu[0] > 1.0,
+        )
+        (row,) = [
+            line
+            for line in svc.ctl("status").stdout.splitlines()
+            if line.startswith("udp-worker 0 ")
+        ]
+    finally:
+        done.set()
+        sender.join()
     cpu_percent = row.split()[4]  # CHILD is two words: "udp-worker 0"
     assert float(cpu_percent) > 1.0
 
