@@ -49,6 +49,7 @@ def test_the_fleet_view_is_off_by_default_and_its_grace_defaults_to_two_windows(
         ({"metrics": {"fleet_output": 3}}, "metrics.fleet_output", "expected"),
         ({"metrics": {"listen": "h:70000"}}, "metrics.listen", "out of range"),
         ({"service": {"log_level": "loud"}}, "service.log_level", "must be one of"),
+        ({"service": {"control_timeout": 0}}, "service.control_timeout", "must be > 0"),
         ({"tasks": {"max_connections": 0}}, "tasks.max_connections", "within 1..60000"),
         ({"executor": {"max_connections": 70000}}, "executor.max_connections", "within 1..60000"),
         ({"metrics": 3}, "metrics", "must be a table"),

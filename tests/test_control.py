@@ -83,15 +83,16 @@ def test_over_a_thousand_idle_connections_do_not_stop_the_supervisor(start_servi
 
 
 def test_idle_connections_are_dropped_after_the_timeout(start_service, tmp_path):
-    svc = start_service(metrics=metrics_table(tmp_path))
+    timeout = 1.5  # [service] control_timeout, 5 s by default
+    svc = start_service(service={"control_timeout": timeout}, metrics=metrics_table(tmp_path))
     held, failed = connect_many(svc.socket, 3)
     assert failed == 0
     try:
         started = time.monotonic()
         for s in held:
-            s.settimeout(control.CLIENT_TIMEOUT + 10)
+            s.settimeout(timeout + 10)
             assert s.recv(10) == b""  # closed by the service
-        assert time.monotonic() - started > control.CLIENT_TIMEOUT - 1
+        assert time.monotonic() - started > timeout - 0.5
         assert svc.status()["service"]["control"]["dropped"] == 3
     finally:
         for s in held:

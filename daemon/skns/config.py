@@ -45,10 +45,13 @@ class ServiceSettings(Section):
     # Restart backoff: doubles from restart_backoff up to restart_backoff_max seconds.
     restart_backoff: float = 0.1
     restart_backoff_max: float = 10.0
+    # Seconds a control socket client gets to send its request and read the answer.
+    control_timeout: float = 5.0
 
     def validate(self) -> None:
         self.require(self.log_level in LOG_LEVELS, "log_level", f"must be one of {LOG_LEVELS}")
-        for key in ("heartbeat_timeout", "graceful_timeout", "start_period", "restart_backoff"):
+        positive = ("heartbeat_timeout", "graceful_timeout", "start_period", "restart_backoff")
+        for key in (*positive, "control_timeout"):
             self.require(getattr(self, key) > 0, key, "must be > 0")
         self.require(self.start_failures >= 1, "start_failures", "must be >= 1")
         self.require(

@@ -9,9 +9,10 @@ supervisor's selector (epoll: no limit on fd numbers, unlike select()).
 No client can hold up the supervisor or exhaust it: at most ``MAX_CLIENTS``
 connections are kept (a new one pushes out the oldest, so a flood of idle
 connections cannot lock the operator out), a connection that has not finished
-within ``CLIENT_TIMEOUT`` is dropped, answers are written without blocking, and
-running out of file descriptors on accept (EMFILE) drops the oldest connection
-and pauses accepting for a moment instead of failing.
+within the timeout ``poll`` is given (``[service] control_timeout``) is dropped,
+answers are written without blocking, and running out of file descriptors on
+accept (EMFILE) drops the oldest connection and pauses accepting for a moment
+instead of failing.
 """
 
 from __future__ import annotations
@@ -36,8 +37,6 @@ log = logging.getLogger("skns.control")
 
 MAX_REQUEST = 4096
 MAX_CLIENTS = 64
-# A client that has not sent its request and read its answer within this is dropped.
-CLIENT_TIMEOUT = 5.0
 # After accept() ran out of file descriptors (or kernel memory), wait this long.
 ACCEPT_PAUSE = 0.1
 _OUT_OF_RESOURCES = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
@@ -192,12 +191,13 @@ class ControlServer:
             return {"ok": False, "error": 'bad request: expected {"command": "..."}'}
         return self.handler(command)
 
-    def poll(self) -> None:
-        """Drop clients past their time; take up accepting again after a pause."""
+    def poll(self, client_timeout: float) -> None:
+        """Drop clients that have not sent their request and read the answer within
+        ``client_timeout`` seconds; take up accepting again after a pause."""
         now = time.monotonic()
         while self.clients:
             oldest = next(iter(self.clients.values()))
-            if now - oldest.since <= CLIENT_TIMEOUT:
+            if now - oldest.since <= client_timeout:
                 break
             self._drop(oldest.sock)
         if self.accept_paused_until is not None and now >= self.accept_paused_until:

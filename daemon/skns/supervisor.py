@@ -258,7 +258,7 @@ class Supervisor:
             with self.faults.guard("control socket"):
                 key.data()
         with self.faults.guard("control socket"):
-            self.control.poll()
+            self.control.poll(self.settings.service.control_timeout)
 
     def _drain_wake(self) -> None:
         with contextlib.suppress(BlockingIOError):
