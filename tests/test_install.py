@@ -473,13 +473,23 @@ def test_sudo_make_install_start_reload_stop_uninstall(root: Path, tmp_path: Pat
     assert (proc.returncode, proc.stdout.splitlines()[-1:]) == (0, ["machine ok"]), detail
 
 
+def link_venv(src: str, dst: str) -> object:
+    """copytree's copy_function for a copy of an install: the venv's files as hard links (74 MB
+    not copied; make install keeps a venv newer than the sources and uninstall only unlinks),
+    every other file copied (the test edits those), .skns-built too (the test sets its time)."""
+    if f"/{VENV.strip('/')}/" in src and not src.endswith("/.skns-built"):
+        os.link(src, dst)
+        return dst
+    return shutil.copy2(src, dst)
+
+
 def test_upgrade_keeps_the_edited_config_and_uninstall_removes_only_its_own(
     root: Path, tmp_path: Path
 ) -> None:
     # Start from a copy of the first install (one venv build less), as a machine that has
     # run skns for a while: an edited config, some state, and other software around it.
     destdir = tmp_path / "destdir"
-    shutil.copytree(root, destdir, symlinks=True)
+    shutil.copytree(root, destdir, symlinks=True, copy_function=link_venv)
     planted = {
         "usr/local/bin/other-tool": "#!/bin/sh\n",
         "usr/local/lib/other/keep.py": "x = 1\n",
