@@ -2,11 +2,12 @@
 but for a kill -9 the one batch per worker that the design gives up.
 
 Inside the container, loadgen.py sends 10,000 datagrams/s from 16 sockets to the metrics
-port for 8 s while a prober connects to the messenger's port every 10 ms; 2.5 s in (the
-middle of a 5 s interval), the test restarts the service (or SIGKILLs its main process,
-which systemd restarts). Then every datagram sent must be counted in metrics.jsonl (the 1 s
-lines written since), no connect refused, no window written twice, and every 5 s line the
-merge of its 1 s lines.
+port while a prober connects to the messenger's port every 10 ms; 1.5-3.5 s into a 5 s
+interval (its first 1 s windows, with load in them, written before), the test restarts
+the service (or SIGKILLs its main process, which systemd restarts), and the load runs on
+for a few seconds past the time the service is usually back. Then every datagram sent must
+be counted in metrics.jsonl (the 1 s lines written since), no connect refused, no window
+written twice, and every 5 s line the merge of its 1 s lines.
 """
 
 from __future__ import annotations
@@ -28,20 +29,26 @@ from unitctl import (
     repeated_windows,
 )
 
-RATE, SOCKETS, SECONDS, EVENT_AT = 10_000, 16, 8.0, 2.5
+RATE, SOCKETS = 10_000, 16
+# The event comes EVENT_FROM to EVENT_TO seconds into a 5 s interval (so that its line must
+# add up 1 s windows of both sides), at least LEAD after the load began (so that the windows
+# before it hold load); the load runs on for the event's after= seconds.
+EVENT_FROM, EVENT_TO, LEAD = 1.5, 3.5, 1.5
 LOADGEN = [
     "python3",
     "/src/tests/systemd/loadgen.py",
     "--udp=127.0.0.1:9125",
     f"--rate={RATE}",
     f"--sockets={SOCKETS}",
-    f"--seconds={SECONDS}",
     "--tcp=127.0.0.1:9127",
     "--probe-interval=0.01",
 ]
 
 
 # Events: each returns once the service serves again (systemd has it running, READY=1).
+# The load runs on after each for its AFTER_ seconds: back in measured 1.2 s after a restart,
+# 3.1 s after a kill -9 (RestartSec=2s), so 2-3 s of live load at the least.
+AFTER_RESTART, AFTER_KILL = 3.5, 5.5
 
 
 def restart(unit: Unit, pid: int) -> None:
@@ -64,30 +71,41 @@ def udp_drops(unit: Unit, port: int = 9125) -> dict[str, int]:
     return drops
 
 
-def measure(unit: Unit, event: Callable[[Unit, int], None]) -> dict:
-    """Run the load across event; return the figures and what the output says."""
-    # Start just after a 5 s edge, so that the event falls inside a 5 s interval whose first
-    # 1 s windows were written before it: the interval's line must still add them up.
+def measure(unit: Unit, event: Callable[[Unit, int], None], after: float) -> dict:
+    """Run the load across event, on for ``after`` seconds past it (more than the service
+    takes to be back: it must take live traffic again); the figures and what the output
+    says."""
     longest = INTERVALS[-1]
-    time.sleep((longest + 0.3 - time.time() % longest) % longest)
     before = len(unit.lines())
     pid = int(unit.show()["MainPID"])
     drops_before = udp_drops(unit)
-    load = unit.machine.popen(*LOADGEN)
-    time.sleep(EVENT_AT)
+    now = time.time()
+    event_at = now + LEAD
+    phase = event_at % longest
+    if phase < EVENT_FROM:
+        event_at += EVENT_FROM - phase
+    elif phase > EVENT_TO:
+        event_at += longest - phase + EVENT_FROM
+    load = unit.machine.popen(*LOADGEN, f"--seconds={event_at - now + after:.3f}")
+    time.sleep(max(0.0, event_at - time.time()))
     outage = time.monotonic()
     event(unit, pid)
     outage = time.monotonic() - outage
-    out, err = load.communicate(timeout=SECONDS + 30)
+    out, err = load.communicate(timeout=event_at - now + after + 30)
     assert load.returncode == 0, err
     result = json.loads(out)
-    # The last datagram's window closes within a second of its end; then the 5 s line.
+    # The last datagram's window closes within a second of its end: every 1 s line up to
+    # it, and every 5 s line that ends by then (the merges checked below).
     last = math.ceil(result["ended"]) + 1
-    lines = unit.wait_lines(
-        lambda ls: any(x["count_type"] == "5s" and x["timestamp"] >= last for x in ls[before:]),
-        "the windows after the load",
-        timeout=30,
-    )
+    merged = last // longest * longest
+
+    def through_last(ls: list[dict]) -> bool:
+        new = ls[before:]
+        return any(x["timestamp"] >= last for x in base_lines(new)) and any(
+            x["count_type"] == f"{longest:g}s" and x["timestamp"] >= merged for x in new
+        )
+
+    lines = unit.wait_lines(through_last, "the windows after the load", timeout=30)
     counted = sum(x["count"] for x in base_lines(lines[before:]))
     # Only sockets open at the end count: a socket closed by the restart took its figure along.
     drops = sum(n - drops_before.get(inode, 0) for inode, n in udp_drops(unit).items())
@@ -136,7 +154,7 @@ def check(name: str, m: dict, may_lose: int = 0) -> None:
 
 
 def test_nothing_lost_across_systemctl_restart(running: Unit) -> None:
-    check("systemctl restart", measure(running, restart))
+    check("systemctl restart", measure(running, restart, after=AFTER_RESTART))
 
 
 def test_nothing_lost_across_kill_9_of_the_main_process(running: Unit) -> None:
@@ -145,4 +163,5 @@ def test_nothing_lost_across_kill_9_of_the_main_process(running: Unit) -> None:
     # the kept memfd. Measured: 0 in most runs, 92 once (of 80,000, 2 workers, batch 1024).
     metrics = tomllib.loads(running.machine.read(CONFIG))["metrics"]
     workers = sum(c["role"] == "udp-worker" for c in running.status()["children"])
-    check("kill -9 main", measure(running, kill_9), may_lose=workers * metrics["batch"])
+    m = measure(running, kill_9, after=AFTER_KILL)
+    check("kill -9 main", m, may_lose=workers * metrics["batch"])

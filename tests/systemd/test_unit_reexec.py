@@ -4,7 +4,7 @@ the load of test_unit_continuity (10,000 datagrams/s from 16 sockets, a TCP prob
 
 from __future__ import annotations
 
-from test_unit_continuity import check, measure
+from test_unit_continuity import AFTER_RESTART, check, measure
 from unitctl import Unit
 
 
@@ -15,7 +15,7 @@ def reexec(unit: Unit, pid: int) -> None:
 def test_skns_ctl_restart_keeps_the_main_pid_and_loses_nothing(running: Unit) -> None:
     props = running.show()
     pid, restarts = props["MainPID"], props["NRestarts"]
-    m = measure(running, reexec)
+    m = measure(running, reexec, after=AFTER_RESTART)
     props = running.show()
     assert (props["MainPID"], props["NRestarts"]) == (pid, restarts), props
     assert (props["ActiveState"], props["SubState"]) == ("active", "running"), props
