@@ -145,7 +145,8 @@ def test_kill_9_of_the_main_process_is_restarted_by_systemd(running: Unit) -> No
 def test_watchdog_kills_and_restarts_a_hung_supervisor(running: Unit) -> None:
     machine = running.machine
     # A short watchdog, a short wait for the abort and a short RestartSec keep this brief.
-    machine.write(DROP_IN, "[Service]\nWatchdogSec=2s\nTimeoutAbortSec=5s\nRestartSec=500ms\n")
+    machine.write(DROP_IN, "[Service]\nWatchdogSec=2s\nTimeoutAbortSec=5s\nRestartSec=100ms\n")
+    passed = False
     try:
         running.systemctl("daemon-reload")
         running.systemctl("restart", UNIT)
@@ -159,10 +160,15 @@ def test_watchdog_kills_and_restarts_a_hung_supervisor(running: Unit) -> None:
         props = running.wait_running(not_pid=old, timeout=40)
         assert int(props["NRestarts"]) == restarts + 1, props
         assert "Watchdog timeout" in running.journal(since=since)
+        passed = True
     finally:
         machine.run("rm", "-rf", DROP_IN.rsplit("/", 1)[0])
         running.systemctl("daemon-reload")
-        running.systemctl("restart", UNIT)
+        # Passed, the service runs healthy under the unit as installed again (the 2 s
+        # watchdog it was started with only makes it ping more often): no restart needed.
+        # Failed, it may be stopped or half restarted.
+        if not passed:
+            running.systemctl("restart", UNIT)
     running.wait_running()
 
 
