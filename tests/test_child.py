@@ -1,5 +1,6 @@
 """enter(): what every child does between the fork and its exit."""
 
+import asyncio
 import os
 import signal
 
@@ -62,6 +63,29 @@ def test_serve_runs_main_until_sigterm_and_publishes_stats():
     assert code == 0
     assert slot.read() == b'{"served":true}'
     assert slot.heartbeat_ns() > 0
+
+
+def test_publish_soon_publishes_before_the_interval(tmp_path):
+    seen = tmp_path / "seen"
+
+    def target(ctx: ChildContext) -> None:
+        state = {"n": 0}
+
+        async def main(stop):
+            await asyncio.sleep(0.1)  # the first beat has published n=0
+            state["n"] = 1
+            ctx.publish_soon()
+            for _ in range(200):  # 2 s at most; the interval is a minute
+                if ctx.slot.read() == b'{"n":1}':
+                    break
+                await asyncio.sleep(0.01)
+            seen.write_bytes(ctx.slot.read())
+
+        ctx.serve(main, lambda: dict(state), interval=60)
+
+    code, _ = run_forked(target)
+    assert code == 0
+    assert seen.read_bytes() == b'{"n":1}'
 
 
 def test_published_stats_keep_integers_past_64_bits():

@@ -16,6 +16,7 @@ child), and publishes the child's stats for ``skns-ctl status``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import signal
 from collections.abc import Awaitable, Callable, Mapping
@@ -75,6 +76,7 @@ class ChildContext:
         self.slot = slot
         # The listening socket of spec.listen, when the supervisor bound it; None: bind it.
         self.listener = listener
+        self._nudge: asyncio.Event | None = None  # set: beat and publish now (in serve)
 
     def heartbeat(self) -> None:
         """Tell the supervisor this child is alive; call at least every second or so."""
@@ -90,6 +92,12 @@ class ChildContext:
         """Publish counters (JSON-able, under 16 KiB) for ``skns-ctl status``."""
         self.slot.publish(jsonexact.dumps(stats, option=orjson.OPT_NON_STR_KEYS))
 
+    def publish_soon(self) -> None:
+        """Publish the stats at once, not at the next interval: a figure someone waits on
+        has changed. Does nothing outside :meth:`serve`."""
+        if self._nudge is not None:
+            self._nudge.set()
+
     def serve(self, main: MainFn, stats: StatsFn | None = None, interval: float = 0.5) -> None:
         """Run ``main(stop)`` on a fresh uvloop until it returns.
 
@@ -104,12 +112,16 @@ class ChildContext:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, stop.set)
 
+            nudge = self._nudge = asyncio.Event()
+
             async def beat() -> None:
                 while True:
                     self.heartbeat()
                     if stats is not None:
                         self.publish(stats())
-                    await asyncio.sleep(interval)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(nudge.wait(), interval)
+                    nudge.clear()
 
             beater = asyncio.create_task(beat())
             try:

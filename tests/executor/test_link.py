@@ -24,6 +24,7 @@ def test_acks_release_chunks_and_a_reconnect_resends_the_rest(tmp_path: Path) ->
     connections: list[asyncio.StreamWriter] = []
     acked: list[Chunk] = []
     held: list[int] = []
+    links: list[bool] = []  # connected, each time the link came or went
 
     async def shard(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         connections.append(writer)
@@ -35,7 +36,9 @@ def test_acks_release_chunks_and_a_reconnect_resends_the_rest(tmp_path: Path) ->
     async def main() -> None:
         path = tmp_path / "shard.sock"
         server = await asyncio.start_unix_server(shard, str(path))
-        link = ShardLink(0, str(path), acked.append, held.append)
+        link = ShardLink(
+            0, str(path), acked.append, held.append, lambda: links.append(link.connected)
+        )
         keeper = asyncio.create_task(link.keep_connected())
         try:
             await until(lambda: link.connected)
@@ -58,6 +61,7 @@ def test_acks_release_chunks_and_a_reconnect_resends_the_rest(tmp_path: Path) ->
             await until(lambda: len(connections) == 2 and len(received) == 3)
             assert received[-1] == [[3, "a", None, None]]  # only the unacked chunk again
             assert held == [0, 2, 0]
+            assert links == [True, False, True]  # the router publishes its stats on each
         finally:
             keeper.cancel()
             link.close()

@@ -47,11 +47,13 @@ class ShardLink(asyncio.Protocol):
         path: str,
         on_acked: Callable[[Chunk], None],
         on_held: Callable[[int], None],
+        on_link: Callable[[], None] = lambda: None,
     ) -> None:
         self.index = index
         self.path = path
         self._on_acked = on_acked
         self._on_held = on_held  # the shard holds every seq up to this one
+        self._on_link = on_link  # connected or lost
         self.unacked: deque[Chunk] = deque()
         self.backlog = 0  # events sent or waiting to be sent, not acked
         self._outbox: list[list[Any]] = []
@@ -112,6 +114,7 @@ class ShardLink(asyncio.Protocol):
         if self.unacked:
             log.info("shard %d: resending %d unacked events", self.index, self.backlog)
             transport.writelines([chunk.data for chunk in self.unacked])
+        self._on_link()
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._transport is not None and not self._closing:
@@ -119,6 +122,7 @@ class ShardLink(asyncio.Protocol):
             log.info("shard %d disconnected (%s); reconnecting", self.index, exc or "closed")
         self._transport = None
         self._lost.set()
+        self._on_link()
 
     def data_received(self, data: bytes) -> None:
         try:

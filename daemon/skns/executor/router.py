@@ -120,10 +120,14 @@ class Ingest:
         shards: int,
         ready: Callable[[], None] = lambda: None,
         listener: socket.socket | None = None,
+        changed: Callable[[], None] = lambda: None,
     ) -> None:
         self.settings = settings
         self.shards = shards  # shard processes of this host
         self.ready = ready  # called once the ingest listens
+        # Called when a shard link comes or goes: the stats go out at once (a waiter for
+        # "every shard connected", as the local executor's wait_ready, need not wait 0.5 s).
+        self.changed = changed
         self.listener = listener  # the supervisor's socket on config.listen; None: bind it
         self.config = settings.executor
         self.unacked = 0
@@ -302,7 +306,13 @@ class Router(Ingest):
         self.sequence = Sequence(self.state / "router.seq")
         runtime = settings.service.runtime_dir
         self.links = [
-            ShardLink(i, str(ipc.socket_path(runtime, i)), self._acked, self.sequence.skip_past)
+            ShardLink(
+                i,
+                str(ipc.socket_path(runtime, i)),
+                self._acked,
+                self.sequence.skip_past,
+                self.changed,
+            )
             for i in range(shards)
         ]
         self._flush_pending = False
@@ -400,6 +410,8 @@ def run(ctx: ChildContext) -> None:
 
         router = ClusterRouter(ctx.settings, shards, ready=ctx.ready, listener=ctx.listener)
     else:
-        router = Router(ctx.settings, shards, ready=ctx.ready, listener=ctx.listener)
+        router = Router(
+            ctx.settings, shards, ready=ctx.ready, listener=ctx.listener, changed=ctx.publish_soon
+        )
     tune_gc()
     ctx.serve(router.main, router.stats)
