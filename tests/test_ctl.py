@@ -91,7 +91,8 @@ def test_reload_reopen_and_tail(start_service, tmp_path):
     assert svc.ctl("reopen").returncode == 0
     res = svc.ctl("reload")
     assert res.returncode == 0 and "reload" in res.stdout
-    time.sleep(1.2)
+    output = tmp_path / "metrics.jsonl"
+    wait_for(lambda: output.exists() and len(output.read_bytes().splitlines()) >= 3, 10, "3 lines")
     tail = svc.ctl("tail", "-n", "3")
     assert tail.returncode == 0
     rows = tail.stdout.splitlines()
