@@ -30,6 +30,7 @@ from nats.js.errors import APIError
 
 from .. import jsonexact
 from ..cluster.connection import Connection
+from ..cluster.lean import Lean
 from ..config import Settings
 from . import jetstream
 from .events import Incoming
@@ -68,7 +69,8 @@ class ClusterRouter(Ingest):
         self.cluster = settings.cluster
         self.conn = Connection(self.cluster, "executor-router", buffer=False)
         self.instance = jetstream.instance_id(settings.service.state_dir / "executor")
-        self.publisher = Publisher(self.conn, self._acked, self._failed)
+        self.lean = Lean(self.cluster, "executor-router")  # the publishes and their acks
+        self.publisher = Publisher(self.lean, self._acked, self._failed)
         # Back-pressure sooner than on one host: events past the window would wait in the
         # publisher and spend their publish_timeout there.
         self.max_unacked = min(self.config.max_unacked, WINDOW)
@@ -136,7 +138,7 @@ class ClusterRouter(Ingest):
 
     async def _start(self, stop: asyncio.Event) -> list[asyncio.Task[None]] | None:
         """Connect, set up the stream and buckets, join the roster; raises DuplicateHost."""
-        if not await self.conn.open(stop):
+        if not await self.conn.open(stop) or not await self.lean.open(stop):
             return None
         while not stop.is_set():
             try:
@@ -153,7 +155,7 @@ class ClusterRouter(Ingest):
                     await asyncio.wait_for(stop.wait(), _SETUP_RETRY)
         if stop.is_set():
             return None
-        tasks = await self.publisher.start()
+        tasks = self.publisher.start()
         return [*tasks, asyncio.create_task(self._beat()), asyncio.create_task(self._follow())]
 
     async def _beat(self) -> None:
@@ -180,10 +182,11 @@ class ClusterRouter(Ingest):
     async def _finish(self) -> None:
         if self.heartbeat is not None:
             await self.heartbeat.leave()
+        await self.lean.close()
         await self.conn.close()
 
     def _in_transit(self) -> bool:
-        return self.conn.connected and self.publisher.in_flight > 0
+        return self.lean.connected and self.publisher.in_flight > 0
 
     def _describe(self) -> str:
         return f"cluster mode as {self.cluster.host_name}, {self.cluster.partitions} partitions"
@@ -196,7 +199,7 @@ class ClusterRouter(Ingest):
 
     def _health_doc(self) -> tuple[bool, dict[str, Any]]:
         held, share = self._running_share()
-        if not self.conn.connected:
+        if not (self.conn.connected and self.lean.connected):
             why = "not connected to NATS"
         elif self.heartbeat is None or self.cluster.host_name not in self.hosts:
             why = "not in the roster of live hosts yet"

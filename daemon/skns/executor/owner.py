@@ -13,9 +13,9 @@ Per partition it holds (:class:`Partition`):
   stops at once, its runs cancelled and nothing committed (fencing: stopped
   before the lease can expire and another owner start);
 * a consumer of its subject from the committed watermark + 1 (an ephemeral
-  pull consumer read through :class:`~skns.executor.pull.Reader`, made again
-  from the last sequence delivered whenever it is lost: a NATS node died, the
-  connection dropped, a delivery gap), feeding a
+  pull consumer read through :class:`~skns.executor.pull.Reader` on the lean
+  connection, made again from the last sequence delivered whenever it is lost: a
+  NATS node died, the connection dropped, a delivery gap), feeding a
   :class:`~skns.executor.runner.Runner` (the shards' per-account FIFOs,
   retries, timeouts, thread pool), skipping the sequences the commit says
   finished;
@@ -45,6 +45,8 @@ from nats.js.errors import APIError, KeyNotFoundError, KeyWrongLastSequenceError
 from .. import jsonexact
 from ..child import ChildContext
 from ..cluster.connection import Connection
+from ..cluster.lean import Lean, NotConnected
+from ..cluster.leankv import LeanKV
 from ..cluster.lease import Lease
 from ..config import Settings
 from ..errors import ProtocolError
@@ -68,7 +70,7 @@ INACTIVE = 30.0  # seconds before the server drops the consumer of an owner that
 STATUS_LAGS = 128  # partitions whose lag the status shows, the most lagging first
 CONSUMER_TIMEOUT = 2.0  # seconds to make a consumer before trying again
 CLOSE_WAIT = 2.0  # seconds a stopped partition's tasks get to end
-_ERRORS = (APIError, NatsError, TimeoutError)
+_ERRORS = (APIError, NatsError, TimeoutError, NotConnected)
 
 
 class Partition:
@@ -81,7 +83,7 @@ class Partition:
         self.subject = jetstream.subject(number)
         ttl = owner.cluster.lease_ttl
         self.lease = Lease(
-            owner.buckets.leases,
+            owner.leases_kv,
             self.key,
             owner.holder,
             ttl,
@@ -92,6 +94,7 @@ class Partition:
         self.progress = Progress()
         self.revision: int | None = None  # of the commit this owner last wrote or read
         self.runner = Runner(owner.config, owner.handler, self._finished)
+        self.reader: Reader | None = None
         self.tasks: list[asyncio.Task[None]] = []
         self.leaving = False
         self.lag = 0  # events in the stream not delivered to this owner yet
@@ -103,7 +106,7 @@ class Partition:
     async def open(self) -> bool:
         """Read the commit and start running (the lease is held); False if it cannot."""
         try:
-            entry = await self.owner.buckets.progress.get(self.key)
+            entry = await self.owner.progress_kv.get(self.key)
             self.progress = Progress.decode(entry.value or b"")
             self.revision = entry.revision
         except KeyNotFoundError:
@@ -168,22 +171,25 @@ class Partition:
         # A short timeout: with a node of the stream's group down, nats-server 2.9 may place
         # the consumer on that node and never answer; the next try is placed anew.
         info = await nc.jetstream(timeout=CONSUMER_TIMEOUT).add_consumer(jetstream.STREAM, config)
-        reader = Reader(nc, jetstream.STREAM, info.name, self._take)
-        await reader.open()
+        reader = Reader(self.owner.lean, jetstream.STREAM, info.name, self._take)
+        reader.open()
         return reader
 
     async def _pull(self) -> None:
         owner = self.owner
-        reader: Reader | None = None
         try:
             while not self.leaving:
+                reader = self.reader
                 if reader is None or reader.lost:
                     if reader is not None:
-                        await reader.close()
+                        reader.close()
+                        self.reader = None
+                    if not owner.lean.connected:  # reconnecting: its consumer would be lost
+                        await asyncio.sleep(0.2)
+                        continue
                     try:
-                        reader = await self._consumer()
+                        reader = self.reader = await self._consumer()
                     except _ERRORS as exc:
-                        reader = None
                         log.warning("partition %d: cannot make its consumer: %s", self.number, exc)
                         await asyncio.sleep(0.2)
                         continue
@@ -203,8 +209,9 @@ class Partition:
                 if not answered and not await self._consumer_alive(reader):
                     reader.lost = True
         finally:
-            if reader is not None:
-                await reader.close()
+            if self.reader is not None:
+                self.reader.close()
+                self.reader = None
 
     def _take(self, seq: int, data: bytes, pending: int) -> None:
         if self.leaving:
@@ -264,7 +271,7 @@ class Partition:
     async def commit(self, tries: int = 2) -> bool:
         """Write the progress; False if another owner has written since (fenced)."""
         data = self.progress.encode()
-        kv = self.owner.buckets.progress
+        kv = self.owner.progress_kv
         try:
             if self.revision is None:
                 self.revision = await kv.create(self.key, data)
@@ -290,7 +297,7 @@ class Partition:
     async def _reread(self) -> bool:
         """Take the revision of the commit stored now; False if it cannot be read."""
         try:
-            entry = await self.owner.buckets.progress.get(self.key)
+            entry = await self.owner.progress_kv.get(self.key)
         except _ERRORS:
             return False
         self.revision = entry.revision
@@ -337,9 +344,14 @@ class Owner:
         self.instance = jetstream.instance_id(state)
         self.holder = f"{self.cluster.host_name}/{index}/{os.getpid()}"
         self.conn = Connection(self.cluster, f"executor-shard {index}")
+        self.lean = Lean(self.cluster, f"executor-shard {index}")  # the pulls and deliveries
+        self.lean.on_lost.append(self._lean_lost)
         self.handler = Handler(self.config)
         self.env = HandlerEnv(index, self.config.duration, self.directory)
         self.buckets: Any = None
+        # Lease renewals and commits: updates over the lean connection (bound in _set_up).
+        self.leases_kv: Any = None
+        self.progress_kv: Any = None
         self.partitions: dict[int, Partition] = {}
         self.desired: list[int] = []
         self.hosts: list[str] = []
@@ -355,6 +367,12 @@ class Owner:
 
     def backlog(self) -> int:
         return sum(p.runner.scheduler.queued for p in self.partitions.values())
+
+    def _lean_lost(self) -> None:
+        """Deliveries may have been lost with the connection: every consumer is made again."""
+        for partition in self.partitions.values():
+            if partition.reader is not None:
+                partition.reader.drop()
 
     def fence(self, partition: Partition) -> None:
         """``partition``'s lease may be lost: stop it at once."""
@@ -417,7 +435,13 @@ class Owner:
     async def _set_up(self, stop: asyncio.Event) -> bool:
         while not stop.is_set():
             try:
-                self.buckets = await jetstream.set_up(self.conn, self.cluster, create=False)
+                self.buckets = buckets = await jetstream.set_up(
+                    self.conn, self.cluster, create=False
+                )
+                # As quick as the buckets' own requests (see jetstream.set_up).
+                quick = self.cluster.lease_ttl / 2
+                self.leases_kv = LeanKV(self.lean, buckets.leases, jetstream.LEASES, quick)
+                self.progress_kv = LeanKV(self.lean, buckets.progress, jetstream.PROGRESS, quick)
                 return True
             except NotFoundError:  # this host's router makes them
                 delay = 0.2
@@ -430,7 +454,10 @@ class Owner:
 
     async def main(self, stop: asyncio.Event) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
-        if not await self.conn.open(stop) or not await self._set_up(stop):
+        if not await self.conn.open(stop) or not await self.lean.open(stop):
+            return
+        if not await self._set_up(stop):
+            await self.lean.close()
             return
         self.ready()
         try:
@@ -445,6 +472,7 @@ class Owner:
             if self._closing:
                 await asyncio.wait(set(self._closing))
             self.handler.shutdown()
+            await self.lean.close()
             await self.conn.close()
 
     def stats(self) -> dict[str, Any]:

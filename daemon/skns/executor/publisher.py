@@ -2,12 +2,15 @@
 
 Every event is published with a reply subject of its own under one inbox this
 process subscribes to (one subscription for all, as nats-py's ``publish_async``
-does, but with the retries under our control): the JetStream publish ack that
-comes back there carries the event's stream sequence. A try not answered within
-``publish_timeout / TRIES`` s, or answered with an error (no stream leader during
-an election: no responders), or not sendable (disconnected), is tried again with
-the same message id, so JetStream stores the event once however many tries
-reached it; once ``publish_timeout`` has passed the publish fails.
+does, but with the retries under our control), on the lean connection
+(:mod:`skns.cluster.lean`, not nats-py: its per-publish and per-answer CPU was most
+of the router's): the JetStream publish ack that comes back there carries the
+event's stream sequence. A try not answered within ``publish_timeout / TRIES`` s,
+or answered with an error (no stream leader during an election: no responders), or
+not sendable (disconnected), is tried again with the same message id, so JetStream
+stores the event once however many tries reached it; once ``publish_timeout`` has
+passed the publish fails. When the connection drops, every try in flight is tried
+again shortly (its answer may have been lost with the connection).
 """
 
 from __future__ import annotations
@@ -17,14 +20,13 @@ import heapq
 import itertools
 import logging
 import uuid
-from collections import deque
 from collections.abc import Callable
 from typing import Any
 
 import orjson
-from nats.errors import Error as NatsError
 
-from ..cluster.connection import Connection
+from ..cluster import wire
+from ..cluster.lean import Lean, NotConnected
 
 log = logging.getLogger("skns.executor.router")
 
@@ -48,7 +50,7 @@ class Publish:
         self.index = index  # its place in the frame
         self.subject = subject
         self.data = data
-        self.headers = {"Nats-Msg-Id": msg_id}
+        self.headers = wire.msg_id_headers(msg_id)
         self.deadline = 0.0  # set at the first send
         self.reply = ""
         self.tries = 0
@@ -57,19 +59,17 @@ class Publish:
 class Publisher:
     def __init__(
         self,
-        conn: Connection,
+        lean: Lean,
         acked: Callable[[Publish, int], None],
         failed: Callable[[Publish, str, bool], None],
     ) -> None:
-        self.conn = conn
-        self.timeout = conn.settings.publish_timeout
+        self.lean = lean
+        self.timeout = lean.settings.publish_timeout
         self._acked = acked
         self._failed = failed
         self.prefix = ""
         self.waiting: dict[str, Publish] = {}  # reply token -> publish not answered yet
         self._tokens = itertools.count()
-        self._outbox: deque[Publish] = deque()
-        self._wake = asyncio.Event()
         self._due: list[tuple[float, int, int, Publish]] = []  # (when, n, try, publish)
         self._order = itertools.count()
         self.last_error = ""
@@ -82,19 +82,17 @@ class Publisher:
     def fresh_id(self) -> str:
         return self._ids + str(next(self._id_count))
 
-    async def start(self) -> list[asyncio.Task[None]]:
-        nc = self.conn.nc
-        assert nc is not None
+    def start(self) -> list[asyncio.Task[None]]:
         self.prefix = f"_INBOX.{uuid.uuid4().hex}."
-        await nc.subscribe(self.prefix + "*", cb=self._answer)
-        return [asyncio.create_task(self._send_loop()), asyncio.create_task(self._sweep_loop())]
+        self.lean.subscribe(self.prefix + "*", self._answer)
+        self.lean.on_lost.append(self._lost)
+        return [asyncio.create_task(self._sweep_loop())]
 
     def add(self, publish: Publish) -> None:
         token = str(next(self._tokens))
         publish.reply = self.prefix + token
         self.waiting[token] = publish
-        self._outbox.append(publish)
-        self._wake.set()
+        self._send(publish)
 
     def _again(self, publish: Publish, delay: float) -> None:
         """Look at ``publish`` again in ``delay`` s (resend or give up)."""
@@ -102,35 +100,31 @@ class Publisher:
         when = loop.time() + delay
         heapq.heappush(self._due, (when, next(self._order), publish.tries, publish))
 
-    async def _send_loop(self) -> None:
-        nc = self.conn.nc
-        assert nc is not None
-        outbox = self._outbox
-        each = self.timeout / TRIES
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            while outbox:
-                publish = outbox.popleft()
-                if not publish.tries:
-                    publish.deadline = asyncio.get_running_loop().time() + self.timeout
-                publish.tries += 1
-                # The server counts headers too, and closes the connection of a client that
-                # sends past its max_payload: refused here, never sent.
-                if len(publish.data) + HEADROOM > nc.max_payload:
-                    self._fail(publish, f"larger than the cluster's {nc.max_payload} bytes", True)
-                    continue
-                try:
-                    await nc.publish(
-                        publish.subject, publish.data, reply=publish.reply, headers=publish.headers
-                    )
-                except NatsError as exc:  # disconnected (unbuffered): try again shortly
-                    self.last_error = f"not sent: {exc!r}"
-                    self._again(publish, ERROR_PAUSE)
-                    continue
-                # The last try gets what is left of publish_timeout.
-                left = publish.deadline - asyncio.get_running_loop().time()
-                self._again(publish, max(min(each, left), 0.0))
+    def _send(self, publish: Publish) -> None:
+        lean = self.lean
+        now = asyncio.get_running_loop().time()
+        if not publish.tries:
+            publish.deadline = now + self.timeout
+        publish.tries += 1
+        # The server counts headers too, and closes the connection of a client that
+        # sends past its max_payload: refused here, never sent.
+        if len(publish.data) + HEADROOM > lean.max_payload:
+            self._fail(publish, f"larger than the cluster's {lean.max_payload} bytes", True)
+            return
+        try:
+            lean.publish(publish.subject, publish.data, publish.reply, publish.headers)
+        except NotConnected as exc:  # try again shortly
+            self.last_error = f"not sent: {exc}"
+            self._again(publish, ERROR_PAUSE)
+            return
+        # The last try gets what is left of publish_timeout.
+        self._again(publish, max(min(self.timeout / TRIES, publish.deadline - now), 0.0))
+
+    def _lost(self) -> None:
+        """The connection dropped: the answers of the tries in flight may be lost with it."""
+        self.last_error = "connection to NATS lost"
+        for publish in self.waiting.values():
+            self._again(publish, ERROR_PAUSE)
 
     async def _sweep_loop(self) -> None:
         loop = asyncio.get_running_loop()
@@ -148,8 +142,7 @@ class Publisher:
                     self._fail(publish, self.last_error or "no answer")
                     continue
                 self.retries += 1
-                self._outbox.append(publish)
-                self._wake.set()
+                self._send(publish)
 
     def _fail(self, publish: Publish, reason: str, refused: bool = False) -> None:
         """Give up on ``publish``; ``refused``: it was never sent (certainly not stored)."""
@@ -157,18 +150,18 @@ class Publisher:
         self.waiting.pop(publish.reply[len(self.prefix) :], None)
         self._failed(publish, reason, refused)
 
-    async def _answer(self, msg: Any) -> None:
-        token = msg.subject[len(self.prefix) :]
+    def _answer(self, subject: str, reply: str, status: str, data: bytes) -> None:
+        token = subject[len(self.prefix) :]
         publish = self.waiting.get(token)
         if publish is None:
             return  # a late answer to a try already answered (or given up)
-        if msg.headers and msg.headers.get("Status") == "503":
+        if status == "503":
             self.last_error = "no JetStream responders (stream without a leader?)"
             self._again(publish, ERROR_PAUSE)
             return
-        seq = _sequence(msg.data)
+        seq = _sequence(data)
         if seq is None:
-            self.last_error = f"JetStream answered {msg.data[:200]!r}"
+            self.last_error = f"JetStream answered {status} {data[:200]!r}"
             self._again(publish, ERROR_PAUSE)
             return
         del self.waiting[token]

@@ -9,22 +9,25 @@ subscription per consumer, and one pull request at a time stays open (``batch`` 
 ``expires`` s): the server sends each event as soon as it is stored, so a busy partition
 costs a request per ``batch`` events or per ``expires`` s, and an idle one a request per
 ``expires`` s. The server's answer at expiry (status 408) shows the consumer is alive; a
-request with no answer at all (the consumer's node died, the connection dropped) tells the
-caller to make the consumer again.
+request with no answer at all (the consumer's node died) tells the caller to make the
+consumer again. Requests and deliveries go over the lean connection
+(:mod:`skns.cluster.lean`: a delivery parsed and taken in the loop iteration that read
+it, not a ``Msg``, a queue and a task each as in nats-py); when it drops, the caller
+drops its readers (:meth:`Reader.drop`) and makes its consumers again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import uuid
 from collections.abc import Callable
-from typing import Any
 
 import orjson
-from nats.errors import Error as NatsError
+
+from ..cluster.lean import Lean
 
 ANSWER_GRACE = 1.0  # seconds past a request's expiry before it counts as unanswered
-_ERRORS = (NatsError, TimeoutError)
 
 
 def delivery(reply: str) -> tuple[int, int, int] | None:
@@ -50,53 +53,57 @@ class Reader:
     """
 
     def __init__(
-        self, nc: Any, stream: str, consumer: str, take: Callable[[int, bytes, int], None]
+        self, lean: Lean, stream: str, consumer: str, take: Callable[[int, bytes, int], None]
     ) -> None:
-        self.nc = nc
+        self.lean = lean
         self.stream = stream
         self.consumer = consumer
         self.next = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}"
         self.take = take
-        self.inbox = nc.new_inbox()
-        self.sub: Any = None
+        self.inbox = f"_INBOX.{uuid.uuid4().hex}"
+        self.sid = 0
         self.delivered = 0  # consumer sequence of the last delivery taken
         self.asked = 0  # deliveries the open request may still bring
         self.answered = False  # the server answered the open request (events or a status)
         self.lost = False
         self._ended = asyncio.Event()
 
-    async def open(self) -> None:
-        self.sub = await self.nc.subscribe(self.inbox, cb=self._deliver)
+    def open(self) -> None:
+        self.sid = self.lean.subscribe(self.inbox, self._deliver)
 
-    async def close(self) -> None:
+    def close(self) -> None:
+        self.drop()
+        self.lean.unsubscribe(self.sid)
+
+    def drop(self) -> None:
+        """Take nothing more (the connection dropped: deliveries may be lost)."""
         self.lost = True
-        if self.sub is not None:
-            with contextlib.suppress(*_ERRORS):
-                await self.sub.unsubscribe()
+        self._ended.set()
 
     async def pull(self, batch: int, expires: float) -> bool:
         """One request for up to ``batch`` events, open up to ``expires`` s; False if the
-        server did not answer it at all (its consumer may be gone)."""
+        server did not answer it at all (its consumer may be gone). Raises
+        :class:`~skns.cluster.lean.NotConnected`."""
         self.asked = batch
         self.answered = False
         self._ended.clear()
         request = orjson.dumps({"batch": batch, "expires": int(expires * 1e9)})
-        await self.nc.publish(self.next, request, reply=self.inbox)
+        self.lean.publish(self.next, request, self.inbox)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._ended.wait(), expires + ANSWER_GRACE)
         return self.answered
 
-    async def _deliver(self, msg: Any) -> None:
+    def _deliver(self, subject: str, reply: str, status: str, data: bytes) -> None:
         if self.lost:
             return
         self.answered = True
-        if msg.headers and "Status" in msg.headers:
+        if status:
             # 408: the request expired; 404/409: ended (no events, consumer deleted, too
             # many requests); 100: a heartbeat (not asked for).
-            if msg.headers["Status"] != "100":
+            if status != "100":
                 self._ended.set()
             return
-        where = delivery(msg.reply or "")
+        where = delivery(reply)
         if where is None:
             return
         seq, cseq, pending = where
@@ -105,7 +112,7 @@ class Reader:
             self._ended.set()
             return
         self.delivered = cseq
-        self.take(seq, msg.data, pending)
+        self.take(seq, data, pending)
         self.asked -= 1
         if self.asked <= 0:
             self._ended.set()

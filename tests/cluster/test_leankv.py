@@ -1,0 +1,75 @@
+"""Key-value updates over the lean connection: the answers read as nats-py reads them, and
+a lease renewed through it on a real 3-node cluster."""
+
+from __future__ import annotations
+
+import asyncio
+
+import nats
+import pytest
+from nats.js.errors import APIError, BadRequestError, KeyWrongLastSequenceError
+
+from skns.cluster.lean import Lean
+from skns.cluster.leankv import LeanKV, revision
+from skns.cluster.lease import Lease, lease_bucket
+from skns.cluster.natscluster import NatsCluster
+from skns.cluster.settings import ClusterSettings
+
+
+def test_an_ack_gives_its_sequence() -> None:
+    assert revision(b'{"stream":"KV_b","seq":17}') == 17
+
+
+def test_a_wrong_last_revision_is_the_compare_and_set_failure() -> None:
+    for code in (10071, 10164):
+        data = b'{"error":{"code":400,"err_code":%d,"description":"wrong last sequence: 3"}}'
+        with pytest.raises(KeyWrongLastSequenceError):
+            revision(data % code)
+
+
+@pytest.mark.parametrize(
+    ("data", "error"),
+    [
+        (b'{"error":{"code":400,"err_code":10058,"description":"bad"}}', BadRequestError),
+        (b'{"error":{"description":"no code"}}', APIError),
+        (b"not json", APIError),
+        (b"[1]", APIError),
+        (b'{"stream":"KV_b"}', APIError),
+        (b'{"stream":"KV_b","seq":"17"}', APIError),
+    ],
+)
+def test_anything_else_raises_an_api_error(data: bytes, error: type[Exception]) -> None:
+    with pytest.raises(error):
+        revision(data)
+
+
+def test_a_lease_renewed_over_the_lean_connection_is_fenced_by_its_successor(
+    nats_cluster: NatsCluster,
+) -> None:
+    ttl = 1.0
+
+    async def scenario() -> None:
+        nc = await nats.connect(nats_cluster.urls[0])
+        lean = Lean(ClusterSettings(nats=tuple(nats_cluster.urls[1:]), name="t"), "test")
+        assert await lean.open(asyncio.Event())
+        try:
+            kv = await lease_bucket(nc.jetstream(), "leankv_test", ttl, 3)
+            quick = LeanKV(lean, kv, "leankv_test", ttl / 2)
+            a = Lease(quick, "k", "a", ttl, ttl / 3, js=nc.jetstream(), bucket="leankv_test")
+            assert await a.take()
+            first = a.revision
+            assert await a.renew() and a.revision is not None and a.revision > (first or 0)
+            with pytest.raises(KeyWrongLastSequenceError):
+                await quick.update("k", b"x", last=1)  # not the last revision
+            # a stops renewing; once the key aged out b takes it, and a's renewal fails.
+            b = Lease(kv, "k", "b", ttl, ttl / 3, js=nc.jetstream(), bucket="leankv_test")
+            deadline = asyncio.get_running_loop().time() + 10
+            while not await b.take():
+                assert asyncio.get_running_loop().time() < deadline, "the lease never expired"
+                await asyncio.sleep(0.1)
+            assert not await a.renew() and a.revision is None
+        finally:
+            await lean.close()
+            await nc.close()
+
+    asyncio.run(scenario())
