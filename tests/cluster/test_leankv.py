@@ -7,24 +7,29 @@ import asyncio
 
 import nats
 import pytest
-from nats.js.errors import APIError, BadRequestError, KeyWrongLastSequenceError
+from nats.js.errors import (
+    APIError,
+    BadRequestError,
+    KeyWrongLastSequenceError,
+    NoStreamResponseError,
+)
 
 from skns.cluster.lean import Lean
-from skns.cluster.leankv import LeanKV, revision
+from skns.cluster.leankv import LeanKV, api_answer, revision
 from skns.cluster.lease import Lease, lease_bucket
 from skns.cluster.natscluster import NatsCluster
 from skns.cluster.settings import ClusterSettings
 
 
 def test_an_ack_gives_its_sequence() -> None:
-    assert revision(b'{"stream":"KV_b","seq":17}') == 17
+    assert revision("", b'{"stream":"KV_b","seq":17}') == 17
 
 
 def test_a_wrong_last_revision_is_the_compare_and_set_failure() -> None:
     for code in (10071, 10164):
         data = b'{"error":{"code":400,"err_code":%d,"description":"wrong last sequence: 3"}}'
         with pytest.raises(KeyWrongLastSequenceError):
-            revision(data % code)
+            revision("", data % code)
 
 
 @pytest.mark.parametrize(
@@ -40,7 +45,12 @@ def test_a_wrong_last_revision_is_the_compare_and_set_failure() -> None:
 )
 def test_anything_else_raises_an_api_error(data: bytes, error: type[Exception]) -> None:
     with pytest.raises(error):
-        revision(data)
+        revision("", data)
+
+
+def test_no_responders_is_no_stream_response() -> None:
+    with pytest.raises(NoStreamResponseError):
+        api_answer("503", b"")
 
 
 def test_a_lease_renewed_over_the_lean_connection_is_fenced_by_its_successor(

@@ -42,14 +42,23 @@ class LeanKV:
             status, data = await self.lean.request(self.prefix + key, value, headers, self.timeout)
         except NotConnected as exc:
             raise ConnectionClosedError from exc
-        if status == "503":
-            raise NoStreamResponseError
-        return revision(data)
+        return revision(status, data)
 
 
-def revision(data: bytes) -> int:
-    """The stream sequence of a key-value update's JetStream ack; raises nats-py's errors
-    for an error answer (``KeyWrongLastSequenceError`` for a wrong expected revision)."""
+def revision(status: str, data: bytes) -> int:
+    """The stream sequence of a key-value update's JetStream ack."""
+    seq = api_answer(status, data).get("seq")
+    if type(seq) is not int:
+        raise APIError(description=f"not a JetStream ack: {data[:200]!r}")
+    return seq
+
+
+def api_answer(status: str, data: bytes) -> dict[str, Any]:
+    """A JetStream API answer or publish ack read with orjson; raises nats-py's errors for
+    an error answer (``KeyWrongLastSequenceError`` for a wrong expected revision) or no
+    responders (status 503)."""
+    if status == "503":
+        raise NoStreamResponseError
     try:
         answer = orjson.loads(data)
     except orjson.JSONDecodeError:
@@ -64,7 +73,4 @@ def revision(data: bytes) -> int:
             APIError.from_error(error)  # raises the error's class
         except KeyError:
             raise APIError(description=str(error)) from None
-    seq = answer.get("seq")
-    if type(seq) is not int:
-        raise APIError(description=f"not a JetStream ack: {data[:200]!r}")
-    return seq
+    return answer

@@ -55,7 +55,7 @@ from .events import Event
 from .handlers import HandlerEnv
 from .placement import host_partitions, shard_partitions
 from .progress import Progress
-from .pull import Reader
+from .pull import Reader, make_consumer
 from .runner import Handler, Runner
 from .tuning import tune_gc
 
@@ -166,12 +166,10 @@ class Partition:
             mem_storage=True,
             num_replicas=1,
         )
-        nc = self.owner.conn.nc
-        assert nc is not None
         # A short timeout: with a node of the stream's group down, nats-server 2.9 may place
         # the consumer on that node and never answer; the next try is placed anew.
-        info = await nc.jetstream(timeout=CONSUMER_TIMEOUT).add_consumer(jetstream.STREAM, config)
-        reader = Reader(self.owner.lean, jetstream.STREAM, info.name, self._take)
+        name = await make_consumer(self.owner.lean, jetstream.STREAM, config, CONSUMER_TIMEOUT)
+        reader = Reader(self.owner.lean, jetstream.STREAM, name, self._take)
         reader.open()
         return reader
 
