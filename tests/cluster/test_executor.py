@@ -126,6 +126,7 @@ def test_an_event_larger_than_a_nats_message_gets_an_error_frame(
         )
         assert router["rejected"] == {"event too large for the cluster": 1}
         assert router["cluster"]["reconnects"] == 0
+        assert router["lean"]["disconnects"] == 0  # the connection the events go through
 
 
 def test_an_event_id_resent_to_the_other_host_is_stored_once(

@@ -97,12 +97,13 @@ def test_a_dead_node_is_reported_and_left_for_another_with_the_subscriptions(
                 losses.append("refused")  # not buffered for later
 
         lean.on_lost.append(lost)
-        await opened(lean)  # to the first node
-        other = await nats.connect(nats_cluster.urls[2])
+        await opened(lean)
+        first = nats_cluster.urls.index(lean.url)
+        other = await nats.connect(nats_cluster.urls[(first + 1) % 3])
         inbox = Inbox()
         lean.subscribe("lean.after", inbox)
         try:
-            nats_cluster.kill(0)
+            nats_cluster.kill(first)
             await until(lambda: losses != [], 5, "the loss was not reported")
             assert losses == ["refused"] and lean.disconnects == 1
             await until(lambda: lean.connected, 10, "no reconnect to another node")
@@ -115,7 +116,7 @@ def test_a_dead_node_is_reported_and_left_for_another_with_the_subscriptions(
         finally:
             await other.close()
             await lean.close()
-            nats_cluster.restart(0)
+            nats_cluster.restart(first)
             nats_cluster.wait_ready()
 
     asyncio.run(scenario())

@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import random
 import ssl
 import urllib.parse
 import uuid
@@ -98,7 +99,10 @@ class Lean:
         self._handshake: asyncio.Future[None] | None = None
         self._info: asyncio.Future[dict[str, Any]] | None = None
         self._pings = 0  # PINGs sent and not answered
-        self._next = 0  # index in urls of the next server to try
+        # Index in urls of the next server to try: a random first, so that the processes of
+        # the cluster spread over its servers (as nats-py's connections do).
+        self._next = random.randrange(len(self.urls)) if self.urls else 0
+        self.url = ""  # of the server connected to (or last connected to)
         self._closing = False
         self._tasks: list[asyncio.Task[None]] = []
         self._requests: dict[str, asyncio.Future[tuple[str, bytes]]] = {}  # token -> answer
@@ -108,6 +112,14 @@ class Lean:
     @property
     def connected(self) -> bool:
         return self._transport is not None and self._handshake is None
+
+    def status(self) -> dict[str, Any]:
+        """For ``skns-ctl status``: the server of the lean connection, its losses."""
+        return {
+            "connected": self.connected,
+            "server": self.url if self.connected else None,
+            "disconnects": self.disconnects,
+        }
 
     # -- opening and keeping the connection ---------------------------------------------------
 
@@ -169,6 +181,7 @@ class Lean:
         self._pings = 0
         for sid, (subject, _) in self._subs.items():
             self._write(wire.sub(subject, sid))
+        self.url = url
         log.info("NATS (lean connection) connected to %s", url)
 
     def abort(self) -> None:

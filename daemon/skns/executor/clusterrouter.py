@@ -215,6 +215,7 @@ class ClusterRouter(Ingest):
         return {
             **super().stats(),
             "cluster": self.conn.status(),
+            "lean": self.lean.status(),
             "hosts": self.hosts,
             # This host's share and who runs each (host/shard/pid), for a status under 16 KiB
             # the first STATUS_SHARE of them.

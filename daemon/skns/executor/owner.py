@@ -479,6 +479,7 @@ class Owner:
         return {
             "shard": self.index,
             "cluster": self.conn.status(),
+            "lean": self.lean.status(),
             "partitions": list(parts),
             "desired": self.desired,
             "hosts": self.hosts,
