@@ -184,5 +184,8 @@ def test_missing_lines_are_those_after_the_files_last():
     assert missing([a, b, c], [row(b)]) == [c]  # a write cut between two lines of one close
     assert missing([a, b, c], [row(c)]) == []  # all written before it died
     assert missing([b, c], [row(a)]) == [b, c]  # none of them written
+    # A stop with the disk full between two lines of one close: the base line is in the
+    # file, the longer interval's line of the same timestamp is held (and owed).
+    assert missing([c], [row(b)]) == [c]
     later = '{"timestamp": 30, "count_type": "10s"}'
     assert missing([a, b, c], [row(later)]) == []  # the file is past them all

@@ -274,8 +274,17 @@ def missing(lines: list[str], tail: list[dict[str, object]]) -> list[str]:
     if not lines or not tail:
         return lines
     last = (tail[-1].get("timestamp"), tail[-1].get("count_type"))
-    keys = [(row["timestamp"], row["count_type"]) for row in map(json.loads, lines)]
+    rows = [json.loads(text) for text in lines]
+    keys = [(row["timestamp"], row["count_type"]) for row in rows]
     if last in keys:
         return lines[keys.index(last) + 1 :]
-    written = float(last[0])  # type: ignore[arg-type]
-    return [text for text, key in zip(lines, keys, strict=True) if float(key[0]) > written]
+    # Not among them: keep those that come after it in output order. The timestamp alone
+    # is not enough: a full disk can cut a close between its lines, leaving a window's
+    # base line written and its longer intervals' lines (same timestamp) held.
+    written = _place(tail[-1])
+    return [text for text, row in zip(lines, rows, strict=True) if _place(row) > written]
+
+
+def _place(row: dict[str, object]) -> tuple[float, float]:
+    """Where a line comes in the output: by window end, then shortest interval first."""
+    return float(row["timestamp"]), float(str(row["count_type"]).removesuffix("s"))  # type: ignore[arg-type]
