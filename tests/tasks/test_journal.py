@@ -318,9 +318,7 @@ def test_a_kill_9_loses_no_task_acknowledged(
         f.write(b'{"id":"torn","number":5,"qu')
     capfd.readouterr()
 
-    # Two hard workers now: the two hard jobs are computed again side by side (the journal
-    # keeps jobs, not the number of workers).
-    again = make_server(**{**CRASH_SETTINGS, "hard_workers": 2})
+    again = make_server(**CRASH_SETTINGS)
     with connect(again.url, max_size=None, open_timeout=10) as ws:
         for task_id in (small, slow, big):  # the same frames; the big one computed again
             assert fetch(ws, task_id) == frames[task_id]
