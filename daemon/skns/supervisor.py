@@ -55,7 +55,8 @@ MAX_WAIT = 0.5
 STATUS_EVERY = 2.0
 # Slots allocated beyond the children started with, for reloads that add children.
 SPARE_SLOTS = 32
-
+# They stop the service, and win over a restart asked for before or with them.
+STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
 
 # After a fault in the loop itself, pause this long: a fault that repeats must not spin.
 FAULT_PAUSE = 0.1
@@ -126,6 +127,40 @@ class Supervisor:
     def _install_signals(self) -> None:
         for signo in child.SUPERVISOR_SIGNALS:
             signal.signal(signo, self._queue_signal)
+        # A re-exec passes them blocked (see _hold_for_restart): one sent meanwhile has
+        # waited in the kernel and reaches its handler now.
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, child.SUPERVISOR_SIGNALS)
+
+    def _hold_for_restart(self) -> dict[str, int] | None:
+        """The fds to pass on if the loop ended to re-execute in place, else None.
+
+        From here to the new run's ``_install_signals`` no handler may take a signal: one
+        queued now would be lost with this image, and one reaching the new image before
+        its handlers would kill it. So the signals are blocked: a stop asked from now on
+        stays pending in the kernel, across the exec, which keeps the mask and pending
+        signals. One queued before wins over the restart."""
+        if not self.restarting or self.exit_code:
+            return None
+        # Runs the handler of any signal already delivered before it returns.
+        signal.pthread_sigmask(signal.SIG_BLOCK, child.SUPERVISOR_SIGNALS)
+        if any(signo in STOP_SIGNALS for signo in self.signals):
+            log.info("a stop was asked for with the restart: stopping")
+            self.restarting = False
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, child.SUPERVISOR_SIGNALS)
+            return None
+        return self.fdstore.copies()
+
+    def _stop_pending(self, kept: dict[str, int]) -> bool:
+        """Did a stop come while this run stopped for the re-exec? Then the service stops
+        there (the shutdown saved everything a stop saves) rather than start again."""
+        if not STOP_SIGNALS & signal.sigpending():
+            return False
+        log.info("a stop was asked for during the restart: not re-executing")
+        with self.faults.guard("notify"):
+            self.notifier.stopping()
+        for fd in kept.values():
+            os.close(fd)
+        return True
 
     # -- start ---------------------------------------------------------------
 
@@ -168,9 +203,9 @@ class Supervisor:
             log.exception("supervisor failed")
             self.exit_code = 1
         finally:
-            kept = self.fdstore.copies() if self.restarting and not self.exit_code else None
+            kept = self._hold_for_restart()
             self._shutdown()
-        if kept is not None:
+        if kept is not None and not self._stop_pending(kept):
             log.info("re-executing in place with %d fds", len(kept))
             reexec(kept)
         return self.exit_code
@@ -268,7 +303,7 @@ class Supervisor:
     def _handle_signals(self) -> None:
         while self.signals:
             signo = self.signals.pop(0)
-            if signo in (signal.SIGTERM, signal.SIGINT):
+            if signo in STOP_SIGNALS:
                 log.info("%s: stopping", signal.Signals(signo).name)
                 self.stopping = True
                 self.restarting = False  # a stop wins over a restart asked for with it
