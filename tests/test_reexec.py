@@ -343,6 +343,7 @@ def test_a_stop_asked_for_around_a_restart_wins(start_service, tmp_path, when):
     runs = log.count("children (config")
     assert log.count("skns.supervisor: stopped") == runs, log
     assert log.count("saved open window(s)") == runs, log
+    assert "did not stop in time" not in log, log  # a child started then lost its SIGTERM
 
 
 def test_a_child_is_not_the_supervisor_for_sigusr2(start_service, tmp_path):

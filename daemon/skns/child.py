@@ -139,10 +139,13 @@ SUPERVISOR_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCH
 
 
 def reset_signals() -> None:
-    """Undo the supervisor's signal handling in a freshly forked child."""
+    """Undo the supervisor's signal handling in a freshly forked child: the default
+    actions, then unblocked (the supervisor forks with them blocked; one sent meanwhile
+    acts now, with its default action)."""
     for sig in SUPERVISOR_SIGNALS:
         signal.signal(sig, signal.SIG_DFL)
     signal.set_wakeup_fd(-1)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, SUPERVISOR_SIGNALS)
 
 
 def _die_with_parent() -> None:
