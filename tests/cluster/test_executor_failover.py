@@ -15,8 +15,9 @@ import pytest
 
 from helpers import wait_for
 from skns.cluster.natscluster import NatsCluster
+from skns.executor.placement import partition_of
 
-from .exec_hosts import Feeder, Host, balanced, check, feed, running, wait_all_ran
+from .exec_hosts import PARTITIONS, Feeder, Host, balanced, check, feed, running, wait_all_ran
 
 DURATION = 0.1
 ACCOUNTS = 100
@@ -26,10 +27,8 @@ ACCOUNTS = 100
 def pair(
     nats_cluster: NatsCluster, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[Host, Host]]:
-    with running(nats_cluster, tmp_path_factory.mktemp("failover"), "ab", duration=DURATION) as (
-        a,
-        b,
-    ):
+    tmp = tmp_path_factory.mktemp("failover")
+    with running(nats_cluster, tmp, "ab", duration=DURATION) as (a, b):
         yield a, b
 
 
@@ -112,8 +111,9 @@ def test_kill_9_of_a_host_moves_its_partitions_and_every_acked_event_runs(
 ) -> None:
     a, b = pair
     assert wait_for(lambda: balanced([a, b]), 30, "a and b balanced")
-    feeders = feed([a, b], events(6000, "kill"))
-    time.sleep(1.5)
+    # 30 events an account, 3 s of handler time: b is killed with half of its share to run.
+    feeders = feed([a, b], events(3000, "kill"))
+    time.sleep(1.0)
     theirs = b.owned()
     killed = time.monotonic()
     b.kill()
@@ -122,7 +122,10 @@ def test_kill_9_of_a_host_moves_its_partitions_and_every_acked_event_runs(
     print(f"failover: b's {len(theirs)} partitions ran on a {failover:.2f} s after the kill -9")
     # lease_ttl 3 s: its leases expire within 3 s of the kill, the roster entry too.
     assert failover < 8.0
-    check_run(feeders, [a, b])
+    acked = check_run(feeders, [a, b])
+    # Killed mid-run: a ran events of b's share that b had not got to.
+    moved = [r for r in a.records() if r[0] in acked and partition_of(r[1], PARTITIONS) in theirs]
+    assert moved, "b's share had run out before the kill"
     b.restart()
     b.wait_ready()
     assert wait_for(lambda: balanced([a, b]), 30, "b back with its share")

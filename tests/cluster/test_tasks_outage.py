@@ -125,10 +125,10 @@ def test_the_jobs_of_a_host_killed_9_run_on_another_within_the_hold(
 ) -> None:
     # B (one hard worker, prefetch 2) holds two jobs: 3,000,000! running (a minute of work
     # here, cut at the 30 s limit: 1,000,000! took 12 s here, but a faster box finished it
-    # before the test looked) and 5! waiting behind it. While B lives it says "in progress" for both, so A (idle) gets
-    # neither, past the consumer's ack_wait (6 s). Once B is killed, JetStream gives both to
-    # A within that ack_wait, not after the hosts' limits (ack_wait was limit x prefetch +
-    # 10 s = 70 s).
+    # before the test looked) and 5! waiting behind it. While B lives it says "in progress"
+    # for both, so A (idle) gets neither, past the consumer's ack_wait (6 s). Once B is
+    # killed, JetStream gives both to A within that ack_wait, not after the hosts' limits
+    # (ack_wait was limit x prefetch + 10 s = 70 s).
     # 5! is a hard job here
     limits = {"hard_limit": 30.0, "hard_prefetch": 2, "soft_max": 0, "max_number": 3_000_000}
     # Earlier tests of this module leave jobs on the hard stream (accepted while NATS was
@@ -141,8 +141,11 @@ def test_the_jobs_of_a_host_killed_9_run_on_another_within_the_hold(
             on_b.send(json.dumps({"type": "factorial", "number": number}))
             ids.append(json.loads(on_b.recv(timeout=30))["task_id"])
         wait_for(lambda: b.stats().get("cluster", {}).get("held") == 2, what="both held by b")
+        held = time.monotonic()  # given to b before this
         a = make_host(hard_workers=2, **limits)
-        time.sleep(9)
+        # Past the ack_wait (6 s) counted from when b got them, and 3 s more for a to pull
+        # and answer them had JetStream given them again (as 9 s after a's start did).
+        time.sleep(max(held + 9 - time.monotonic(), 3))
         # b's word kept them: 5! would be done at once on a (other tests' jobs may be there).
         on_b.send(json.dumps({"type": "result", "task_id": ids[1]}))
         assert json.loads(on_b.recv(timeout=30))["type"] == "pending"
