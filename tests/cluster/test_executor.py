@@ -183,16 +183,20 @@ def test_a_second_host_with_a_live_name_refuses_to_start(
     hosts: tuple[Host, Host], nats_cluster: NatsCluster, tmp_path: Path
 ) -> None:
     a, b = hosts
-    # With the metrics on too, so that the service has something left to run.
+    # With the metrics on too, so that the service has something left to run; its router
+    # refused twice (not five times, each a start of its own) is enough to stop it.
     metrics = metrics_table(tmp_path, enabled=True, listen="127.0.0.1:0", workers=1)
-    twin = Host(tmp_path / "twin", nats_cluster, "a", others={"metrics": metrics})
+    others = {"metrics": metrics, "service": {"start_failures": 2}}
+    twin = Host(tmp_path / "twin", nats_cluster, "a", others=others)
     try:
         # The supervisor contains it: the executor subsystem stops after its router keeps
         # dying at start, the service stays up, and the log says why.
         wait_for(
             lambda: "another host named 'a' is live" in twin.service.log(), 30, "refusal logged"
         )
-        code, _ = twin.health()
+        # Its executor's port is held by the supervisor and served by no router: a request
+        # waits unanswered (a router answers /health within milliseconds).
+        code, _ = twin.health(timeout=2.0)
         assert code != 200
         assert not twin.owned()
         wait_for(

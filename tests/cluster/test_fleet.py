@@ -242,7 +242,9 @@ def test_kill_9_of_the_lease_holder_another_takes_over_without_a_gap_or_a_double
         hosts[victim].proc.wait()
         taken = wait_for(lambda: holder(hosts), 20, "another lease holder")
         assert taken != victim
-        time.sleep(4)
+        wait_for(
+            lambda: any(r["timestamp"] > killed_at + 4 for r in lines(fleet)), 20, "lines after"
+        )
     local, rows = settled(fleet, tmp_path, names)
     base = check(rows, local, {names[victim]}, since)
     assert base[0] < killed_at - 1 and base[-1] > killed_at + 4

@@ -53,6 +53,7 @@ def tables(
             "state_dir": str(root / "state"),
             "control_socket": str(root / "run" / "control.sock"),
             "log_level": "info",
+            **others.get("service", {}),
         },
         "executor": {
             "enabled": True,
@@ -137,9 +138,10 @@ class Host:
     def connect(self) -> ClientConnection:
         return connect(self.url, compression=None, max_size=None, open_timeout=10)
 
-    def health(self) -> tuple[int, dict[str, Any]]:
+    def health(self, timeout: float = 5.0) -> tuple[int, dict[str, Any]]:
+        url = f"http://127.0.0.1:{self.port}/health"
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=5) as r:
+            with urllib.request.urlopen(url, timeout=timeout) as r:
                 return r.status, json.loads(r.read())
         except urllib.error.HTTPError as exc:
             return exc.code, json.loads(exc.read())
