@@ -212,3 +212,20 @@ def test_a_second_host_with_a_live_name_refuses_to_start(
     finally:
         twin.stop()
     assert wait_for(lambda: balanced([a, b]), 20, "a and b unaffected")
+
+
+def test_acked_events_that_never_ran_are_reported_with_every_shards_view(
+    hosts: tuple[Host, Host],
+) -> None:
+    # A stall seen once must be diagnosable from the failure alone: the partitions of the
+    # missing events and each shard's partitions, lag and connections.
+    a, b = hosts
+    never = 10**12  # a sequence the stream will not reach
+    with pytest.raises(AssertionError) as failure:
+        wait_all_ran([a, b], {never: "acct"}, 0.5)
+    report = str(failure.value)
+    assert "1 acked events never ran" in report
+    assert f"missing events by partition: {{{partition_of('acct', PARTITIONS)}: 1}}" in report
+    for host in (a, b):
+        assert f"host {host.name} ({host.root}): health (200" in report
+    assert report.count('"lean": {"connected": true') == 4  # 2 shards a host

@@ -34,9 +34,13 @@ from ..localservice import Service, wait_for
 from ..ports import free_port
 from .checker import Verdict, verify
 from .handlers import read_records
+from .placement import partition_of
 
 LEASE_TTL = 3.0
 PARTITIONS = 16
+# What a shard's stats tell of a stall (see stall_report).
+STALL_KEYS = ("shard", "partitions", "desired", "lag", "cluster", "lean", "pulls", "takes",
+              "handovers", "lease_losses", "done", "in_flight", "backlog")  # fmt: skip
 
 
 def tables(
@@ -325,4 +329,25 @@ def wait_all_ran(hosts: Iterable[Host], seqs: Iterable[int], timeout: float) -> 
         time.sleep(0.1)
     runs = all_records(hosts)
     missing = sorted(wanted - {line[0] for line in runs})
-    raise AssertionError(f"{len(missing)} acked events never ran, e.g. {missing[:10]}")
+    raise AssertionError(
+        f"{len(missing)} acked events never ran, e.g. {missing[:10]}\n"
+        + stall_report(hosts, missing, seqs if isinstance(seqs, dict) else {})
+    )
+
+
+def stall_report(hosts: list[Host], missing: list[int], accounts: dict[int, Any]) -> str:
+    """Why acked events did not run, as far as the hosts can tell: the partitions of the
+    missing events (when their accounts are known) and each shard's view of the cluster
+    and of each partition it holds (lag, lean connection, pulls, lease losses), so that a
+    stall seen once can be told apart afterwards (its logs are in the hosts' directories)."""
+    lines = []
+    if accounts:
+        where = Counter(partition_of(accounts[s], PARTITIONS) for s in missing if s in accounts)
+        lines.append(f"missing events by partition: {dict(sorted(where.items()))}")
+    for host in hosts:
+        lines.append(f"host {host.name} ({host.root}): health {host.health()}")
+        if not host.alive:
+            continue
+        for shard in host.stats("executor-shard"):
+            lines.append(f"  {json.dumps({k: shard.get(k) for k in STALL_KEYS})}")
+    return "\n".join(lines)
