@@ -229,3 +229,5 @@ def test_acked_events_that_never_ran_are_reported_with_every_shards_view(
     for host in (a, b):
         assert f"host {host.name} ({host.root}): health (200" in report
     assert report.count('"lean": {"connected": true') == 4  # 2 shards a host
+    # Each partition's reader: its consumer, how many were made, pulls unanswered, idle time.
+    assert report.count('"consumers": ') == PARTITIONS

@@ -40,7 +40,7 @@ LEASE_TTL = 3.0
 PARTITIONS = 16
 # What a shard's stats tell of a stall (see stall_report).
 STALL_KEYS = ("shard", "partitions", "desired", "lag", "cluster", "lean", "pulls", "takes",
-              "handovers", "lease_losses", "done", "in_flight", "backlog")  # fmt: skip
+              "handovers", "lease_losses", "done", "in_flight", "backlog", "readers")  # fmt: skip
 
 
 def tables(

@@ -68,6 +68,7 @@ PULL_WAIT = 5.0  # seconds a pull request stays open (events are delivered as th
 FETCH_MAX = 512  # events asked for in one pull request
 INACTIVE = 30.0  # seconds before the server drops the consumer of an owner that is gone
 STATUS_LAGS = 128  # partitions whose lag the status shows, the most lagging first
+STATUS_READERS = 16  # partitions whose reader the status shows, the longest idle first
 CONSUMER_TIMEOUT = 2.0  # seconds to make a consumer before trying again
 CLOSE_WAIT = 2.0  # seconds a stopped partition's tasks get to end
 _ERRORS = (APIError, NatsError, TimeoutError, NotConnected)
@@ -100,6 +101,12 @@ class Partition:
         self.lag = 0  # events in the stream not delivered to this owner yet
         self.trimmed_at = 0.0
         self.trimmed = 0  # watermark of the last purge
+        # How its reader fares, for the status (a partition that stopped taking events
+        # shows why: consumers made again and for what, pulls nobody answered).
+        self.consumers = 0  # consumers made
+        self.remade: dict[str, int] = {}  # why a consumer was made again -> times
+        self.unanswered = 0  # pull requests with no answer at all
+        self.taken_at = 0.0  # loop time of the last delivery taken
 
     # -- start and stop ---------------------------------------------------------------------
 
@@ -171,7 +178,13 @@ class Partition:
         name = await make_consumer(self.owner.lean, jetstream.STREAM, config, CONSUMER_TIMEOUT)
         reader = Reader(self.owner.lean, jetstream.STREAM, name, self._take)
         reader.open()
+        self.consumers += 1
         return reader
+
+    def _remade(self, why: str) -> None:
+        self.remade[why] = self.remade.get(why, 0) + 1
+        log.info("partition %d: %s; making its consumer again from sequence %d",
+                 self.number, why, self.progress.last + 1)  # fmt: skip
 
     async def _pull(self) -> None:
         owner = self.owner
@@ -180,6 +193,7 @@ class Partition:
                 reader = self.reader
                 if reader is None or reader.lost:
                     if reader is not None:
+                        self._remade(reader.why or "deliveries lost")
                         reader.close()
                         self.reader = None
                     if not owner.lean.connected:  # reconnecting: its consumer would be lost
@@ -199,13 +213,13 @@ class Partition:
                 try:
                     answered = await reader.pull(min(room, FETCH_MAX), PULL_WAIT)
                 except _ERRORS as exc:
-                    log.info("partition %d: pull failed (%s); making the consumer again",
-                             self.number, exc)  # fmt: skip
-                    reader.lost = True
+                    reader.lose(f"pull failed ({type(exc).__name__})")
                     continue
                 # No answer at all, not even the one at expiry: is the consumer still there?
-                if not answered and not await self._consumer_alive(reader):
-                    reader.lost = True
+                if not answered:
+                    self.unanswered += 1
+                    if not await self._consumer_alive(reader):
+                        reader.lose("consumer gone")
         finally:
             if self.reader is not None:
                 self.reader.close()
@@ -215,6 +229,7 @@ class Partition:
         if self.leaving:
             return  # handing over: what came last runs at the next owner
         self.lag = pending
+        self.taken_at = asyncio.get_running_loop().time()
         if not self.progress.delivered(seq):
             return  # finished before this owner took the partition
         try:
@@ -315,6 +330,18 @@ class Partition:
             "watermark": self.progress.watermark,
             "lag": self.lag + self.progress.pending,
             **self.runner.stats(),
+        }
+
+    def reader_status(self) -> dict[str, Any]:
+        """Its reader for the status: consumers made, why made again, pulls unanswered,
+        seconds since the last delivery (None: none yet)."""
+        now = asyncio.get_running_loop().time()
+        return {
+            "consumer": self.reader.consumer if self.reader is not None else None,
+            "consumers": self.consumers,
+            "remade": self.remade,
+            "unanswered": self.unanswered,
+            "idle": round(now - self.taken_at, 1) if self.taken_at else None,
         }
 
 
@@ -476,6 +503,7 @@ class Owner:
     def stats(self) -> dict[str, Any]:
         parts = {n: p.stats() for n, p in sorted(self.partitions.items())}
         lags = sorted(((s["lag"], n) for n, s in parts.items()), reverse=True)[:STATUS_LAGS]
+        idlest = sorted(self.partitions.values(), key=lambda p: p.taken_at)
         return {
             "shard": self.index,
             "cluster": self.conn.status(),
@@ -487,6 +515,8 @@ class Owner:
             # delivered and not finished (the most lagging, for a status under 16 KiB).
             "lag": {str(n): lag for lag, n in sorted(lags, key=lambda x: x[1])},
             "lag_total": sum(s["lag"] for s in parts.values()),
+            # The readers of the partitions idle the longest (a stalled one: remade, unanswered).
+            "readers": {str(p.number): p.reader_status() for p in idlest[:STATUS_READERS]},
             "in_flight": sum(s["in_flight"] for s in parts.values()),
             "backlog": sum(s["backlog"] for s in parts.values()),
             "done": self.done + sum(s["done"] for s in parts.values()),

@@ -85,6 +85,7 @@ class Reader:
         self.asked = 0  # deliveries the open request may still bring
         self.answered = False  # the server answered the open request (events or a status)
         self.lost = False
+        self.why = ""  # why it was lost, for the log and the status
         self._ended = asyncio.Event()
 
     def open(self) -> None:
@@ -96,7 +97,12 @@ class Reader:
 
     def drop(self) -> None:
         """Take nothing more (the connection dropped: deliveries may be lost)."""
-        self.lost = True
+        self.lose("connection lost")
+
+    def lose(self, why: str) -> None:
+        """Take nothing more from this consumer, because ``why``."""
+        if not self.lost:
+            self.lost, self.why = True, why
         self._ended.set()
 
     async def pull(self, batch: int, expires: float) -> bool:
@@ -127,8 +133,7 @@ class Reader:
             return
         seq, cseq, pending = where
         if cseq != self.delivered + 1:
-            self.lost = True
-            self._ended.set()
+            self.lose(f"delivery gap (consumer sequence {cseq} after {self.delivered})")
             return
         self.delivered = cseq
         self.take(seq, data, pending)
