@@ -376,7 +376,10 @@ def test_a_full_disk_refuses_new_jobs_and_loses_none_acknowledged(tiny_fs: Any) 
         # In status (published once a second or so).
         stats = wait_for(lambda: (s := srv.stats()) and s["refused"].get("Server busy") and s)
         assert stats["journal"]["write_errors"] >= 1
-        assert stats["journal"]["error"] == "No space left on device"
+        # The refusal may be lifted already: a smaller row (an outcome) fitting in the space
+        # the refused row's cut-back part freed is a write that works.
+        assert stats["journal"]["error"] in ("No space left on device", None)
+        assert stats["journal"]["last_error"] == "No space left on device"
 
         fs.free()
         for _ in range(100):  # accepted again as soon as a write works (a rewrite at most 1 s)

@@ -98,6 +98,9 @@ class Journal:
         self._compact_at = compact_bytes
         self.size = 0  # bytes in the file
         self.error: str | None = None  # why the last write failed; None while writable
+        # Kept once writes work again: a full disk that a later, smaller row fits lifts the
+        # refusal at once, and status would otherwise show no trace of it but the count.
+        self.last_error: str | None = None
         self.write_errors = 0
         self.compactions = 0
 
@@ -149,6 +152,7 @@ class Journal:
             "compactions": self.compactions,
             "write_errors": self.write_errors,
             "error": self.error,
+            "last_error": self.last_error,
         }
 
     # -- appending --------------------------------------------------------------
@@ -194,7 +198,7 @@ class Journal:
                 self.path,
                 exc.strerror or exc,
             )
-        self.error = f"{exc.strerror or exc}"
+        self.error = self.last_error = f"{exc.strerror or exc}"
 
     def _writable(self) -> None:
         if self.error is not None:
