@@ -69,6 +69,10 @@ FETCH_MAX = 512  # events asked for in one pull request
 INACTIVE = 30.0  # seconds before the server drops the consumer of an owner that is gone
 STATUS_LAGS = 128  # partitions whose lag the status shows, the most lagging first
 STATUS_READERS = 16  # partitions whose reader the status shows, the longest idle first
+# Seconds without a delivery before a pull is checked against what the stream holds (a
+# consumer that answers every pull at its expiry and delivers nothing would stall its
+# partition with the lease held and /health 200).
+STALL_AFTER = 10.0
 CONSUMER_TIMEOUT = 2.0  # seconds to make a consumer before trying again
 CLOSE_WAIT = 2.0  # seconds a stopped partition's tasks get to end
 _ERRORS = (APIError, NatsError, TimeoutError, NotConnected)
@@ -107,6 +111,8 @@ class Partition:
         self.remade: dict[str, int] = {}  # why a consumer was made again -> times
         self.unanswered = 0  # pull requests with no answer at all
         self.taken_at = 0.0  # loop time of the last delivery taken
+        self.made_at = 0.0  # loop time its consumer was made
+        self.checked_at = 0.0  # loop time of the last look at what the stream holds for it
 
     # -- start and stop ---------------------------------------------------------------------
 
@@ -179,6 +185,7 @@ class Partition:
         reader = Reader(self.owner.lean, jetstream.STREAM, name, self._take)
         reader.open()
         self.consumers += 1
+        self.made_at = asyncio.get_running_loop().time()
         return reader
 
     def _remade(self, why: str) -> None:
@@ -209,6 +216,9 @@ class Partition:
                 if room <= 0:
                     await asyncio.sleep(0.05)
                     continue
+                # Idle a while: what the stream holds for it now, before a whole pull.
+                stored = await self._stored() if self._stall_check_due() else 0
+                before = self.progress.last
                 owner.pulls += 1
                 try:
                     answered = await reader.pull(min(room, FETCH_MAX), PULL_WAIT)
@@ -220,10 +230,30 @@ class Partition:
                     self.unanswered += 1
                     if not await self._consumer_alive(reader):
                         reader.lose("consumer gone")
+                # A consumer that answers and delivers nothing of what was stored before the
+                # pull (say, one that lost its place and waits past it) is made again.
+                if stored > before == self.progress.last:
+                    reader.lose(f"stalled: sequence {stored} stored, none past {before} delivered")
         finally:
             if self.reader is not None:
                 self.reader.close()
                 self.reader = None
+
+    def _stall_check_due(self) -> bool:
+        now = asyncio.get_running_loop().time()
+        if now - max(self.taken_at, self.made_at, self.checked_at) < STALL_AFTER:
+            return False
+        self.checked_at = now
+        return True
+
+    async def _stored(self) -> int:
+        """The sequence of the last event on the partition's subject, as the stream's leader
+        has it (0: none, or not known now)."""
+        try:
+            return (await self.owner.conn.js.get_last_msg(jetstream.STREAM, self.subject)).seq
+        except _ERRORS as exc:  # NotFoundError: none
+            log.debug("partition %d: last sequence not known: %s", self.number, exc)
+            return 0
 
     def _take(self, seq: int, data: bytes, pending: int) -> None:
         if self.leaving:
