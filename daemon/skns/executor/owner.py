@@ -137,6 +137,8 @@ class Partition:
             asyncio.create_task(self._keep()),
             asyncio.create_task(self._commit_loop()),
         ]
+        for task in self.tasks:
+            task.add_done_callback(self._loop_ended)
         log.info("running partition %d from sequence %d", self.number, self.progress.last + 1)
         return True
 
@@ -162,6 +164,18 @@ class Partition:
         if graceful:
             await self.lease.release()
         log.info("%s partition %d", "handed over" if graceful else "stopped", self.number)
+
+    def _loop_ended(self, task: asyncio.Task[None]) -> None:
+        """One of the partition's loops ended while it runs: an error none of them catches
+        (a client library's surprise). Without its puller, renewer or committer the partition
+        would keep its lease and take nothing, with /health at 200: it is stopped instead, and
+        taken again from its commit once its lease is free."""
+        if self.leaving or task.cancelled():
+            return
+        log.error("partition %d: its loop %s ended: %r; stopped, to run again from its commit",
+                  self.number, task.get_coro().__qualname__, task.exception())  # fmt: skip
+        self.owner.loop_failures += 1
+        self.owner._close(self, graceful=False)
 
     # -- events -------------------------------------------------------------------------
 
@@ -414,6 +428,7 @@ class Owner:
         self.takes = 0
         self.handovers = 0
         self.lease_losses = 0
+        self.loop_failures = 0  # partitions stopped because one of their loops ended
         self.commits = 0
         self.pulls = 0  # pull requests made (one open per partition at a time)
         self.not_events = 0  # messages on a partition's subject that are not events
@@ -555,6 +570,7 @@ class Owner:
             "takes": self.takes,
             "handovers": self.handovers,
             "lease_losses": self.lease_losses,
+            "loop_failures": self.loop_failures,
             "commits": self.commits,
             "pulls": self.pulls,
             "not_events": self.not_events,
