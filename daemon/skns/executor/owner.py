@@ -174,8 +174,7 @@ class Partition:
             return
         log.error("partition %d: its loop %s ended: %r; stopped, to run again from its commit",
                   self.number, task.get_coro().__qualname__, task.exception())  # fmt: skip
-        self.owner.loop_failures += 1
-        self.owner._close(self, graceful=False)
+        self.owner.loop_failed(self)
 
     # -- events -------------------------------------------------------------------------
 
@@ -450,6 +449,12 @@ class Owner:
             return
         self.lease_losses += 1
         log.warning("partition %d: lease not renewed in time: stopped", partition.number)
+        self._close(partition, graceful=False)
+
+    def loop_failed(self, partition: Partition) -> None:
+        """One of ``partition``'s loops ended on an error: stop it at once (its lease lapses,
+        and it runs again from its commit)."""
+        self.loop_failures += 1
         self._close(partition, graceful=False)
 
     def _close(self, partition: Partition, graceful: bool) -> None:
