@@ -254,3 +254,30 @@ def test_a_request_fails_at_once_when_the_connection_drops_and_times_out_unanswe
             await lean.close()
 
     asyncio.run(scenario())
+
+
+def test_a_request_cancelled_as_its_answer_comes_is_cancelled() -> None:
+    # A lease renewer cancelled in the loop turn its answer came in must stop: with
+    # asyncio.wait_for (3.11) the cancellation was swallowed and the renewer kept renewing
+    # the lease of a stopped partition, so no other owner could take it.
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await handshake(reader, writer)
+        with contextlib.suppress(ConnectionError):
+            while await reader.readline():
+                pass
+        writer.close()
+
+    async def scenario() -> None:
+        async with fake_server(serve) as url:
+            lean = Lean(settings([url]), "test")
+            await opened(lean)
+            asking = asyncio.create_task(lean.request("s", b"x", b"NATS/1.0\r\n\r\n", 5))
+            await until(lambda: bool(lean._requests), 5, "the request was not sent")
+            (token,) = lean._requests
+            lean._answer(lean._replies + token, "", "", b"answer")  # the same turn:
+            asking.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await asking
+            await lean.close()
+
+    asyncio.run(scenario())

@@ -303,7 +303,10 @@ class Lean:
         self._requests[token] = future
         try:
             self.publish(subject, payload, self._replies + token, headers)
-            return await asyncio.wait_for(future, timeout)
+            # Not asyncio.wait_for: on 3.11 it swallows a cancellation that comes with the
+            # answer in the same loop turn, and a cancelled lease renewer would renew again.
+            async with asyncio.timeout(timeout):
+                return await future
         finally:
             del self._requests[token]
 

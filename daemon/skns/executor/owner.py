@@ -301,14 +301,19 @@ class Partition:
         # Renewed twice as often as its margin: a renewal may take up to lease_ttl / 2 on
         # a loaded cluster and the lease is still held (fencing stops the partition once
         # the last renewal that succeeded was sent lease_ttl - margin ago).
-        while True:
+        # The loops also check leaving: a client library may swallow a cancellation, and a
+        # lease renewed for a stopped partition would keep it from every other owner.
+        while not self.leaving:
             await tick(self.lease.ttl / 6)
-            await self.lease.renew()
+            if not self.leaving:
+                await self.lease.renew()
 
     async def _commit_loop(self) -> None:
         loop = asyncio.get_running_loop()
-        while True:
+        while not self.leaving:
             await tick(COMMIT_INTERVAL)
+            if self.leaving:
+                return
             if not self.lease.held():
                 self.owner.fence(self)
                 return
