@@ -56,7 +56,10 @@ class Handler:
             await self._call(event)
             return
         try:
-            await asyncio.wait_for(self._call(event), timeout)
+            # Not asyncio.wait_for: on 3.11 it swallows a cancellation (drain, fencing) that
+            # comes in the loop turn the handler ends, and the account would go on.
+            async with asyncio.timeout(timeout):
+                await self._call(event)
         except TimeoutError:
             raise TimeoutError(f"handler took more than {timeout:g} s") from None
 
