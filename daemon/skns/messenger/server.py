@@ -8,7 +8,8 @@ back the body it produced. Status codes:
   missing, non-string, empty or too long field, a content type other than
   ``application/json``); 413 a body larger than any valid message could be.
   Both with ``{"error": ...}``.
-- 408 the body did not arrive within ``request_timeout``.
+- 408 the body did not arrive within ``request_timeout``, or a request head begun did not
+  end within it (a connection that sent nothing is closed without a word).
 - 404 an unknown path, 405 another method (with ``Allow``), 417 an ``Expect`` other
   than ``100-continue``: with ``{"error": ...}`` too, as is every error.
 - 503 the database is unreachable or refused the transaction: nothing of the
@@ -176,8 +177,9 @@ async def serve(
 
     ``ready`` is called once the socket listens. A connection that has not sent a whole
     request head within ``request_timeout`` s of opening or of its previous answer is closed
-    (aiohttp's keep-alive timer runs from both, and a partial head does not stop it): a
-    slowloris client holds a connection that long at most; the body has as long again. At
+    (aiohttp's keep-alive timer runs from both, and a partial head does not stop it), after
+    a 408 if it had begun one (see :class:`_HeadWatch`): a slowloris client holds a
+    connection that long at most; the body has as long again. At
     most ``max_connections`` are open at once (see :func:`_bound_connections`).
     ``listener``: the supervisor's socket on ``host:port``, served instead of binding one."""
     runner = web.AppRunner(
@@ -234,10 +236,38 @@ async def _expect(request: web.Request) -> web.StreamResponse | None:
     return None
 
 
+class _HeadWatch:
+    """A connection's request parser, and when it was last fed bytes.
+
+    aiohttp closes a connection idle past its keep-alive time without a word, also one in the
+    middle of a request head (a slowloris, or a client that stalled): that one is owed a 408
+    like a body that stalls. The parser cannot tell whether it holds part of a head, so this
+    wrapper notes when it was last fed: bytes fed since the connection went idle (opened, or
+    answered its last request) can only be the start of the next head. A head that begins in
+    the same read as a whole request before it is not noticed (that read came before the idle
+    time began) unless more of it comes later.
+    """
+
+    __slots__ = ("_parser", "fed_at", "refuse")
+
+    def __init__(self, parser: Any, refuse: Callable[[asyncio.Transport], None]) -> None:
+        self._parser = parser
+        self.fed_at = -1.0  # loop time
+        self.refuse = refuse  # writes the 408
+
+    def feed_data(self, data: bytes, *args: Any, **kwargs: Any) -> Any:
+        if data:
+            self.fed_at = asyncio.get_running_loop().time()
+        return self._parser.feed_data(data, *args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._parser, name)
+
+
 class _JsonErrors(RequestHandler):
     """aiohttp's connection handler, answering what it refuses before any route (a malformed
     request line or header, a bad Content-Length) with ``{"error": ...}`` like every other
-    error, not text/plain.
+    error, not text/plain, and a request head that does not end in time with a 408.
 
     aiohttp builds that answer in ``handle_error``, which still logs (through
     :mod:`skns.messenger.httplog`) and checks that nothing was sent yet; only the body is
@@ -246,6 +276,22 @@ class _JsonErrors(RequestHandler):
     """
 
     __slots__ = ()
+
+    def _process_keepalive(self) -> None:
+        # The conditions on which aiohttp's own closes the idle connection: due, and waiting
+        # for a request. Before it does, a head begun since the wait began gets its 408.
+        watch, waiter, transport = self._parser, self._waiter, self.transport
+        closing = (
+            not self._force_close
+            and self._keepalive
+            and self._loop.time() >= self._next_keepalive_close_time
+            and waiter is not None
+            and not waiter.done()
+        )
+        idle_since = self._next_keepalive_close_time - self._keepalive_timeout
+        if closing and isinstance(watch, _HeadWatch) and watch.fed_at >= idle_since and transport:
+            watch.refuse(transport)
+        super()._process_keepalive()
 
     def handle_error(
         self,
@@ -274,6 +320,10 @@ _TOO_MANY = (
     b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
     b"Content-Length: %d\r\nConnection: close\r\n\r\n%s"
 )
+_HEAD_TIMEOUT = (
+    b"HTTP/1.1 408 Request Timeout\r\nContent-Type: application/json\r\n"
+    b"Content-Length: %d\r\nConnection: close\r\n\r\n%s"
+)
 
 
 def _bound_connections(server: web.Server | None, replica: Replica) -> None:
@@ -287,6 +337,13 @@ def _bound_connections(server: web.Server | None, replica: Replica) -> None:
     admit = server.connection_made
     body = orjson.dumps({"error": "too many connections; try again"})
     refusal = _TOO_MANY % (len(body), body)
+    late = f"request head not received within {replica.request_timeout:g} s"
+    body = orjson.dumps({"error": late})
+    head_timeout = _HEAD_TIMEOUT % (len(body), body)
+
+    def refuse_head(transport: asyncio.Transport) -> None:
+        replica.answers[408] += 1
+        transport.write(head_timeout)
 
     def connection_made(handler: Any, transport: asyncio.Transport) -> None:
         if len(server.connections) >= replica.max_connections:
@@ -298,6 +355,7 @@ def _bound_connections(server: web.Server | None, replica: Replica) -> None:
             handler.__class__ = _Refused
             return
         handler.__class__ = _JsonErrors
+        handler._parser = _HeadWatch(handler._parser, refuse_head)
         admit(handler, transport)
 
     server.connection_made = connection_made  # type: ignore[method-assign]
