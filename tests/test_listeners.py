@@ -87,3 +87,16 @@ def test_a_port_taken_by_someone_else_leaves_the_child_to_bind():
     port = squatter.getsockname()[1]
     assert Listeners(None).get(spec(HostPort("127.0.0.1", port))) is None
     squatter.close()
+
+
+def test_a_kept_unix_socket_fits_while_its_file_is_there(tmp_path):
+    path = tmp_path / "control.sock"
+    unix = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    unix.bind(str(path))
+    unix.listen()
+    assert bound_to(unix, socket.SOCK_STREAM, path)
+    assert not bound_to(unix, socket.SOCK_STREAM, tmp_path / "other.sock")
+    assert not bound_to(unix, socket.SOCK_STREAM, HostPort("127.0.0.1", 0))
+    path.unlink()  # nobody could connect to it any more: bound anew
+    assert not bound_to(unix, socket.SOCK_STREAM, path)
+    unix.close()

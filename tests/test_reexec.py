@@ -27,6 +27,8 @@ from helpers import (
     toml_dumps,
     wait_for,
 )
+from skns.control import request
+from skns.errors import ControlError, ServiceNotRunning
 from skns.ports import free_port
 
 RATE = 10_000  # datagrams per second
@@ -72,14 +74,18 @@ class Sender:
 
 
 class Prober(threading.Thread):
-    """Connects to each port again and again; counts refused connects."""
+    """Connects to each port again and again, and asks the control socket for the status;
+    counts refused connects and status requests not answered."""
 
-    def __init__(self, ports: list[int]) -> None:
+    def __init__(self, ports: list[int], control: Path) -> None:
         super().__init__(daemon=True)
         self.ports = ports
+        self.control = control
         self.ok = 0
         self.refused = 0
         self.other: list[str] = []
+        self.answered = 0
+        self.unanswered: list[str] = []
         self.halt = threading.Event()
         self.start()
 
@@ -93,6 +99,11 @@ class Prober(threading.Thread):
                     self.refused += 1
                 except OSError as exc:
                     self.other.append(repr(exc))
+            try:
+                request(self.control, "status", timeout=10)
+                self.answered += 1
+            except (ServiceNotRunning, ControlError, OSError) as exc:
+                self.unanswered.append(repr(exc))
             time.sleep(0.005)
 
     def stop(self) -> None:
@@ -170,9 +181,12 @@ def check_lines(rows: list[dict], sent: int) -> None:
             assert long["A3_min"] == min(r["A3_min"] for r in full), long
 
 
-def finish(event: str, sender: Sender, prober: Prober, out: Path, back_in: float) -> None:
+def finish(
+    event: str, sender: Sender, prober: Prober, out: Path, back_in: float, cut: int = 0
+) -> None:
     """Once the load has run across the event: every datagram counted once, each longer
-    line the merge of its base lines, no connect refused. Prints the figures (pytest -s)."""
+    line the merge of its base lines, no connect refused, every status request answered
+    but ``cut`` (in the hands of a supervisor killed). Prints the figures (pytest -s)."""
     sent = sender.join()
     end = time.time()
     time.sleep(0.5)
@@ -181,11 +195,16 @@ def finish(event: str, sender: Sender, prober: Prober, out: Path, back_in: float
     counted = sum(r["count"] for r in rows if r["count_type"] == BASE)
     print(
         f"\n{event}: sent {sent}, counted {counted}, lost {sent - counted}; "
-        f"connects ok {prober.ok}, refused {prober.refused}; back in {back_in:.2f} s"
+        f"connects ok {prober.ok}, refused {prober.refused}; status answered "
+        f"{prober.answered}, not {len(prober.unanswered)}; back in {back_in:.2f} s"
     )
     assert sent > RATE * 3  # the load really ran (the machine may be slow: not all of it)
     check_lines(rows, sent)
     assert prober.refused == 0, prober.refused
+    # The control socket is kept like the ports: asked meanwhile, the next run answers.
+    assert prober.answered > 5, prober.unanswered[:3]
+    assert len(prober.unanswered) <= cut, prober.unanswered[:3]
+    assert all("without an answer" in e for e in prober.unanswered), prober.unanswered
 
 
 def tables(tmp_path: Path) -> dict[str, Any]:
@@ -220,7 +239,7 @@ def test_restart_in_place_loses_no_datagram_and_refuses_no_connect(start_service
     out = Path(svc.tables["metrics"]["output"])
     pid = svc.pid
     sender = Sender(metrics_port(svc), 5.5)
-    prober = Prober(tcp_ports(svc))
+    prober = Prober(tcp_ports(svc), svc.socket)
     time.sleep(1.5)
     started = svc.status()["service"]["started"]
     t0 = time.monotonic()
@@ -259,9 +278,10 @@ def test_kill_9_then_start_with_the_kept_fds_loses_nothing(start_service, keeper
     svc = start_service(env=env, **tables(tmp_path))
     out = Path(svc.tables["metrics"]["output"])
     children = [c["pid"] for c in svc.children()]
-    wait_for(lambda: len(keeper.fds) == 5, what="5 fds in the store")  # 2 UDP, 2 TCP, memfd
+    # 2 UDP, 2 TCP, the metrics state's memfd, the control socket
+    wait_for(lambda: len(keeper.fds) == 6, what="6 fds in the store")
     sender = Sender(metrics_port(svc), 5.0)
-    prober = Prober(tcp_ports(svc))
+    prober = Prober(tcp_ports(svc), svc.socket)
     time.sleep(1.5)
     t0 = time.monotonic()
     svc.proc.kill()
@@ -280,7 +300,8 @@ def test_kill_9_then_start_with_the_kept_fds_loses_nothing(start_service, keeper
     )
     try:
         second.wait_ready()
-        finish("kill -9, fds kept", sender, prober, out, time.monotonic() - t0)
+        # One status request may have been taken by the supervisor killed.
+        finish("kill -9, fds kept", sender, prober, out, time.monotonic() - t0, cut=1)
         log = second.log()
         assert "kept the socket" in log and "resumed the metrics state" in log
     finally:

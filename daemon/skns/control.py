@@ -26,15 +26,20 @@ import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from . import jsonexact
 from .errors import ControlError, ServiceNotRunning
+from .listeners import claim
+
+if TYPE_CHECKING:
+    from .fdstore import FdStore
 
 log = logging.getLogger("skns.control")
 
+FDNAME = "control"  # in the fd store
 MAX_REQUEST = 4096
 MAX_CLIENTS = 64
 # After accept() ran out of file descriptors (or kernel memory), wait this long.
@@ -64,24 +69,41 @@ class ControlServer:
     ``on_fault``."""
 
     def __init__(
-        self, path: Path, handler: Handler, selector: selectors.BaseSelector, on_fault: OnFault
+        self,
+        path: Path,
+        handler: Handler,
+        selector: selectors.BaseSelector,
+        on_fault: OnFault,
+        store: FdStore | None = None,
     ) -> None:
         self.path = path
         self.handler = handler
         self.on_fault = on_fault
         self.selector = selector
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._unlink_stale()
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.bind(str(path))
-        os.chmod(path, 0o660)
-        self.sock.listen(64)
-        self.sock.setblocking(False)
+        # Kept across a restart like the service's ports: a client asking meanwhile waits
+        # in the backlog and is answered by the next run, instead of "not running".
+        self.sock = claim(store, FDNAME, socket.SOCK_STREAM, path) or self._bind(store)
         self.clients: dict[socket.socket, _Client] = {}  # oldest first
         self.accept_paused_until: float | None = None
         self.dropped = 0  # connections pushed out by newer ones or timed out
         self.accept_errors = 0
         selector.register(self.sock, selectors.EVENT_READ, self._accept)
+
+    def _bind(self, store: FdStore | None) -> socket.socket:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._unlink_stale()
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.bind(str(self.path))
+            os.chmod(self.path, 0o660)
+            sock.listen(64)
+            sock.setblocking(False)
+        except OSError:
+            sock.close()
+            raise
+        if store is not None:
+            store.keep(FDNAME, sock.fileno())
+        return sock
 
     def _unlink_stale(self) -> None:
         """Remove a socket file left by a dead supervisor; refuse if one is alive."""
@@ -227,13 +249,16 @@ class ControlServer:
         for sock in list(self.clients):
             self._close(sock)
 
-    def close(self) -> None:
+    def close(self, kept: bool = False) -> None:
+        """Close; ``kept``: a copy of the socket goes on to the next run (a restart in
+        place), so its file stays."""
         self.close_clients()
         if self.accept_paused_until is None:
             self.selector.unregister(self.sock)
         self.sock.close()
-        with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()
+        if not kept:
+            with contextlib.suppress(FileNotFoundError):
+                self.path.unlink()
 
 
 def request(path: Path, command: str, timeout: float = 5.0) -> dict[str, Any]:
@@ -258,6 +283,8 @@ def request(path: Path, command: str, timeout: float = 5.0) -> dict[str, Any]:
         raise ControlError(f"the service closed {path} without an answer: {exc}") from None
     finally:
         sock.close()
+    if not chunks:  # it was killed, or stopped before reading the request
+        raise ControlError(f"the service closed {path} without an answer")
     try:
         answer = jsonexact.loads(b"".join(chunks))
     except jsonexact.JSONDecodeError as exc:

@@ -11,7 +11,10 @@ outlive the supervisor's own restart.
 from __future__ import annotations
 
 import logging
+import os
 import socket
+import stat
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .settings import HostPort
@@ -31,14 +34,23 @@ def family_of(address: HostPort) -> socket.AddressFamily:
     return socket.AF_INET6 if ":" in address.host else socket.AF_INET
 
 
-def bound_to(sock: socket.socket, kind: socket.SocketKind, address: HostPort) -> bool:
-    """Is ``sock`` a ``kind`` socket bound where ``address`` says (port 0: any port)?"""
+def bound_to(sock: socket.socket, kind: socket.SocketKind, address: HostPort | Path) -> bool:
+    """Is ``sock`` a ``kind`` socket bound where ``address`` says (port 0: any port; a
+    path: a Unix socket whose file is still there)?"""
     try:
-        if sock.type != kind or sock.family not in (socket.AF_INET, socket.AF_INET6):
+        if sock.type != kind:
             return False
         if kind == socket.SOCK_STREAM and not sock.getsockopt(
             socket.SOL_SOCKET, socket.SO_ACCEPTCONN
         ):
+            return False
+        if isinstance(address, Path):
+            return (
+                sock.family == socket.AF_UNIX
+                and sock.getsockname() == str(address)
+                and stat.S_ISSOCK(os.stat(address).st_mode)
+            )
+        if sock.family not in (socket.AF_INET, socket.AF_INET6):
             return False
         host, port = sock.getsockname()[:2]
         wanted = {info[4][0] for info in socket.getaddrinfo(address.host, None, sock.family, kind)}
@@ -48,7 +60,7 @@ def bound_to(sock: socket.socket, kind: socket.SocketKind, address: HostPort) ->
 
 
 def claim(
-    store: FdStore | None, name: str, kind: socket.SocketKind, address: HostPort
+    store: FdStore | None, name: str, kind: socket.SocketKind, address: HostPort | Path
 ) -> socket.socket | None:
     """The socket passed from before the restart under ``name``, if it still fits
     ``address``; one that does not is closed and removed from the store."""

@@ -160,6 +160,8 @@ class Supervisor:
             self.notifier.stopping()
         for fd in kept.values():
             os.close(fd)
+        # Left for the next run (see _shutdown); there is none.
+        self.settings.service.control_socket.unlink(missing_ok=True)
         return True
 
     # -- start ---------------------------------------------------------------
@@ -173,6 +175,7 @@ class Supervisor:
                 self._command,
                 self.selector,
                 self.faults.record,
+                self.fdstore,
             )
             for name in NAMES:
                 if getattr(self.settings, name).enabled:
@@ -690,7 +693,9 @@ class Supervisor:
         self._wait_exit(leftovers, deadline)
         self.listeners.close()
         if self.control is not None:
-            self.control.close()
+            # Its file stays for the next run when the socket goes on: to the re-exec, or
+            # in systemd's fd store (systemd removes the runtime directory at a stop).
+            self.control.close(kept=self.restarting or self.fdstore.systemd)
         if self.slots is not None:
             self.slots.close()
         log.info("stopped")

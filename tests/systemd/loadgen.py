@@ -3,10 +3,11 @@
 Run inside the container, on any Python >= 3.11 (stdlib only):
 
     python3 loadgen.py --udp 127.0.0.1:9125 --rate 10000 --sockets 16 --seconds 10 \
-        --tcp 127.0.0.1:9127 --probe-interval 0.01
+        --tcp 127.0.0.1:9127 --probe-interval 0.01 --control /run/skns/control.sock
 
 Prints one JSON object: datagrams sent (and sends that failed: those were not sent), the
-wall-clock span they were sent in, and the prober's connects: ok, refused, timed out. Every
+wall-clock span they were sent in, the prober's connects: ok, refused, timed out, and with
+``--control PATH`` the status requests to the control socket: answered, refused, cut. Every
 datagram is ``{"A1": 1, "A2": a, "A3": b}`` with a and b varying, so that A1_sum equals the
 count and the max and min of the longer intervals are worth checking. Bounded: it sends
 rate * seconds datagrams and stops at seconds + 5 whatever it has sent.
@@ -76,6 +77,40 @@ class Prober(threading.Thread):
                 self.counts[key] += 1
 
 
+class StatusProber(threading.Thread):
+    """Asks the control socket at path for the status every interval until stopped; counts
+    how each request ended: answered, refused (no socket, or nobody listening), cut (the
+    connection closed without an answer), timed out."""
+
+    def __init__(self, path: str, interval: float, timeout: float) -> None:
+        super().__init__(daemon=True)
+        self.path, self.interval, self.timeout = path, interval, timeout
+        self.counts = {"ok": 0, "refused": 0, "cut": 0, "timeout": 0, "other": 0}
+        self.stop = threading.Event()
+
+    def ask(self) -> str:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(self.timeout)
+            try:
+                sock.connect(self.path)
+            except (FileNotFoundError, ConnectionRefusedError):
+                return "refused"
+            sock.sendall(b'{"command": "status"}\n')
+            answer = b"".join(iter(lambda: sock.recv(65536), b""))
+        if not answer:
+            return "cut"
+        return "ok" if json.loads(answer).get("ok") else "other"
+
+    def run(self) -> None:
+        while not self.stop.wait(self.interval):
+            try:
+                self.counts[self.ask()] += 1
+            except TimeoutError:
+                self.counts["timeout"] += 1
+            except (OSError, ValueError):
+                self.counts["other"] += 1
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--udp", type=endpoint, required=True)
@@ -85,16 +120,21 @@ def main() -> None:
     parser.add_argument("--tcp", type=endpoint, help="prober target (none: no prober)")
     parser.add_argument("--probe-interval", type=float, default=0.01)
     parser.add_argument("--probe-timeout", type=float, default=5.0)
+    parser.add_argument("--control", help="control socket to ask for the status (none: no)")
     args = parser.parse_args()
-    prober = None
+    probers: dict[str, Prober | StatusProber] = {}
     if args.tcp:
-        prober = Prober(args.tcp, args.probe_interval, args.probe_timeout)
+        probers["connects"] = Prober(args.tcp, args.probe_interval, args.probe_timeout)
+    if args.control:  # each request is a status: not as often as the connects
+        interval = max(args.probe_interval, 0.05)
+        probers["statuses"] = StatusProber(args.control, interval, args.probe_timeout)
+    for prober in probers.values():
         prober.start()
     result: dict[str, object] = dict(send(args.udp, args.rate, args.sockets, args.seconds))
-    if prober is not None:
+    for key, prober in probers.items():
         prober.stop.set()
         prober.join(args.probe_timeout + 1)
-        result["connects"] = prober.counts
+        result[key] = prober.counts
     print(json.dumps(result))
 
 
