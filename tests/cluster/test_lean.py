@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -13,7 +14,7 @@ import pytest
 
 from skns.cluster import lean as lean_module
 from skns.cluster.lean import Lean, NotConnected
-from skns.cluster.natscluster import NatsCluster
+from skns.cluster.natscluster import NatsCluster, find_server
 from skns.cluster.settings import ClusterSettings
 from skns.ports import free_port
 
@@ -281,3 +282,40 @@ def test_a_request_cancelled_as_its_answer_comes_is_cancelled() -> None:
             await lean.close()
 
     asyncio.run(scenario())
+
+
+@pytest.mark.parametrize(
+    ("flags", "userinfo", "connects"),
+    [
+        (["--auth", "s3cret"], "s3cret@", True),
+        (["--auth", "s3cret"], "wrong@", False),
+        (["--user", "skns", "--pass", "p%40ss"], "skns:p%2540ss@", True),  # p%40ss, quoted
+        (["--user", "skns", "--pass", "p%40ss"], "skns:nope@", False),
+    ],
+)
+def test_a_server_asking_for_a_token_or_a_password_gets_the_urls(
+    tmp_path: Any, flags: list[str], userinfo: str, connects: bool
+) -> None:
+    # As nats-py reads the URL: nats://token@host (a token, not a user with no password)
+    # and nats://user:pass@host, percent-decoded.
+    server = find_server()
+    assert server is not None
+    port = free_port()
+    args = [server, "-a", "127.0.0.1", "-p", str(port), *flags]
+    with subprocess.Popen(args, stderr=subprocess.DEVNULL) as process:
+        try:
+
+            async def scenario() -> bool:
+                lean = Lean(settings([f"nats://{userinfo}127.0.0.1:{port}"]), "test")
+                stop = asyncio.Event()
+                opening = asyncio.create_task(lean.open(stop))
+                # Refused, it tries again until stopped (the server may also not listen yet).
+                await asyncio.wait({opening}, timeout=1.5)
+                stop.set()
+                connected = await asyncio.wait_for(opening, 5)
+                await lean.close()
+                return connected
+
+            assert asyncio.run(scenario()) is connects
+        finally:
+            process.terminate()

@@ -172,9 +172,12 @@ class Lean:
             "version": "1",
             "name": self.name,
         }
-        if parts.username:
+        # As nats-py reads the URL: nats://user:pass@host or nats://token@host.
+        if parts.username and parts.password is not None:
             options["user"] = urllib.parse.unquote(parts.username)
-            options["pass"] = urllib.parse.unquote(parts.password or "")
+            options["pass"] = urllib.parse.unquote(parts.password)
+        elif parts.username:
+            options["auth_token"] = urllib.parse.unquote(parts.username)
         self._transport.write(wire.connect(options) + wire.PING)
         await self._handshake  # the PONG (an -ERR raises)
         self._handshake = None
