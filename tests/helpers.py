@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -114,3 +115,39 @@ def admitted(url: str) -> bool:
     except InvalidStatus as exc:
         assert exc.response.status_code == 503
         return False
+
+
+# Plain HTTP on a WebSocket port (skns.wshttp): the request, and the status it must get.
+PLAIN_HTTP = {
+    "get": (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", 426),
+    "post": (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}", 405),
+    "garbage": (b"\x16\x03\x01\x00\xa5 not http\r\n\r\n", 400),
+    "large": (b"GET / HTTP/1.1\r\n" + b"X-A: %s\r\n" % (b"a" * 8000) * 8 + b"\r\n", 431),
+}
+
+
+def plain_http(port: int, request: bytes) -> tuple[int, dict[str, str], Any]:
+    """Send ``request`` to 127.0.0.1:``port``; the status, headers and JSON body of the answer
+    that ends with the server's close (a reset or no answer fails)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(request)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    assert lines[0].startswith("HTTP/1.1 "), answer
+    headers = dict(line.split(": ", 1) for line in lines[1:])
+    assert headers["Content-Type"] == "application/json", answer
+    assert headers["Connection"] == "close", answer
+    return int(lines[0].split()[1]), headers, json.loads(body)
+
+
+def assert_refuses_plain_http(port: int) -> None:
+    """A WebSocket port answers each of PLAIN_HTTP with its status and ``{"error": str}``."""
+    for name, (request, status) in PLAIN_HTTP.items():
+        got, headers, body = plain_http(port, request)
+        assert got == status, (name, got, body)
+        assert isinstance(body["error"], str) and body["error"], (name, body)
+        if status == 426:
+            assert headers["Upgrade"] == "websocket"

@@ -23,7 +23,8 @@ from typing import cast
 
 from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.connection import Connection
-from websockets.asyncio.server import ServerConnection
+
+from .wshttp import RefusingServerConnection
 
 
 class _ReadGate:
@@ -68,8 +69,9 @@ class _Paced(Connection):
             self._gate.release("write")
 
 
-class PacedServerConnection(_Paced, ServerConnection):
-    """``serve(..., create_connection=PacedServerConnection)``."""
+class PacedServerConnection(_Paced, RefusingServerConnection):
+    """``serve(..., create_connection=PacedServerConnection)``; refuses plain HTTP clearly
+    (:mod:`skns.wshttp`)."""
 
 
 class PacedClientConnection(_Paced, ClientConnection):

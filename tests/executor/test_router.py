@@ -14,7 +14,7 @@ import orjson
 import pytest
 from websockets.exceptions import ConnectionClosed
 
-from helpers import admitted, assert_too_many, wait_for
+from helpers import admitted, assert_refuses_plain_http, assert_too_many, wait_for
 from skns.executor import records
 from skns.executor.checker import verify
 
@@ -107,6 +107,7 @@ def test_health(executor: Any) -> None:
         body = orjson.loads(response.read())
     assert body["status"] == "ok"
     assert body["shards"] == body["shards_connected"] == 2
+    assert_refuses_plain_http(ex.port)  # anything but /health and a handshake: a clear no
     # With a shard down the router still answers, and says so.
     ex.family.kill("executor-shard 1")
     wait_for(lambda: _health_status(ex.port) == 503, 10, "health to report the lost shard")

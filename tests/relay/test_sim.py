@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import collections
 
 import pytest
+import uvloop
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from skns.relay.sim import SourcePlan, text_frame
+from helpers import assert_refuses_plain_http
+from skns.relay.sim import Simulator, Source, SourcePlan, text_frame
 
 
 @settings(max_examples=30)
@@ -68,3 +71,11 @@ def test_text_frame_lengths(size: int) -> None:
 def test_bad_plans_are_refused(bad: dict) -> None:
     with pytest.raises(ValueError):
         SourcePlan(**bad)
+
+
+def test_plain_http_gets_a_clear_refusal() -> None:
+    async def main() -> None:
+        async with Simulator(Source([])) as sim:
+            await asyncio.to_thread(assert_refuses_plain_http, sim.port)
+
+    uvloop.run(main())

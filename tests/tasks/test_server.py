@@ -24,7 +24,7 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed, ConnectionClosedError
 from websockets.sync.client import ClientConnection, connect
 
-from helpers import admitted, assert_too_many
+from helpers import admitted, assert_refuses_plain_http, assert_too_many
 from skns.tasks.local import LocalServer
 from skns.tasks.server import FRAGMENT, send_frame
 from skns.wsraw import upgrade_request
@@ -344,10 +344,11 @@ def test_health_check_over_http(server: LocalServer) -> None:
     assert body["soft"]["workers"] == 2 and body["hard"]["workers"] == 1
 
 
-def test_a_plain_get_elsewhere_is_not_a_websocket(server: LocalServer) -> None:
+def test_plain_http_elsewhere_gets_a_clear_refusal(server: LocalServer) -> None:
     with pytest.raises(urllib.error.HTTPError) as info:
         urllib.request.urlopen(server.health_url.replace("/health", "/"), timeout=WAIT)
     assert info.value.code == 426
+    assert_refuses_plain_http(server.settings.tasks.listen.port)
 
 
 # -- the limits, enforced -----------------------------------------------------------

@@ -34,6 +34,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
 
+from ..wshttp import RefusingServerConnection
 from .holdtime import HoldTimes
 
 log = logging.getLogger("skns.relay.sim")
@@ -376,6 +377,7 @@ class Simulator:
             self.requested_port,
             compression=None,
             max_queue=1024,
+            create_connection=RefusingServerConnection,  # plain HTTP gets a clear refusal
         )
         return self
 

@@ -43,7 +43,7 @@ from websockets.http11 import Request, Response
 
 from ..listeners import serve_args
 from ..wsflow import PacedServerConnection
-from ..wslimit import ConnectionLimit
+from ..wslimit import ConnectionLimit, json_response
 from . import keep, protocol
 from .journal import FILE as JOURNAL_FILE
 from .journal import Journal
@@ -412,10 +412,7 @@ class TaskServer:
         status = (
             http.HTTPStatus.OK if body["status"] == "ok" else http.HTTPStatus.SERVICE_UNAVAILABLE
         )
-        response = connection.respond(status, orjson.dumps(body).decode())
-        del response.headers["Content-Type"]
-        response.headers["Content-Type"] = "application/json"
-        return response
+        return json_response(status, orjson.dumps(body))
 
     def stats(self) -> dict[str, Any]:
         return {
