@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import os
 import signal
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -136,6 +137,25 @@ class ChildContext:
 
 # The signals the supervisor handles (queues for its loop); a child starts with the defaults.
 SUPERVISOR_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD, signal.SIGUSR2)
+
+
+def fork() -> int:
+    """``os.fork`` with SUPERVISOR_SIGNALS blocked across it, for a process that handles them.
+
+    A signal reaching the child before it calls :func:`reset_signals` would run the parent's
+    handler copied there (the supervisor's only queues it, for a loop the child does not run)
+    and be lost: a SIGTERM would not stop the child. Blocked, it waits in the kernel and acts
+    once the child's reset unblocks it. The parent gets its mask back; the child keeps them
+    blocked and must call :func:`reset_signals`."""
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, SUPERVISOR_SIGNALS)
+    try:
+        pid = os.fork()
+    except BaseException:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        raise
+    if pid:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+    return pid
 
 
 def reset_signals() -> None:

@@ -220,22 +220,15 @@ class Supervisor:
         listener = self.listeners.get(c.spec)
         # Stamped before the fork, which takes a while for a big supervisor on a busy host.
         started, started_mono = time.time(), time.monotonic()
-        # Blocked across the fork (reset_signals unblocks them in the child): a SIGTERM
-        # reaching the child before its handlers are reset would go to the supervisor's
-        # handler copied there and be lost, and the child would not stop.
-        mask = signal.pthread_sigmask(signal.SIG_BLOCK, child.SUPERVISOR_SIGNALS)
-        try:
-            pid = os.fork()
-            if pid == 0:  # the child
-                status = 1
-                try:
-                    child.reset_signals()
-                    self._close_in_child()
-                    status = child.enter(c.spec, self.settings, slot, listener)
-                finally:
-                    os._exit(status)
-        finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        pid = child.fork()  # signals blocked until the child's reset_signals
+        if pid == 0:  # the child
+            status = 1
+            try:
+                child.reset_signals()
+                self._close_in_child()
+                status = child.enter(c.spec, self.settings, slot, listener)
+            finally:
+                os._exit(status)
         c.pid = pid
         c.started, c.started_mono = started, started_mono
         c.part.child_started(c.spec, c.started)

@@ -21,16 +21,17 @@ _MAX_REASON = 2000
 
 def probe_handler(spec: str, timeout: float = TIMEOUT) -> str | None:
     """Why the handler ``spec`` (``module:function``) cannot be loaded, or None if it can."""
+    from ..child import fork, reset_signals  # here: skns-ctl does without asyncio
+
     r, w = os.pipe2(os.O_CLOEXEC)
-    pid = os.fork()
+    pid = fork()  # signals blocked until reset_signals: the asker may be the supervisor
     if pid == 0:  # pragma: no cover - runs in the child, which leaves through os._exit
         status = 0
         try:
+            reset_signals()
             os.close(r)
-            from ..child import reset_signals
             from .handlers import resolve
 
-            reset_signals()
             resolve(spec)
         except BaseException as exc:  # whatever the module's import raises
             reason = str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"
