@@ -74,3 +74,29 @@ def test_dumps_matches_orjson_within_64_bits() -> None:
 )
 def test_round_trip_any_integers(doc: object) -> None:
     assert jsonexact.loads(jsonexact.dumps(doc)) == doc
+
+
+def _nested(levels: int, kind: str, leaf: object) -> bytes:
+    doc = leaf
+    for _ in range(levels):
+        doc = [doc] if kind == "list" else {"k": doc}
+    return json.dumps(doc).encode()
+
+
+@pytest.mark.parametrize("kind", ["list", "dict"])
+@pytest.mark.parametrize("leaf", [1, 10**30, []], ids=["int", "big int", "empty list"])
+def test_max_depth_counts_levels_exactly(kind: str, leaf: object) -> None:
+    own = 1 if leaf == [] else 0  # an empty list is a level of its own
+    assert jsonexact.loads(_nested(30 - own, kind, leaf), max_depth=30) is not None
+    with pytest.raises(jsonexact.TooDeep, match="nested deeper than 30 levels"):
+        jsonexact.loads(_nested(31 - own, kind, leaf), max_depth=30)
+    # What it lets through can be written back, with WRITE_DEPTH - max_depth levels around it.
+    doc = jsonexact.loads(_nested(30 - own, kind, leaf), max_depth=30)
+    for _ in range(jsonexact.WRITE_DEPTH - 30):
+        doc = [doc]
+    assert jsonexact.dumps(doc)
+
+
+def test_max_depth_leaves_wide_documents_alone() -> None:
+    wide = json.dumps([{"a": [i]} for i in range(500)]).encode()  # 1000 brackets, 3 levels
+    assert len(jsonexact.loads(wide, max_depth=3)) == 500

@@ -32,25 +32,69 @@ _orjson_loads = orjson.loads
 _orjson_dumps = orjson.dumps
 
 
-def loads(data: bytes | bytearray | memoryview | str) -> Any:
+class TooDeep(JSONDecodeError):
+    """A document nested deeper than the ``max_depth`` asked of :func:`loads`."""
+
+
+# orjson writes containers nested at most this deep ("Recursion limit reached" past it),
+# though it reads them up to 1024 deep.
+WRITE_DEPTH = 254
+
+
+def loads(data: bytes | bytearray | memoryview | str, max_depth: int | None = None) -> Any:
     """Parse strict UTF-8 JSON (no NaN, no Infinity); integers come back exact.
 
     Raises :class:`JSONDecodeError` (a ``ValueError``) on anything that is not such JSON,
     including nesting deeper than orjson's limit of 1024 and floats beyond a double.
+
+    ``max_depth`` (at most :data:`WRITE_DEPTH`): refuse, with :class:`TooDeep`, a document
+    whose arrays and objects nest deeper. A reader that writes what it read back out
+    (wrapped in a few levels of its own) must ask for it: orjson reads 1024 levels but
+    writes only 254, and a document it cannot write is found out only then, far from the
+    client that sent it (the executor's link to a shard failed on every flush after it).
     """
+    raw = data.encode() if isinstance(data, str) else data
+    raw = bytes(raw) if isinstance(raw, memoryview) else raw
     try:
         obj = _orjson_loads(data)
     except JSONDecodeError as error:
         # An integer too large even for a double ("number is infinity"): exact below.
         if "infinity" not in str(error):
             raise
-        return _loads_stdlib(data, error)
-    raw = data.encode() if isinstance(data, str) else data
-    if _LONG_RUN not in (bytes(raw) if isinstance(raw, memoryview) else raw).translate(
-        _DIGITS_ONLY
-    ):
-        return obj
-    return _loads_stdlib(data, None)
+        obj = _loads_stdlib(data, error)
+    else:
+        if _LONG_RUN in raw.translate(_DIGITS_ONLY):
+            obj = _loads_stdlib(data, None)
+    # Deeper than max_depth takes that many "[" or "{": most documents are cleared by
+    # counting them, in C; the others by writing them, in C too, under max_depth's margin.
+    counted = max_depth is not None and raw.count(b"[") + raw.count(b"{") > max_depth
+    if counted and _deeper(obj, max_depth):  # type: ignore[arg-type]
+        raise TooDeep(f"nested deeper than {max_depth} levels", "", 0)
+    return obj
+
+
+def _deeper(obj: Any, limit: int) -> bool:
+    """Whether arrays and objects nest more than ``limit`` (<= WRITE_DEPTH) deep in ``obj``."""
+    wrapped = obj
+    for _ in range(WRITE_DEPTH - limit):
+        wrapped = [wrapped]
+    try:
+        _orjson_dumps(wrapped)
+    except TypeError as error:
+        if "Recursion" in str(error):
+            return True
+        # An integer past 64 bits stopped orjson before it could tell: count the levels.
+        levels = [(obj, 1)]
+        while levels:
+            node, depth = levels.pop()
+            if type(node) is dict:
+                node = node.values()
+            elif type(node) is not list:
+                continue
+            if depth > limit:
+                return True
+            levels.extend((child, depth + 1) for child in node)
+    return False
 
 
 def _loads_stdlib(data: bytes | bytearray | memoryview | str, error: JSONDecodeError | None) -> Any:

@@ -43,6 +43,15 @@ def test_batch() -> None:
         (b'{"account_id": ""}', "account_id string must have 1..1024 characters"),
         (b"42", "event must be a JSON object"),
         (b"[]", "empty batch"),
+        (b"[" * 100_000 + b"]" * 100_000, "not JSON"),
+        (
+            b'{"account_id": 1, "payload": ' + b"[" * 200 + b"]" * 200 + b"}",
+            "nested deeper than 200 levels",
+        ),
+        (
+            b'[{"account_id": 1, "payload": ' + b"[" * 199 + b"]" * 199 + b"}]",
+            "nested deeper than 200 levels",
+        ),
     ],
 )
 def test_bad_frames(frame: bytes, reason: str) -> None:
@@ -81,3 +90,10 @@ def test_event_wire_form() -> None:
     event = Event(5, "a", "id", [1, 2])
     assert event.wire() == [5, "a", "id", [1, 2]]
     assert event.attempt == 1
+
+
+def test_nesting_up_to_the_limit_is_taken_and_many_shallow_events_too() -> None:
+    deepest = b'{"account_id": 1, "payload": ' + b"[" * 199 + b"]" * 199 + b"}"
+    assert parse_frame(deepest, 10)[0][0][0] == 1
+    wide = orjson.dumps([{"account_id": i, "payload": {"n": [i]}} for i in range(1000)])
+    assert len(parse_frame(wide, 1000)[0]) == 1000  # 3000 brackets, 3 levels deep

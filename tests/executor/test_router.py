@@ -30,6 +30,11 @@ BAD_FRAMES = [
     ({"account_id": None}, "account_id must be an integer or a string"),
     ([], "empty batch"),
     ([{"account_id": 1}, {"account_id": []}], "account_id must be an integer or a string"),
+    # orjson reads it, but could not write it on to a shard: every later flush failed.
+    (
+        b'{"account_id": 1, "payload": ' + b"[" * 300 + b"]" * 300 + b"}",
+        "nested deeper than 200 levels",
+    ),
 ]
 
 

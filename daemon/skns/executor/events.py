@@ -3,7 +3,8 @@
 A client frame is one JSON object ``{"account_id": int|str, "payload": any,
 "event_id"?: any}`` or a JSON array of such objects (a batch). A frame is taken
 whole or not at all: one bad event rejects its batch, with the reason and the
-index of the event, and nothing of that frame is accepted.
+index of the event, and nothing of that frame is accepted. A frame nested deeper
+than ``MAX_DEPTH`` levels is refused whole.
 """
 
 from __future__ import annotations
@@ -17,6 +18,9 @@ from .ring import Account
 INT64_MIN = -(1 << 63)
 INT64_MAX = (1 << 63) - 1
 MAX_ACCOUNT_CHARS = 1024
+# Levels of arrays and objects in a frame, a batch's array included; jsonexact.WRITE_DEPTH
+# (254) less this is what wrapping an event to pass it on may add.
+MAX_DEPTH = 200
 
 
 class BadEvent(ProtocolError):
@@ -65,8 +69,12 @@ def parse_frame(data: bytes | str, max_batch: int) -> tuple[list[Incoming], bool
     """The events of one client frame and whether it was a batch; raises BadEvent."""
     try:
         # Exact: a payload's integer past 64 bits reaches the handler unchanged, and an
-        # account_id past 64 bits is an integer out of range, not a float.
-        doc = jsonexact.loads(data)
+        # account_id past 64 bits is an integer out of range, not a float. Bounded in depth:
+        # every event is written again (to its shard, its journal, JetStream) a few levels
+        # down; one that could not be stopped every event of its shard behind it.
+        doc = jsonexact.loads(data, max_depth=MAX_DEPTH)
+    except jsonexact.TooDeep as exc:
+        raise BadEvent(exc.msg) from None
     except jsonexact.JSONDecodeError:
         raise BadEvent("not JSON") from None
     if type(doc) is list:
