@@ -139,6 +139,23 @@ def test_a_binary_frame_is_parsed_too(client: Connect) -> None:
         assert next_frame(ws)["result"] == "JSON decode error"
 
 
+def test_a_text_frame_that_is_not_utf8_is_a_decode_error_and_the_connection_stays(
+    client: Connect,
+) -> None:
+    # websockets closed the connection with 1007: the success owed to it and the request
+    # pipelined behind it were lost.
+    ws = client()
+    ws.send(b'{"type":"factorial","number":4}', text=True)
+    for bad in (b'{"type":"factorial","number":5,"x":"\xff"}', b'{"x":"\xc0\xaf"}'):
+        ws.send(bad, text=True)  # invalid, then overlong UTF-8
+    ws.send('{"type":"factorial","number":3}')
+    frames = [next_frame(ws) for _ in range(6)]
+    errors = [f for f in frames if f["type"] == "error"]
+    assert [f["result"] for f in errors] == ["JSON decode error"] * 2
+    results = sorted(f["result"] for f in frames if f["type"] == "success")
+    assert results == [6, 24]
+
+
 def test_a_request_that_once_killed_its_connection_is_answered(client: Connect) -> None:
     # A float number and nesting behind it: the stdlib fallback raised RecursionError, the
     # connection closed with 1011, and the requests pipelined behind it were lost.

@@ -300,7 +300,12 @@ class TaskServer:
         self.connections += 1
         self.connections_total += 1
         try:
-            async for message in ws:
+            while True:
+                # Text frames too as bytes (as the executor's ingest reads them): a text frame
+                # that is not UTF-8 is then a JSON decode error like any other bad request,
+                # not a 1007 close that loses the pushes owed to the connection and the
+                # requests pipelined behind it.
+                message = await ws.recv(decode=False)
                 frame, task = self._answer(message, outbox)
                 if self.cluster is not None:
                     # The job goes to the cluster, not to this host's pools; an id this
