@@ -46,6 +46,13 @@ def test_limits_are_inclusive() -> None:
         ({"sender": "s" * 9, "text": "hi"}, "'sender' is longer than 8"),
         ({"sender": "ann", "text": "t" * 21}, "'text' is longer than 20"),
         ({"sender": "a\x00b", "text": "hi"}, "NUL"),
+        (b'{"sender": "\\ud800", "text": "hi"}', "not valid JSON"),  # a lone surrogate
+        (b'{"sender": "\xc0\xaf", "text": "hi"}', "not valid JSON"),  # overlong UTF-8
+        (b'\xef\xbb\xbf{"sender": "ann", "text": "hi"}', "not valid JSON"),  # a BOM
+        (b'{"sender": "ann", "text": "hi", "n": 1e400}', "not valid JSON"),
+        (b'{"sender": "ann", "text": "hi", "n": NaN}', "not valid JSON"),
+        (b"[" * 100_000 + b"]" * 100_000, "not valid JSON"),
+        (b'{"sender": "ann", "text": "hi", "sender": 1}', "'sender' must be a string"),
     ],
 )
 def test_bad_messages(body: object, reason: str) -> None:
@@ -65,3 +72,8 @@ def test_the_longest_valid_message_fits_the_body_limit_in_every_spelling(char: s
     for body in spellings:
         assert len(body) <= max_body(sender_max, text_max), body
         assert parse_message(body, sender_max, text_max) == (message["sender"], message["text"])
+
+
+def test_a_repeated_key_counts_once_and_big_numbers_aside_are_ignored() -> None:
+    body = b'{"sender": 1, "sender": "ann", "text": "hi", "n": 123456789012345678901234567890}'
+    assert parse(body) == ("ann", "hi")

@@ -23,6 +23,12 @@ from skns.metrics.parse import check
         (b'{"A1": 1, "A2": 9223372036854775808, "A3": 3}', "out_of_range"),
         (b'{"A1": 1, "A2": 2, "A3": -9223372036854775809}', "out_of_range"),
         (b'{"A1": 99999999999999999999999, "A2": 2, "A3": 3}', "out_of_range"),
+        (b'{"A1": 1e400, "A2": 2, "A3": 3}', "not_integer"),  # beyond a double: not made inf
+        (b'{"A1": -0.0, "A2": 2, "A3": 3}', "not_integer"),
+        (b"[" * 100_000 + b"]" * 100_000, "not_json"),
+        (b'{"A1": 1, "A2": 2, "A3": 3, "x": ' + b"[" * 30_000 + b"]" * 30_000 + b"}", "not_json"),
+        (b'{"A1": 1, "A2": 2, "A3": 3, "x": "\xc0\xaf"}', "not_json"),  # overlong UTF-8
+        (b'{"A1": 1, "A2": 2, "A3": 3}{"A1": 1, "A2": 2, "A3": 3}', "not_json"),
     ],
 )
 def test_rejections_name_their_reason(data, reason):
@@ -65,3 +71,17 @@ def test_what_is_not_utf8_is_not_json(data):
 def test_accepts_int64_bounds_and_ignores_other_keys():
     data = b'{"A1": -9223372036854775808, "A2": 9223372036854775807, "A3": 0, "x": [1]}'
     assert check(data) == (-(2**63), 2**63 - 1, 0)
+
+
+@pytest.mark.parametrize(
+    ("data", "values"),
+    [
+        (b'{"A1": -0, "A2": 2, "A3": 3}', (0, 2, 3)),
+        (b'{"A1": 7, "A1": 1, "A2": 2, "A3": 3}', (1, 2, 3)),  # a repeated key: the last one
+        (b'{"A1": 1, "A2": 2, "A3": 3, "x": 1e400}', (1, 2, 3)),  # what is ignored is ignored
+        (b'{"A1": 1, "A2": 2, "A3": 3, "x": "\\ud800"}', (1, 2, 3)),  # a lone surrogate, too
+    ],
+    ids=["minus zero", "repeated key", "huge float ignored", "lone surrogate ignored"],
+)
+def test_edge_cases_that_are_accepted(data, values):
+    assert check(data) == values

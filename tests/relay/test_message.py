@@ -39,6 +39,15 @@ from skns.relay.message import BAD_ID, MISSING_ID, NOT_JSON, NOT_OBJECT, message
         (b"[123456789012345678901234567890]", NOT_OBJECT),
         (b'{"id": 1' + b"0" * 400, NOT_JSON),  # truncated after a huge integer
         (b'{"id": NaN}', NOT_JSON),
+        (b'{"id": 1e400}', NOT_JSON),  # beyond a double: refused, not made infinite
+        (b'{"id": -0}', 0),
+        (b'{"id": -0.0}', BAD_ID),
+        (b'{"id": 5, "id": 6}', 6),  # a repeated key: the last one
+        (b'{"id": 1, "text": "\\ud800"}', NOT_JSON),  # a lone surrogate
+        (b'{"id": 1, "text": "\xc0\xaf"}', NOT_JSON),  # overlong UTF-8
+        (b'\xef\xbb\xbf{"id": 1}', NOT_JSON),  # a byte order mark
+        (b"[" * 100_000 + b"]" * 100_000, NOT_JSON),
+        (b'{"id": 1, "text": ' + b"[" * 1000 + b"]" * 1000 + b"}", 1),
     ],
 )
 def test_message_id(frame: bytes | str, expected: int | str) -> None:
