@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import time
@@ -11,15 +10,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import nats
 import orjson
 import pytest
-from nats.js import api
 
 from helpers import wait_for
 from skns.cluster.natscluster import NatsCluster
-from skns.executor import jetstream
-from skns.executor.owner import STALL_AFTER
 from skns.executor.placement import partition_of
 
 from .exec_hosts import PARTITIONS, Feeder, Host, balanced, check, feed, running, wait_all_ran
@@ -186,51 +181,3 @@ def test_a_publish_the_stream_cannot_ack_gets_an_error_frame_never_an_ack(
 
     wait_for(acked_again, 90, "publishes acked again")
     check_run(feed([a, b], events(200, "after")), [a, b])
-
-
-def test_a_consumer_that_answers_and_delivers_nothing_is_made_again(
-    pair: tuple[Host, Host], nats_cluster: NatsCluster
-) -> None:
-    # A partition's consumer replaced under its reader by one that answers every pull at its
-    # expiry and never delivers (as a consumer that lost its place would): its lease is held,
-    # /health is 200, and without a look at what the stream holds its events never ran.
-    a, b = pair
-    assert wait_for(lambda: balanced([a, b]), 60, "a and b balanced")
-    shard = next(s for s in a.stats("executor-shard") if s["partitions"])
-    partition = shard["partitions"][0]
-    consumer = shard["readers"][str(partition)]["consumer"]
-    impostor = api.ConsumerConfig(
-        durable_name=consumer,
-        filter_subject="skns.exec.nowhere",
-        ack_policy=api.AckPolicy.NONE,
-        mem_storage=True,
-        num_replicas=1,
-    )
-
-    async def replace(delete: bool) -> None:
-        nc = await nats.connect(nats_cluster.urls[0])
-        try:
-            js = nc.jetstream(timeout=10)
-            await js.delete_consumer(jetstream.STREAM, consumer)
-            if not delete:
-                await js.add_consumer(jetstream.STREAM, impostor)
-        finally:
-            await nc.close()
-
-    asyncio.run(replace(delete=False))
-    try:
-        account = next(
-            f"stall-{i}" for i in range(1000) if partition_of(f"stall-{i}", PARTITIONS) == partition
-        )
-        with a.connect() as ws:
-            ws.send(orjson.dumps([{"account_id": account, "payload": i} for i in range(5)]))
-            acked = orjson.loads(ws.recv(timeout=60))["ack"]
-        started = time.monotonic()
-        wait_all_ran([a, b], dict.fromkeys(acked, account), STALL_AFTER + 30)
-        print(
-            f"stalled partition running again {time.monotonic() - started:.1f} s after the events"
-        )
-    finally:
-        asyncio.run(replace(delete=True))
-    readers = next(s["readers"] for s in a.stats("executor-shard") if partition in s["partitions"])
-    assert any(why.startswith("stalled") for why in readers[str(partition)]["remade"])

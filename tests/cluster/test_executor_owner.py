@@ -1,61 +1,164 @@
 """A partition owner in this process, on a real 3-node cluster: what it does when one of a
-partition's own loops dies."""
+partition's own loops dies, when its consumer is deleted under an open pull, and when its
+consumer answers every pull and delivers nothing."""
 
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 
-from skns import config
+import pytest
+from nats.js import api
+
+from skns import config, jsonexact
 from skns.cluster.natscluster import NatsCluster
 from skns.executor import jetstream
+from skns.executor import owner as owner_module
 from skns.executor.clusterhosts import tables
 from skns.executor.owner import Owner, Partition
+from skns.executor.pull import Reader
 from skns.ports import free_port
 
 
-async def stop_a_loop(settings: config.Settings) -> tuple[int, bool, bool, list[str]]:
-    """Run partition 0 in an owner of this process, break its committer, and say what
-    became of it: (loop failures counted, leaving, still held, its loops that ended)."""
+@pytest.fixture
+def settings(nats_cluster: NatsCluster, tmp_path: Path) -> config.Settings:
+    return config.parse(
+        tables(tmp_path, nats_cluster, "solo", free_port(), {"replicas": 1}, {}, {}),
+        tmp_path / "test.toml",
+    )
+
+
+async def until(check: Callable[[], bool], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.02)
+    return True
+
+
+@asynccontextmanager
+async def partition_zero(settings: config.Settings) -> AsyncIterator[tuple[Owner, Partition]]:
+    """Partition 0 run by an owner of this process, its first pull open."""
     owner = Owner(settings, 0)
+    owner.directory.mkdir(parents=True)  # its handler's records
     stop = asyncio.Event()
     if not (await owner.conn.open(stop) and await owner.lean.open(stop)):
         raise RuntimeError("not connected")
+    partition: Partition | None = None
     try:
         await jetstream.set_up(owner.conn, settings.cluster, create=True)
         if not await owner._set_up(stop):
             raise RuntimeError("not set up")
         partition = Partition(owner, 0)
-        if not await partition.lease.take():
-            raise RuntimeError("lease not taken")
+        # The test before may have left its lease to lapse (lease_ttl 3 s).
+        deadline = time.monotonic() + 10
+        while not await partition.lease.take():
+            if time.monotonic() > deadline:
+                raise RuntimeError("lease not taken")
+            await asyncio.sleep(0.2)
         owner.partitions[0] = partition
         if not await partition.open():
             raise RuntimeError("not opened")
-        await asyncio.sleep(0.3)
-        if owner.loop_failures or partition.leaving:
-            raise RuntimeError("stopped before its loop was broken")
-        partition.progress = None  # type: ignore[assignment]  # its committer's next turn fails
-        for _ in range(50):
-            await asyncio.sleep(0.1)
-            if 0 not in owner.partitions:
-                break
-        ended = [t.get_coro().__qualname__ for t in partition.tasks if t.done()]
-        return owner.loop_failures, partition.leaving, 0 in owner.partitions, ended
+        if not await until(lambda: partition.reader is not None and owner.pulls > 0, 10):
+            raise RuntimeError("no pull")
+        await asyncio.sleep(0.2)  # the pull request at its consumer
+        yield owner, partition
     finally:
+        if partition is not None and 0 in owner.partitions and not partition.leaving:
+            await partition.close(graceful=True)
         await owner.lean.close()
         await owner.conn.close()
 
 
-def test_a_partition_whose_loop_dies_is_stopped_not_kept_idle(
-    nats_cluster: NatsCluster, tmp_path: Path
-) -> None:
+async def publish(owner: Owner, account: str, count: int) -> int:
+    """``count`` events of ``account`` on partition 0's subject, as a router writes them; the
+    last one's sequence."""
+    seq = 0
+    for i in range(count):
+        data = jsonexact.dumps([account, f"{account}-{i}", i])
+        seq = (await owner.conn.js.publish(jetstream.subject(0), data)).seq
+    return seq
+
+
+def test_a_partition_whose_loop_dies_is_stopped_not_kept_idle(settings: config.Settings) -> None:
     # Its lease renewed and nothing pulled (or nothing committed) would hold the partition
     # for good with /health at 200; stopped, its lease lapses and it runs again.
-    settings = config.parse(
-        tables(tmp_path, nats_cluster, "solo", free_port(), {"replicas": 1}, {}, {}),
-        tmp_path / "test.toml",
-    )
-    failures, leaving, still_held, ended = asyncio.run(stop_a_loop(settings))
+    async def scenario() -> tuple[int, bool, bool, list[str]]:
+        async with partition_zero(settings) as (owner, partition):
+            await asyncio.sleep(0.3)
+            if owner.loop_failures or partition.leaving:
+                raise RuntimeError("stopped before its loop was broken")
+            partition.progress = None  # type: ignore[assignment]  # its committer's next turn fails
+            await until(lambda: 0 not in owner.partitions, 5)
+            ended = [t.get_coro().__qualname__ for t in partition.tasks if t.done()]
+            return owner.loop_failures, partition.leaving, 0 in owner.partitions, ended
+
+    failures, leaving, still_held, ended = asyncio.run(scenario())
     assert failures == 1
     assert leaving and not still_held
     assert len(ended) == 3  # the other two loops were stopped with it
+
+
+def test_a_consumer_deleted_under_an_open_pull_is_made_again_at_once(
+    settings: config.Settings,
+) -> None:
+    # The server ends the open pull with a 409 (Consumer Deleted); a pull sent to the deleted
+    # consumer after it gets no answer at all, so the partition waited for its expiry and a
+    # look at the consumer (5 + 1 s) before it made a new one and took the next event.
+    async def scenario() -> tuple[float, dict[str, int]]:
+        async with partition_zero(settings) as (owner, partition):
+            reader = partition.reader
+            assert reader is not None
+            await owner.conn.js.delete_consumer(jetstream.STREAM, reader.consumer)
+            seq = await publish(owner, "deleted", 1)
+            published = time.monotonic()
+            if not await until(lambda: partition.progress.last >= seq, 30):
+                raise AssertionError(f"sequence {seq} not taken in 30 s: {partition.remade}")
+            return time.monotonic() - published, dict(partition.remade)
+
+    took, remade = asyncio.run(scenario())
+    print(f"consumer deleted: the next event taken {took:.2f} s after it was stored")
+    assert remade.get("pull ended by the server (409)") == 1, remade
+    assert took < owner_module.PULL_WAIT / 2
+
+
+def test_a_consumer_that_answers_and_delivers_nothing_is_made_again(
+    settings: config.Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A partition's reader turned to a consumer that answers every pull at its expiry and
+    # never delivers (as a consumer that lost its place would): its lease is held, /health
+    # is 200, and without a look at what the stream holds its events never ran. Checked
+    # after 1 s idle and pulls of 1 s here (10 s and 5 s in service), not to wait 15 s.
+    monkeypatch.setattr(owner_module, "STALL_AFTER", 1.0)
+    monkeypatch.setattr(owner_module, "PULL_WAIT", 1.0)
+    impostor = api.ConsumerConfig(
+        durable_name="impostor",
+        filter_subject="skns.exec.nowhere",
+        ack_policy=api.AckPolicy.NONE,
+        mem_storage=True,
+        num_replicas=1,
+    )
+
+    async def scenario() -> tuple[bool, dict[str, int]]:
+        async with partition_zero(settings) as (owner, partition):
+            await owner.conn.js.add_consumer(jetstream.STREAM, impostor)
+            try:
+                # Its real consumer left without a word (no 409 reaches the reader).
+                stalled = Reader(owner.lean, jetstream.STREAM, "impostor", partition._take)
+                stalled.open()
+                real, partition.reader = partition.reader, stalled
+                assert real is not None
+                real.close()
+                seq = await publish(owner, "stall", 5)
+                ran = await until(lambda: partition.progress.last >= seq, 20)
+                return ran, dict(partition.remade)
+            finally:
+                await owner.conn.js.delete_consumer(jetstream.STREAM, "impostor")
+
+    ran, remade = asyncio.run(scenario())
+    assert ran, f"the stalled partition's events were never taken: {remade}"
+    assert any(why.startswith("stalled") for why in remade), remade

@@ -9,8 +9,9 @@ subscription per consumer, and one pull request at a time stays open (``batch`` 
 ``expires`` s): the server sends each event as soon as it is stored, so a busy partition
 costs a request per ``batch`` events or per ``expires`` s, and an idle one a request per
 ``expires`` s. The server's answer at expiry (status 408) shows the consumer is alive; a
-request with no answer at all (the consumer's node died) tells the caller to make the
-consumer again. Requests and deliveries go over the lean connection
+request ended by the server (status 409: the consumer was deleted, its leader changed) or
+with no answer at all (the consumer's node died) tells the caller to make the consumer
+again. Requests and deliveries go over the lean connection
 (:mod:`skns.cluster.lean`: a delivery parsed and taken in the loop iteration that read
 it, not a ``Msg``, a queue and a task each as in nats-py); when it drops, the caller
 drops its readers (:meth:`Reader.drop`) and makes its consumers again.
@@ -123,9 +124,14 @@ class Reader:
             return
         self.answered = True
         if status:
-            # 408: the request expired; 404/409: ended (no events, consumer deleted, too
-            # many requests); 100: a heartbeat (not asked for).
-            if status != "100":
+            # 409: the server ended the request and the consumer cannot be trusted with the
+            # next (deleted, its leader changed, too many requests): made again at once. A
+            # pull sent to a deleted consumer gets no answer at all, and the partition waited
+            # for its expiry and a look at the consumer (6 s) before making it again.
+            # 408: the request expired; 404: no events; 100: a heartbeat (not asked for).
+            if status == "409":
+                self.lose("pull ended by the server (409)")
+            elif status != "100":
                 self._ended.set()
             return
         where = delivery(reply)
