@@ -20,7 +20,7 @@ from typing import Any
 
 import nats
 from nats.aio.client import Client
-from nats.js import api
+from nats.js import JetStreamContext, api
 from nats.js.errors import BadRequestError
 
 from .settings import ClusterSettings
@@ -29,6 +29,45 @@ log = logging.getLogger("skns.cluster")
 
 _RETRY = 0.5  # seconds between first-connection attempts and between reconnects
 _ADMIN_TIMEOUT = 10.0  # seconds a stream, bucket or consumer request may take
+RESEND = 1.0  # seconds after which a JetStream API request not answered is sent again
+
+
+class JetStream(JetStreamContext):
+    """nats-py's JetStream whose API requests (stream, consumer and bucket info, creates,
+    gets, purges) are sent again every ``RESEND`` s while unanswered, until their timeout;
+    the first answer to any copy is taken.
+
+    nats-server 2.9 drops, without an answer, an API request that a stream's or consumer's
+    leader should answer while that group has none (the stream just made, or its leader's
+    node just died and the election not over): one request sent then waited out its whole
+    timeout, 10 s for a set-up's ``STREAM.INFO`` seen in the tests, where a copy sent after
+    the election is answered at once. These requests are idempotent (an info, a get, a
+    create with the same configuration, a purge below a sequence); the publishes, which
+    are not, do not come here."""
+
+    async def _api_request(
+        self, req_subject: str, req: bytes = b"", timeout: float = 5
+    ) -> dict[str, Any]:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        sent: set[asyncio.Task[dict[str, Any]]] = set()
+        try:
+            while True:
+                left = deadline - loop.time()
+                if left > 0:
+                    copy = super()._api_request(req_subject, req, timeout=left)
+                    sent.add(asyncio.ensure_future(copy))
+                # Past the deadline, no copy more: the last ones end on their own timeouts.
+                wait = min(RESEND, left) if left > 0 else None
+                done, sent = await asyncio.wait(
+                    sent, timeout=wait, return_when=asyncio.FIRST_COMPLETED
+                )
+                for task in done:
+                    if not sent or not isinstance(task.exception(), TimeoutError):
+                        return task.result()  # an answer, an error answer or the last timeout
+        finally:
+            for task in sent:
+                task.cancel()
 
 
 class Connection:
@@ -46,17 +85,20 @@ class Connection:
         self.on_reconnect: list[Callable[[], Awaitable[None]]] = []
         self._closing = False
 
+    def jetstream(self, timeout: float) -> Any:
+        """JetStream whose requests wait up to ``timeout`` s (see :class:`JetStream`)."""
+        assert self.nc is not None
+        return JetStream(self.nc, timeout=timeout)
+
     @property
     def js(self) -> Any:
-        assert self.nc is not None
-        return self.nc.jetstream(timeout=self.settings.publish_timeout)
+        return self.jetstream(self.settings.publish_timeout)
 
     @property
     def admin(self) -> Any:
         """JetStream for making streams, buckets and consumers: slower than a publish when
         it must wait for a group's leader, so not held to ``publish_timeout``."""
-        assert self.nc is not None
-        return self.nc.jetstream(timeout=max(_ADMIN_TIMEOUT, self.settings.publish_timeout))
+        return self.jetstream(max(_ADMIN_TIMEOUT, self.settings.publish_timeout))
 
     @property
     def connected(self) -> bool:

@@ -124,10 +124,9 @@ async def set_up(conn: Connection, settings: ClusterSettings, create: bool) -> B
             )
     else:
         await js.stream_info(STREAM)
-    assert conn.nc is not None
     # Lease, roster and commit requests must answer well inside a lease's life (a commit
     # landing late could overwrite a successor's).
-    quick = conn.nc.jetstream(timeout=settings.lease_ttl / 2)
+    quick = conn.jetstream(settings.lease_ttl / 2)
     return Buckets(quick, *[await quick.key_value(name) for name in (HOSTS, LEASES, PROGRESS)])
 
 
