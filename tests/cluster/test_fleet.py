@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import resource
 import signal
 import socket
 import statistics
@@ -14,7 +15,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,22 +32,34 @@ LEASE_TTL = 1.5
 
 
 def start_hosts(
-    start_service: Callable[..., Any], cluster: NatsCluster, tmp: Path, names: list[str]
-) -> tuple[list[Any], Path]:
-    fleet = tmp / "fleet.jsonl"
+    start_service: Callable[..., Any],
+    cluster: NatsCluster,
+    tmp: Path,
+    fleet: Path,
+    intervals: list[int],
+) -> tuple[list[Any], list[str]]:
+    """Three hosts (names unique to the test: the cluster is the module's), once one holds
+    the lease and has heard from every host."""
+    names = [f"h{os.getpid() % 1000}{tmp.name[-6:]}{i}".replace("_", "") for i in range(3)]
+    names = [n.replace(".", "")[:60] for n in names]
     hosts = []
     for name in names:
         metrics = {
             "listen": "127.0.0.1:0",
             "workers": 1,
             "window": 1,
-            "intervals": [1, 6],
+            "intervals": intervals,
             "output": str(tmp / f"{name}.jsonl"),
             "fleet_output": str(fleet),
         }
         table = {"nats": cluster.urls, "name": name, "replicas": 3, "lease_ttl": LEASE_TTL}
-        hosts.append(start_service(metrics=metrics, cluster=table))
-    return hosts, fleet
+        hosts.append(start_service(metrics=metrics, cluster=table, wait=False))
+    for host in hosts:  # started side by side: a start is most of a second
+        host.wait_ready()
+    wait_for(lambda: holder(hosts) is not None, 20, "a lease holder")
+    # A host joining is known from its first partial on: that one may be late (counted).
+    wait_for(lambda: merger(hosts)["live_hosts"] == sorted(names), 20, "every host heard")
+    return hosts, names
 
 
 class Senders:
@@ -118,12 +131,12 @@ def merge(rows: list[dict[str, Any]]) -> dict[str, int]:
 
 
 def settled(
-    fleet: Path, tmp: Path, names: list[str]
+    fleet: Path, tmp: Path, names: list[str], until: float | None = None
 ) -> tuple[dict[str, list[dict[str, Any]]], list[dict[str, Any]]]:
-    """The hosts' lines and the fleet lines, once every window that ended before now is
-    in the fleet view."""
-    now = time.time()
-    wait_for(lambda: any(r["timestamp"] >= now + 1 for r in lines(fleet)), 20, "the fleet lines")
+    """The hosts' lines and the fleet lines, once every window that ended before ``until``
+    (default: a window after now) is in the fleet view."""
+    end = time.time() + 1 if until is None else until
+    wait_for(lambda: any(r["timestamp"] >= end for r in lines(fleet)), 20, "the fleet lines")
     return {n: lines(tmp / f"{n}.jsonl") for n in names}, lines(fleet)
 
 
@@ -132,11 +145,13 @@ def check(
     local: dict[str, list[dict[str, Any]]],
     maybe: set[str],
     since: float,
+    long: int = 6,
 ) -> list[int]:
-    """Base windows follow each other without a gap or a repeat; from window end ``since``
-    on, every 1 s fleet line is the merge of the hosts' 1 s lines of its window (a host in
-    ``maybe`` may be left out: it was killed before publishing its last windows), with
-    ``hosts`` saying how many; every 6 s line the merge of its six 1 s lines, with the
+    """Every line once, in output order: base windows follow each other without a gap or a
+    repeat, each followed by the line of the ``long`` s interval it ends. From window end
+    ``since`` on, every 1 s fleet line is the merge of the hosts' 1 s lines of its window (a
+    host in ``maybe`` may be left out: it was killed before publishing its last windows),
+    with ``hosts`` saying how many; every long line the merge of its 1 s lines, with the
     fewest hosts of theirs."""
     by_key: dict[tuple[Any, str], dict[str, dict[str, Any]]] = {}
     for name, rows in local.items():
@@ -145,11 +160,14 @@ def check(
     base = {r["timestamp"]: r for r in fleet if r["count_type"] == "1s"}
     ends = [r["timestamp"] for r in fleet if r["count_type"] == "1s"]
     assert ends == list(range(ends[0], ends[0] + len(ends))), ends
+    order = [(t, c) for t in ends for c in ["1s"] + [f"{long}s"] * (t % long == 0)]
+    assert [(r["timestamp"], r["count_type"]) for r in fleet] == order
     for r in (r for r in fleet if r["timestamp"] >= since):
         got = {k: r[k] for k in ("A1_sum", "A2_max", "A3_min", "count")}
-        if r["count_type"] == "6s":
-            six = [base[t] for t in range(r["timestamp"] - 5, r["timestamp"] + 1) if t in base]
-            assert got == merge(six) and r["hosts"] == min(x["hosts"] for x in six), (r, six)
+        if r["count_type"] != "1s":
+            ts = range(r["timestamp"] - long + 1, r["timestamp"] + 1)
+            span = [base[t] for t in ts if t in base]
+            assert got == merge(span) and r["hosts"] == min(x["hosts"] for x in span), (r, span)
             continue
         rows = by_key.get((r["timestamp"], "1s"), {})
         choices = [rows] + [{n: x for n, x in rows.items() if n != m} for m in maybe if m in rows]
@@ -161,14 +179,22 @@ def check(
 @pytest.fixture
 def three(
     start_service: Callable[..., Any], nats_cluster: NatsCluster, tmp_path: Path
-) -> Iterator[tuple[list[Any], Path, list[str]]]:
-    names = [f"h{os.getpid() % 1000}{tmp_path.name[-6:]}{i}".replace("_", "") for i in range(3)]
-    names = [n.replace(".", "")[:60] for n in names]
-    hosts, fleet = start_hosts(start_service, nats_cluster, tmp_path, names)
-    wait_for(lambda: holder(hosts) is not None, 20, "a lease holder")
-    # A host joining is known from its first partial on: that one may be late (counted).
-    wait_for(lambda: merger(hosts)["live_hosts"] == sorted(names), 20, "every host heard")
-    yield hosts, fleet, names
+) -> tuple[list[Any], Path, list[str]]:
+    fleet = tmp_path / "fleet.jsonl"
+    hosts, names = start_hosts(start_service, nats_cluster, tmp_path, fleet, [1, 6])
+    return hosts, fleet, names
+
+
+def kill_9(host: Any) -> float:
+    """SIGKILL a host's processes, the fleet child first: it must not let the lease go
+    gracefully. Returns the time of the kill."""
+    pids = [c["pid"] for c in host.children("fleet")]
+    pids += [host.pid] + [c["pid"] for c in host.children("udp-worker")]
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
+    killed_at = time.time()
+    host.proc.wait()
+    return killed_at
 
 
 def merger(hosts: list[Any]) -> dict[str, Any]:
@@ -234,12 +260,7 @@ def test_kill_9_of_the_lease_holder_another_takes_over_without_a_gap_or_a_double
         wait_for(lambda: any(r["timestamp"] >= since + 3 for r in lines(fleet)), 20, "lines before")
         victim = holder(hosts)
         assert victim is not None
-        pids = [c["pid"] for c in hosts[victim].children("fleet")]
-        pids += [hosts[victim].pid] + [c["pid"] for c in hosts[victim].children("udp-worker")]
-        for pid in pids:  # the fleet child first: it must not let the lease go gracefully
-            os.kill(pid, signal.SIGKILL)
-        killed_at = time.time()
-        hosts[victim].proc.wait()
+        killed_at = kill_9(hosts[victim])
         taken = wait_for(lambda: holder(hosts), 20, "another lease holder")
         assert taken != victim
         wait_for(
@@ -277,6 +298,56 @@ def test_kill_9_of_the_lease_holder_another_takes_over_without_a_gap_or_a_double
         "the victim merged again",
     )
     assert lines(fleet)[: len(rows)] == rows
+
+
+def hold_back_after_a_base_line(fleet: Path, pid: int, long: int) -> int:
+    """Let the fleet child ``pid`` (the holder's) write the next base line whose window
+    ends a ``long`` s interval, and no byte more: its file size limit (RLIMIT_FSIZE; a
+    write past it fails with EFBIG, as a full disk fails with ENOSPC) is set to the end of
+    that line, so the write of the window cuts the long line after it and holds it back.
+    No datagrams are sent: every line is zeros, so the next one's length is known.
+    Returns that window's end."""
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        data = fleet.read_bytes() if fleet.exists() else b""
+        last = json.loads(data.splitlines()[-1]) if data.endswith(b"\n") else {}
+        end = last.get("timestamp", 0) + 1
+        if last.get("count_type") == "1s" and end % long == 0:
+            assert not last["count"], last
+            size = len(data) + len(json.dumps({**last, "timestamp": end})) + 1
+            resource.prlimit(pid, resource.RLIMIT_FSIZE, (size, size))
+            if fleet.stat().st_size == len(data):
+                return end
+            # Written meanwhile: try the next interval.
+            unlimited = (resource.RLIM_INFINITY, resource.RLIM_INFINITY)
+            resource.prlimit(pid, resource.RLIMIT_FSIZE, unlimited)
+            time.sleep(1)
+        time.sleep(0.005)
+    raise AssertionError("no base line to hold the long line after")
+
+
+def test_a_long_line_held_back_after_its_base_line_is_written_by_the_next_holder(
+    start_service: Callable[..., Any], nats_cluster: NatsCluster, tmp_path: Path
+) -> None:
+    # The holder's write of window T (the 1 s line, then the 2 s line T ends) is cut after
+    # the 1 s line, and the holder dies holding the rest: the next holder resumes after
+    # window T and owes its 2 s line (not written, though its base line is).
+    fleet = tmp_path / "fleet.jsonl"
+    hosts, names = start_hosts(start_service, nats_cluster, tmp_path, fleet, [1, 2])
+    since = time.time() + 1
+    victim = holder(hosts)
+    assert victim is not None
+    fleet_pid = hosts[victim].children("fleet")[0]["pid"]
+    end = hold_back_after_a_base_line(fleet, fleet_pid, 2)
+    output = lambda: fleet_stats(hosts[victim])["output"]  # noqa: E731
+    wait_for(lambda: output()["lines_pending"] >= 2, 20, "the holder holding lines back")
+    assert output()["error"] == "File too large"
+    assert lines(fleet)[-1]["timestamp"] == end and lines(fleet)[-1]["count_type"] == "1s"
+    killed_at = kill_9(hosts[victim])
+    wait_for(lambda: holder(hosts) not in (None, victim), 20, "another lease holder")
+    local, rows = settled(fleet, tmp_path, names, killed_at + 2)
+    check(rows, local, {names[victim]}, since, long=2)
+    assert [(r["timestamp"], r["count_type"]) for r in rows].count((end, "2s")) == 1
 
 
 def test_without_cluster_nothing_imports_nats_and_there_is_no_fleet_child(

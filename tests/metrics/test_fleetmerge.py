@@ -139,6 +139,25 @@ def test_a_new_holder_resumes_after_the_tail_with_the_longer_intervals_totals():
     assert later.late == 0
 
 
+def test_a_new_holder_writes_a_long_line_held_back_after_its_base_line():
+    first = started()
+    for w in range(9, 12):
+        first.add(part("a", w, 1, w), w + 1.0)
+    written = rows(first.due(12.05))  # window 11 ends the 3 s interval 9..11
+    assert [(r["timestamp"], r["count_type"]) for r in written[-2:]] == [(12, "1s"), (12, "3s")]
+    # A full disk cut the write after the 1 s line of window 11: its 3 s line is owed.
+    later = Merger(SCHEDULE, GRACE, written[:-1])
+    assert later.next == 12
+    later.add(part("a", 12, 1, 12), 13.0)
+    out = rows(later.due(13.05))
+    assert out[:2] == [written[-1], {**written[-1], "timestamp": 13, "count_type": "1s",
+                                     "A1_sum": 12, "count": 1}]  # fmt: skip
+    # Written: it is not written again.
+    again = Merger(SCHEDULE, GRACE, written)
+    again.add(part("a", 12, 1, 12), 13.0)
+    assert [(r["timestamp"], r["count_type"]) for r in rows(again.due(13.05))] == [(13, "1s")]
+
+
 def test_a_fresh_output_starts_at_the_first_window_after_start():
     m = Merger(SCHEDULE, GRACE, [])
     m.add(part("a", 3), 4.0)  # older than the start: history

@@ -21,7 +21,7 @@ from typing import Any
 
 from .. import jsonexact
 from .closer import Closer
-from .window import Aggregate, Schedule, end_of, index_of, label, timestamp
+from .window import Aggregate, Schedule, end_of, index_of, label, place, timestamp
 
 # Written windows remembered to tell a late partial from a duplicate.
 _REMEMBERED = 4096
@@ -110,7 +110,8 @@ class Merger:
     def _resume(self, tail: list[dict[str, Any]]) -> Closer | None:
         """A closer continuing after the last window of ``tail`` (the fleet output's last
         lines), with the longer intervals' totals rebuilt from the base lines in it."""
-        base_label = label(self.schedule.intervals[0])
+        s = self.schedule
+        base_label = label(s.intervals[0])
         rows = {}
         for row in tail:
             if row.get("count_type") == base_label:
@@ -119,12 +120,17 @@ class Merger:
                     rows[w] = row
         if not rows:
             return None
-        closer = Closer(self.schedule, max(rows) + 1)
-        for k in self.schedule.multiples[1:]:
-            index = closer.next // k
+        closer = Closer(s, max(rows) + 1)
+        last = closer.next - 1
+        # Written: every line up to the file's last one in output order. A longer interval
+        # that ended with the last base window may not be (a full disk cut the write after
+        # the base line): it stays open, and the next close writes it first.
+        written = place(tail[-1])
+        for seconds, k in zip(s.intervals[1:], s.multiples[1:], strict=True):
+            index = last // k
             first = index * k
-            if first == closer.next:
-                continue  # the interval ended with the last line
+            if closer.next == first + k and (timestamp(end_of(last, s.base)), seconds) <= written:
+                continue
             totals = FleetAggregate()
             for w in range(first, closer.next):
                 if w in rows:

@@ -20,6 +20,8 @@ import os
 import time
 from pathlib import Path
 
+from .window import place
+
 log = logging.getLogger("skns.metrics")
 
 # About a week of 10 s and 60 s lines (~120 bytes each): plenty to ride out a full disk.
@@ -281,10 +283,5 @@ def missing(lines: list[str], tail: list[dict[str, object]]) -> list[str]:
     # Not among them: keep those that come after it in output order. The timestamp alone
     # is not enough: a full disk can cut a close between its lines, leaving a window's
     # base line written and its longer intervals' lines (same timestamp) held.
-    written = _place(tail[-1])
-    return [text for text, row in zip(lines, rows, strict=True) if _place(row) > written]
-
-
-def _place(row: dict[str, object]) -> tuple[float, float]:
-    """Where a line comes in the output: by window end, then shortest interval first."""
-    return float(row["timestamp"]), float(str(row["count_type"]).removesuffix("s"))  # type: ignore[arg-type]
+    written = place(tail[-1])
+    return [text for text, row in zip(lines, rows, strict=True) if place(row) > written]

@@ -87,6 +87,11 @@ def line(end: float, seconds: float, agg: Aggregate) -> str:
     )
 
 
+def place(row: dict[str, object]) -> tuple[float, float]:
+    """Where a line comes in the output: by window end, then shortest interval first."""
+    return float(row["timestamp"]), float(str(row["count_type"]).removesuffix("s"))  # type: ignore[arg-type]
+
+
 @dataclasses.dataclass
 class Schedule:
     """Which output lines a closing base window produces.
