@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from helpers import metrics_port, wait_for
+from helpers import TinyFs, metrics_port, wait_for
 from skns.cluster.natscluster import NatsCluster
 from skns.metrics import fleetspool
 from skns.ports import free_port
@@ -348,6 +348,37 @@ def test_a_long_line_held_back_after_its_base_line_is_written_by_the_next_holder
     local, rows = settled(fleet, tmp_path, names, killed_at + 2)
     check(rows, local, {names[victim]}, since, long=2)
     assert [(r["timestamp"], r["count_type"]) for r in rows].count((end, "2s")) == 1
+
+
+def test_lines_a_holder_held_on_a_disk_full_from_the_start_are_written_by_the_next(
+    start_service: Callable[..., Any],
+    nats_cluster: NatsCluster,
+    tmp_path: Path,
+    tiny_fs: Callable[[int], TinyFs],
+) -> None:
+    # The first holder of a fresh fleet output cannot write a byte of it: when it dies,
+    # the file is still empty, yet the windows it held are owed.
+    fs = tiny_fs(64 * 1024)
+    fs.fill()
+    fleet = fs.path / "fleet.jsonl"
+    hosts, names = start_hosts(start_service, nats_cluster, tmp_path, fleet, [1, 2])
+    since = time.time() + 1
+    victim = holder(hosts)
+    assert victim is not None
+    output = lambda: fleet_stats(hosts[victim])["output"] or {}  # noqa: E731
+    wait_for(lambda: output().get("lines_pending", 0) >= 1, 20, "the holder holding lines")
+    held_from = time.time()  # the holder's first window ended before this
+    assert output()["error"] == "No space left on device"
+    # Held for 2 s more: without the fix the next holder starts at its own start less
+    # the grace, after the kill (the lease outlives it by lease_ttl, 1.5 s, the grace 2 s).
+    time.sleep(2)
+    assert not fleet.exists() or fleet.stat().st_size == 0
+    killed_at = kill_9(hosts[victim])
+    fs.free()
+    wait_for(lambda: holder(hosts) not in (None, victim), 20, "another lease holder")
+    local, rows = settled(fleet, tmp_path, names, killed_at + 2)
+    check(rows, local, {names[victim]}, since, long=2)
+    assert rows[0]["timestamp"] <= held_from, (rows[0], held_from, killed_at)
 
 
 def test_without_cluster_nothing_imports_nats_and_there_is_no_fleet_child(

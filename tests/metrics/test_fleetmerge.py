@@ -22,9 +22,7 @@ def rows(lines: list[str]) -> list[dict]:
 
 
 def started(tail: list[dict] | None = None) -> Merger:
-    m = Merger(SCHEDULE, GRACE, tail or [])
-    m.start(0.0)
-    return m
+    return Merger(SCHEDULE, GRACE, tail or [])
 
 
 def test_a_window_is_written_once_every_live_host_has_passed_it():
@@ -127,7 +125,6 @@ def test_a_new_holder_resumes_after_the_tail_with_the_longer_intervals_totals():
         first.add(part("a", w, 1, w), w + 1.0)
     written = rows(first.due(14.05))  # windows 9..13: the 3 s interval 12..14 is open
     later = Merger(SCHEDULE, GRACE, written[-4:])
-    later.start(0.0)
     assert later.next == 14
     later.add(part("a", 12, 1, 12), 13.0)  # history: written by the previous holder
     later.add(part("a", 14, 1, 14), 15.0)
@@ -158,12 +155,17 @@ def test_a_new_holder_writes_a_long_line_held_back_after_its_base_line():
     assert [(r["timestamp"], r["count_type"]) for r in rows(again.due(13.05))] == [(13, "1s")]
 
 
-def test_a_fresh_output_starts_at_the_first_window_after_start():
+def test_a_fresh_output_starts_at_the_oldest_window_the_stream_holds():
+    # Every holder reading the stream finds this same start: one that could write nothing
+    # before it lost the lease leaves its successor no gap.
     m = Merger(SCHEDULE, GRACE, [])
-    m.add(part("a", 3), 4.0)  # older than the start: history
+    m.add(part("a", 7), 8.0)
     m.add(part("a", 10), 11.0)
-    m.start(10.0)
-    assert [r["timestamp"] for r in rows(m.due(11.1))] == [11]
+    assert [(r["timestamp"], r["count_type"]) for r in rows(m.due(11.1))] == [
+        (8, "1s"), (9, "1s"), (9, "3s"), (10, "1s"), (11, "1s")
+    ]  # fmt: skip
+    m.add(part("b", 5), 11.2)  # older than the output's start: history, not late
+    assert (m.late, m.duplicates) == (0, 0)
 
 
 @pytest.mark.parametrize(

@@ -9,8 +9,9 @@ Two jobs, on one connection:
 * merge: the host holding the lease (key ``merger`` of the bucket ``skns_fleet``)
   reads every host's partials and appends the due fleet lines
   (:class:`.fleetmerge.Merger`) to ``fleet_output``. A new holder starts after
-  the last window that file already holds, so a takeover neither doubles nor
-  skips a window; it writes only while its lease is inside its life
+  the last line that file already holds (a fresh file: at the oldest window the
+  stream holds), so a takeover neither doubles nor skips a line, also those the
+  previous holder could not write; it writes only while its lease is inside its life
   (:class:`skns.cluster.lease.Lease`), so two holders never write at once.
 
 Only this module (run in its own process) imports nats: the supervisor never
@@ -177,7 +178,6 @@ class Fleet:
         s = self.schedule
         tail = last_lines(self.path, (max(s.multiples) + 1) * len(s.intervals))
         merger = self.merger = Merger(s, self.grace, tail)
-        started = time.time()
         target = (await js.stream_info(STREAM)).state.last_seq
         caught = asyncio.Event()
         if target == 0:
@@ -215,7 +215,6 @@ class Fleet:
                 if not lease.held():
                     break
                 if caught.is_set():
-                    merger.start(started - self.grace)
                     lines = merger.due(time.time())
                     if lines:
                         output.write(lines)

@@ -21,7 +21,7 @@ from typing import Any
 
 from .. import jsonexact
 from .closer import Closer
-from .window import Aggregate, Schedule, end_of, index_of, label, place, timestamp
+from .window import Aggregate, Schedule, end_of, label, place, timestamp
 
 # Written windows remembered to tell a late partial from a duplicate.
 _REMEMBERED = 4096
@@ -97,7 +97,8 @@ class Merger:
         self.grace = grace
         self.closer: Closer | None = self._resume(tail)
         # Windows below this were written before this merger (by it in an earlier run, or
-        # by the previous lease holder): partials for them are history, skipped quietly.
+        # by the previous lease holder), or come before a fresh output's first window:
+        # partials for them are history, skipped quietly.
         self.history = self.closer.next if self.closer is not None else None
         self.open: dict[int, dict[str, Aggregate]] = {}
         self.heard: dict[str, tuple[int, float]] = {}  # host -> (highest window, when)
@@ -168,25 +169,16 @@ class Merger:
         # replaces the same host's partial: it is the same window's same figures.
         self.open.setdefault(w, {})[p.host] = p.agg
 
-    def start(self, since: float) -> None:
-        """The backlog is read: a fresh fleet output starts at the first window ending
-        at or after ``since`` that has partials; earlier ones are history."""
-        if self.closer is not None:
-            return
-        first = index_of(since, self.base)
-        for w in [w for w in self.open if w < first]:
-            del self.open[w]
-        self.history = first
-        if self.open:
-            self.closer = Closer(self.schedule, min(self.open))
-
     def due(self, now: float) -> list[str]:
-        """The lines of every window now complete, oldest first."""
+        """The lines of every window now complete, oldest first. Call it once the stream's
+        backlog is read: a fresh fleet output starts at the oldest window the stream holds,
+        the one start every holder finds (a holder that never got a line into the file,
+        its disk full, leaves its successor the windows it held, not a gap)."""
         if self.closer is None:
-            if self.history is not None and self.open:
-                self.closer = Closer(self.schedule, min(self.open))
-            else:
+            if not self.open:
                 return []
+            self.closer = Closer(self.schedule, min(self.open))
+            self.history = self.closer.next
         lines: list[str] = []
         live = self.live(now)
         while True:
