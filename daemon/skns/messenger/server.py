@@ -237,28 +237,38 @@ async def _expect(request: web.Request) -> web.StreamResponse | None:
 
 
 class _HeadWatch:
-    """A connection's request parser, and when it was last fed bytes.
+    """A connection's request parser, noting whether a request head has begun and not ended.
 
     aiohttp closes a connection idle past its keep-alive time without a word, also one in the
     middle of a request head (a slowloris, or a client that stalled): that one is owed a 408
     like a body that stalls. The parser cannot tell whether it holds part of a head, so this
-    wrapper notes when it was last fed: bytes fed since the connection went idle (opened, or
-    answered its last request) can only be the start of the next head. A head that begins in
-    the same read as a whole request before it is not noticed (that read came before the idle
-    time began) unless more of it comes later.
+    wrapper notes it: bytes fed before the first request or while the handler waits for its
+    next one can only be the start of a head (a body is fed while its request is handled),
+    and a whole request out of the parser ends it. A head that begins while the request
+    before it is still handled (pipelined) is not noticed unless more of it comes once that
+    one is answered. (Not by time: uvloop's clock is cached per loop turn, so a request
+    answered in the turn its bytes came looked like bytes that came after it.)
     """
 
-    __slots__ = ("_parser", "fed_at", "refuse")
+    __slots__ = ("_handler", "_parser", "begun", "refuse")
 
-    def __init__(self, parser: Any, refuse: Callable[[asyncio.Transport], None]) -> None:
-        self._parser = parser
-        self.fed_at = -1.0  # loop time
+    def __init__(
+        self, handler: RequestHandler, refuse: Callable[[asyncio.Transport], None]
+    ) -> None:
+        self._handler = handler
+        self._parser = handler._parser
+        self.begun = False
         self.refuse = refuse  # writes the 408
 
     def feed_data(self, data: bytes, *args: Any, **kwargs: Any) -> Any:
-        if data:
-            self.fed_at = asyncio.get_running_loop().time()
-        return self._parser.feed_data(data, *args, **kwargs)
+        parsed = self._parser.feed_data(data, *args, **kwargs)
+        if parsed[0]:
+            self.begun = False
+        elif data and not self.begun:
+            handler = self._handler
+            waiter = handler._waiter  # None too before the handler's first wait began
+            self.begun = handler._request_count == 0 or bool(waiter and not waiter.done())
+        return parsed
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._parser, name)
@@ -279,7 +289,7 @@ class _JsonErrors(RequestHandler):
 
     def _process_keepalive(self) -> None:
         # The conditions on which aiohttp's own closes the idle connection: due, and waiting
-        # for a request. Before it does, a head begun since the wait began gets its 408.
+        # for a request. Before it does, a head begun meanwhile gets its 408.
         watch, waiter, transport = self._parser, self._waiter, self.transport
         closing = (
             not self._force_close
@@ -288,8 +298,7 @@ class _JsonErrors(RequestHandler):
             and waiter is not None
             and not waiter.done()
         )
-        idle_since = self._next_keepalive_close_time - self._keepalive_timeout
-        if closing and isinstance(watch, _HeadWatch) and watch.fed_at >= idle_since and transport:
+        if closing and isinstance(watch, _HeadWatch) and watch.begun and transport:
             watch.refuse(transport)
         super()._process_keepalive()
 
@@ -355,7 +364,7 @@ def _bound_connections(server: web.Server | None, replica: Replica) -> None:
             handler.__class__ = _Refused
             return
         handler.__class__ = _JsonErrors
-        handler._parser = _HeadWatch(handler._parser, refuse_head)
+        handler._parser = _HeadWatch(handler, refuse_head)
         admit(handler, transport)
 
     server.connection_made = connection_made  # type: ignore[method-assign]
