@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gzip
 import json
 import socket
 import struct
@@ -316,6 +317,43 @@ def test_malformed_requests_are_logged_once_per_reason(
     lines = [line for line in err.splitlines() if line.strip()]
     assert "Traceback" not in err
     assert len(lines) <= 2 * len(junk), "\n".join(lines[:20])
+
+
+def test_a_body_that_cannot_be_decoded_gets_400_not_500(
+    start_replicas: Callable[..., LocalReplicas], capfd: pytest.CaptureFixture[str]
+) -> None:
+    """A body whose Content-Encoding or chunks are broken is the client's error: 400 with a
+    JSON body (it was a 500 and a traceback), nothing stored, the replica serves on."""
+    replicas = start_replicas(replicas=1, request_timeout=1.0)  # the cut one idles out
+    (url,) = replicas.urls
+    address = urllib.parse.urlsplit(url)
+    head = b"POST /messages HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    message = b'{"sender": "ann", "text": "hi"}'
+    bodies = {
+        "corrupt gzip": b"Content-Encoding: gzip\r\nContent-Length: 5\r\n\r\nabcde",
+        "corrupt deflate": b"Content-Encoding: deflate\r\nContent-Length: 2\r\n\r\nzz",
+        "gzip cut short": b"Content-Encoding: gzip\r\nContent-Length: 12\r\n\r\n"
+        + gzip.compress(message)[:12],
+        "bad chunk size": b"Transfer-Encoding: chunked\r\n\r\nzz\r\n" + message + b"\r\n0\r\n\r\n",
+    }
+    for name, rest in bodies.items():
+        with socket.create_connection((address.hostname, address.port), timeout=10) as sock:
+            sock.sendall(head + rest)
+            answer = b""
+            while chunk := sock.recv(65536):
+                answer += chunk
+        status, _, body = answer.partition(b"\r\n\r\n")
+        assert status.startswith(b"HTTP/1.1 400 ") or status.startswith(b"HTTP/1.0 400 "), (
+            name,
+            answer,
+        )
+        assert isinstance(orjson.loads(body)["error"], str), (name, answer)
+    # A well-formed compressed body is read as any other.
+    headers = {"Content-Type": "application/json", "Content-Encoding": "gzip"}
+    status, _, answer = request(url + "/messages", body=gzip.compress(message), headers=headers)
+    assert status == 200 and answer["messages"][-1]["text"] == "hi"
+    assert answer["messages"][-1]["seq"] == 1  # none of the broken ones was stored
+    assert "Traceback" not in capfd.readouterr().err
 
 
 def test_a_client_gone_before_its_body_is_counted_not_logged_as_our_error(

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 
 from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestPayloadError
 
 from ..ratelimit import RateGate
 
@@ -29,6 +30,10 @@ class BadRequestFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, RequestPayloadError):
+            # A body that does not decode, met again when aiohttp reads on past the answer
+            # (its "lingering"): the client's error too, if a parse error caused it.
+            exc = exc.__cause__
         if not isinstance(exc, HttpProcessingError):
             return True
         reason = type(exc).__name__  # a closed set: the gate's dict stays small

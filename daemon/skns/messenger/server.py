@@ -4,7 +4,8 @@ Thin: check the request, hand ``(sender, text)`` to the group commit, send
 back the body it produced. Status codes:
 
 - 200 the message is committed (durably); the body is ``{"messages": [...]}``.
-- 400 bad input (a request aiohttp cannot parse, not JSON, not an object, a
+- 400 bad input (a request aiohttp cannot parse, a body its encoding or chunks do not
+  decode, not JSON, not an object, a
   missing, non-string, empty or too long field, a content type other than
   ``application/json``); 413 a body larger than any valid message could be.
   Both with ``{"error": ...}``.
@@ -32,6 +33,7 @@ from typing import Any
 
 import orjson
 from aiohttp import HttpVersion11, hdrs, web
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.typedefs import Handler
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
@@ -100,6 +102,16 @@ class Replica:
             return self._answer(_error(413, f"body is larger than {self.max_body} bytes"))
         except TimeoutError:  # a client trickling its body: the connection is not kept
             response = _error(408, f"body not received within {self.request_timeout:g} s")
+            response.force_close()
+            return self._answer(response)
+        except web.RequestPayloadError as exc:
+            # A body its Content-Encoding or its chunks do not decode (corrupt gzip, a bad
+            # chunk size): the client's error, not ours (it was a 500 with a traceback).
+            # Where the next request would start is unknown: the connection is not kept.
+            cause = exc.__cause__
+            reason = cause.message if isinstance(cause, HttpProcessingError) else str(exc)
+            reason = " ".join(reason.split())[:200]
+            response = _error(400, f"body cannot be read: {reason}")
             response.force_close()
             return self._answer(response)
         except ConnectionError:
