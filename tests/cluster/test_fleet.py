@@ -307,6 +307,7 @@ def hold_back_after_a_base_line(fleet: Path, pid: int, long: int) -> int:
     that line, so the write of the window cuts the long line after it and holds it back.
     No datagrams are sent: every line is zeros, so the next one's length is known.
     Returns that window's end."""
+    _, hard = resource.prlimit(pid, resource.RLIMIT_FSIZE)  # the soft limit only: no root
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         data = fleet.read_bytes() if fleet.exists() else b""
@@ -315,12 +316,11 @@ def hold_back_after_a_base_line(fleet: Path, pid: int, long: int) -> int:
         if last.get("count_type") == "1s" and end % long == 0:
             assert not last["count"], last
             size = len(data) + len(json.dumps({**last, "timestamp": end})) + 1
-            resource.prlimit(pid, resource.RLIMIT_FSIZE, (size, size))
+            resource.prlimit(pid, resource.RLIMIT_FSIZE, (size, hard))
             if fleet.stat().st_size == len(data):
                 return end
             # Written meanwhile: try the next interval.
-            unlimited = (resource.RLIM_INFINITY, resource.RLIM_INFINITY)
-            resource.prlimit(pid, resource.RLIMIT_FSIZE, unlimited)
+            resource.prlimit(pid, resource.RLIMIT_FSIZE, (hard, hard))
             time.sleep(1)
         time.sleep(0.005)
     raise AssertionError("no base line to hold the long line after")
