@@ -18,6 +18,7 @@ from ..errors import ProtocolError
 
 CRLF = b"\r\n"
 HEADER_LINE = b"NATS/1.0"
+PLAIN_HEADERS = HEADER_LINE + CRLF  # a header block whose first line has no status
 MAX_CONTROL = 64 * 1024  # longest control line accepted (an INFO with many connect_urls)
 
 
@@ -102,38 +103,54 @@ class Parser:
         self._body: tuple[int, str, str, int, int] | None = None
 
     def feed(self, data: bytes) -> None:
+        # Parsed from one bytes object (slices of it are the payloads: one copy each); what
+        # is left of it waits in _buf for the next read. A message line (the server's
+        # "MSG", nearly every operation) is read here, the rest by _control.
         buf = self._buf
-        buf += data
+        if buf:
+            buf += data
+            data = bytes(buf)
+            buf.clear()
+        size = len(data)
         pos = 0
+        sink = self.sink
         try:
             while True:
                 body = self._body
                 if body is not None:
                     sid, subject, reply, hlen, total = body
                     end = pos + total
-                    if len(buf) < end + 2:
+                    if size < end + 2:
                         return
-                    if buf[end : end + 2] != CRLF:
+                    if data[end : end + 2] != CRLF:
                         raise ProtocolError("NATS: a message not followed by CRLF")
                     if hlen < 0:
-                        status, payload = "", bytes(buf[pos:end])
+                        status, payload = "", data[pos:end]
                     else:
-                        status = status_of(bytes(buf[pos : pos + hlen]))
-                        payload = bytes(buf[pos + hlen : end])
+                        # Most header blocks (a delivery's stored headers) have no status.
+                        plain = data.startswith(PLAIN_HEADERS, pos, pos + hlen)
+                        status = "" if plain else status_of(data[pos : pos + hlen])
+                        payload = data[pos + hlen : end]
                     pos = end + 2
                     self._body = None
-                    self.sink.on_msg(sid, subject, reply, status, payload)
+                    sink.on_msg(sid, subject, reply, status, payload)
                     continue
-                eol = buf.find(CRLF, pos)
+                eol = data.find(CRLF, pos)
                 if eol < 0:
-                    if len(buf) - pos > MAX_CONTROL:
+                    if size - pos > MAX_CONTROL:
                         raise ProtocolError("NATS: a control line past 64 KiB")
                     return
-                line = bytes(buf[pos:eol])
+                line = data[pos:eol]
                 pos = eol + 2
-                self._control(line)
+                if line.startswith(b"MSG "):
+                    self._body = _message_line(False, line[4:])
+                elif line.startswith(b"HMSG "):
+                    self._body = _message_line(True, line[5:])
+                else:
+                    self._control(line)
         finally:
-            del buf[:pos]
+            if pos < size:
+                buf += data[pos:]
 
     def _control(self, line: bytes) -> None:
         op, _, rest = line.partition(b" ")
@@ -162,19 +179,19 @@ class Parser:
 
 def _message_line(headers: bool, rest: bytes) -> tuple[int, str, str, int, int]:
     """(sid, subject, reply, header bytes or -1, total bytes) of a MSG or HMSG line:
-    ``<subject> <sid> [reply] <#bytes>``, HMSG ``... <#header bytes> <#total bytes>``."""
+    ``<subject> <sid> [reply] <#bytes>``, HMSG ``... <#header bytes> <#total bytes>``.
+    (Read for every message: plain statements, no list built per line.)"""
     args = rest.split()
-    counts = 2 if headers else 1
-    if len(args) not in (2 + counts, 3 + counts):
+    n = len(args) - headers  # the arguments of the same line of a MSG
+    if n != 3 and n != 4:
         raise ProtocolError(f"NATS: a message line {rest[:64]!r}")
-    reply = args[2].decode() if len(args) == 3 + counts else ""
+    reply = args[2].decode() if n == 4 else ""
     try:
         sid = int(args[1])
-        sizes = [int(a) for a in args[-counts:]]
+        total = int(args[-1])
+        hlen = int(args[-2]) if headers else -1
     except ValueError:
         raise ProtocolError(f"NATS: a message line {rest[:64]!r}") from None
-    total = sizes[-1]
-    hlen = sizes[0] if headers else -1
     if total < 0 or (headers and not 0 <= hlen <= total):
         raise ProtocolError(f"NATS: a message line {rest[:64]!r}")
     return sid, args[0].decode(), reply, hlen, total
