@@ -55,6 +55,7 @@ class _Protocol(asyncio.Protocol):
         self.lean = lean
         self.parser = wire.Parser(lean)
         self.transport: asyncio.Transport | None = None
+        self.loop = asyncio.get_running_loop()  # kept: asyncio's lookup is a syscall (getpid)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -70,7 +71,7 @@ class _Protocol(asyncio.Protocol):
             # What arrives meanwhile waits in the socket and comes in the next read:
             # one wakeup and read for many messages (each costs more than parsing one).
             self.transport.pause_reading()
-            asyncio.get_running_loop().call_later(READ_PAUSE, self._resume)
+            self.loop.call_later(READ_PAUSE, self._resume)
 
     def _resume(self) -> None:
         if self.transport is not None and not self.transport.is_closing():
@@ -292,6 +293,13 @@ class Lean:
         else:
             self._write(wire.pub(subject, reply, payload))
 
+    def send(self, message: bytes) -> None:
+        """Send a publish built beforehand (:func:`wire.hpub`: a message sent again as it
+        is, built once); raises NotConnected when down."""
+        if not self.connected:
+            raise NotConnected("not connected to NATS")
+        self._write(message)
+
     async def request(
         self, subject: str, payload: bytes, headers: bytes, timeout: float
     ) -> tuple[str, bytes]:
@@ -302,15 +310,19 @@ class Lean:
             self._replies = f"_INBOX.{uuid.uuid4().hex}."
             self.subscribe(self._replies + "*", self._answer)
         token = str(next(self._request_tokens))
-        future = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
         self._requests[token] = future
+        # A timer failing the future rather than asyncio.timeout (a Python context manager
+        # and a task lookup per request: every commit and lease renewal), nor wait_for: on
+        # 3.11 it swallows a cancellation that comes with the answer in the same loop turn,
+        # and a cancelled lease renewer would renew again. A plain await is cancelled then.
+        timer = loop.call_later(timeout, _expire, future)
         try:
             self.publish(subject, payload, self._replies + token, headers)
-            # Not asyncio.wait_for: on 3.11 it swallows a cancellation that comes with the
-            # answer in the same loop turn, and a cancelled lease renewer would renew again.
-            async with asyncio.timeout(timeout):
-                return await future
+            return await future
         finally:
+            timer.cancel()
             del self._requests[token]
 
     def _answer(self, subject: str, reply: str, status: str, payload: bytes) -> None:
@@ -329,3 +341,9 @@ class Lean:
         if self._out and self._transport is not None:
             self._transport.write(b"".join(self._out))
         self._out.clear()
+
+
+def _expire(future: asyncio.Future[tuple[str, bytes]]) -> None:
+    """A request's time is up: its answer did not come."""
+    if not future.done():
+        future.set_exception(TimeoutError())

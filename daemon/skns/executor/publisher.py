@@ -20,6 +20,7 @@ import heapq
 import itertools
 import logging
 import uuid
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -43,16 +44,18 @@ HEADROOM = 1024  # bytes of a message kept for its subject, reply subject and he
 class Publish:
     """One event on its way to the stream."""
 
-    __slots__ = ("answer", "data", "deadline", "headers", "index", "reply", "subject", "tries")
+    __slots__ = ("answer", "data", "deadline", "index", "message", "msg_id", "subject", "token",
+                 "tries")  # fmt: skip
 
     def __init__(self, answer: Any, index: int, subject: str, data: bytes, msg_id: str) -> None:
         self.answer = answer  # what its client frame is owed
         self.index = index  # its place in the frame
         self.subject = subject
         self.data = data
-        self.headers = wire.msg_id_headers(msg_id)
+        self.msg_id = msg_id
         self.deadline = 0.0  # set at the first send
-        self.reply = ""
+        self.token = ""  # of its reply subject
+        self.message = b""  # the HPUB, built once its reply subject is known; every try sends it
         self.tries = 0
 
 
@@ -70,8 +73,14 @@ class Publisher:
         self.prefix = ""
         self.waiting: dict[str, Publish] = {}  # reply token -> publish not answered yet
         self._tokens = itertools.count()
-        self._due: list[tuple[float, int, int, Publish]] = []  # (when, n, try, publish)
+        # When to look at a try again. A first try is due publish_timeout / TRIES after it
+        # is sent, so first tries fall due in the order they were sent: a queue of (when,
+        # the publishes first sent then: a loop turn's), no heap push and pop per event.
+        # The others: a heap of (when, n, try, publish).
+        self._first: deque[tuple[float, list[Publish]]] = deque()
+        self._due: list[tuple[float, int, int, Publish]] = []
         self._order = itertools.count()
+        self._loop: asyncio.AbstractEventLoop | None = None  # (asyncio's lookup is a syscall)
         self.last_error = ""
         self.retries = 0
         self.errors = 0
@@ -83,27 +92,29 @@ class Publisher:
         return self._ids + str(next(self._id_count))
 
     def start(self) -> list[asyncio.Task[None]]:
+        self._loop = asyncio.get_running_loop()
         self.prefix = f"_INBOX.{uuid.uuid4().hex}."
         self.lean.subscribe(self.prefix + "*", self._answer)
         self.lean.on_lost.append(self._lost)
         return [asyncio.create_task(self._sweep_loop())]
 
     def add(self, publish: Publish) -> None:
-        token = str(next(self._tokens))
-        publish.reply = self.prefix + token
+        publish.token = token = str(next(self._tokens))
+        headers = wire.msg_id_headers(publish.msg_id)
+        publish.message = wire.hpub(publish.subject, self.prefix + token, headers, publish.data)
         self.waiting[token] = publish
         self._send(publish)
 
-    def _again(self, publish: Publish, delay: float) -> None:
-        """Look at ``publish`` again in ``delay`` s (resend or give up)."""
-        loop = asyncio.get_running_loop()
-        when = loop.time() + delay
-        heapq.heappush(self._due, (when, next(self._order), publish.tries, publish))
+    def _again(self, publish: Publish, now: float, delay: float) -> None:
+        """Look at ``publish`` again ``delay`` s after ``now`` (resend or give up)."""
+        heapq.heappush(self._due, (now + delay, next(self._order), publish.tries, publish))
 
     def _send(self, publish: Publish) -> None:
         lean = self.lean
-        now = asyncio.get_running_loop().time()
-        if not publish.tries:
+        assert self._loop is not None
+        now = self._loop.time()
+        first = not publish.tries
+        if first:
             publish.deadline = now + self.timeout
         publish.tries += 1
         # The server counts headers too, and closes the connection of a client that
@@ -112,42 +123,64 @@ class Publisher:
             self._fail(publish, f"larger than the cluster's {lean.max_payload} bytes", True)
             return
         try:
-            lean.publish(publish.subject, publish.data, publish.reply, publish.headers)
+            lean.send(publish.message)
         except NotConnected as exc:  # try again shortly
             self.last_error = f"not sent: {exc}"
-            self._again(publish, ERROR_PAUSE)
+            self._again(publish, now, ERROR_PAUSE)
             return
-        # The last try gets what is left of publish_timeout.
-        self._again(publish, max(min(self.timeout / TRIES, publish.deadline - now), 0.0))
+        if first:
+            when = now + self.timeout / TRIES
+            queue = self._first
+            if queue and queue[-1][0] == when:
+                queue[-1][1].append(publish)
+            else:
+                queue.append((when, [publish]))
+        else:  # the last try gets what is left of publish_timeout
+            self._again(publish, now, max(min(self.timeout / TRIES, publish.deadline - now), 0.0))
 
     def _lost(self) -> None:
         """The connection dropped: the answers of the tries in flight may be lost with it."""
         self.last_error = "connection to NATS lost"
+        assert self._loop is not None
+        now = self._loop.time()
         for publish in self.waiting.values():
-            self._again(publish, ERROR_PAUSE)
+            self._again(publish, now, ERROR_PAUSE)
+
+    def _next_due(self, now: float) -> tuple[int, list[Publish]]:
+        """The earliest tries due at ``now``, taken off their queue: (the try they were,
+        their publishes); (0, []) if none is."""
+        first, due = self._first, self._due
+        if first and first[0][0] <= now and (not due or first[0][0] <= due[0][0]):
+            return 1, first.popleft()[1]
+        if due and due[0][0] <= now:
+            _, _, tries, publish = heapq.heappop(due)
+            return tries, [publish]
+        return 0, []
 
     async def _sweep_loop(self) -> None:
         loop = asyncio.get_running_loop()
-        due = self._due
+        waiting = self.waiting
         while True:
             await asyncio.sleep(SWEEP)
             now = loop.time()
-            while due and due[0][0] <= now:
-                _, _, tries, publish = heapq.heappop(due)
-                token = publish.reply[len(self.prefix) :]
-                if token not in self.waiting or tries != publish.tries:
-                    continue  # answered, or tried again since
-                if now >= publish.deadline:
-                    del self.waiting[token]
-                    self._fail(publish, self.last_error or "no answer")
-                    continue
-                self.retries += 1
-                self._send(publish)
+            while True:
+                tries, publishes = self._next_due(now)
+                if not publishes:
+                    break
+                for publish in publishes:
+                    if publish.token not in waiting or tries != publish.tries:
+                        continue  # answered, or tried again since
+                    if now >= publish.deadline:
+                        del waiting[publish.token]
+                        self._fail(publish, self.last_error or "no answer")
+                        continue
+                    self.retries += 1
+                    self._send(publish)
 
     def _fail(self, publish: Publish, reason: str, refused: bool = False) -> None:
         """Give up on ``publish``; ``refused``: it was never sent (certainly not stored)."""
         self.errors += 1
-        self.waiting.pop(publish.reply[len(self.prefix) :], None)
+        self.waiting.pop(publish.token, None)
         self._failed(publish, reason, refused)
 
     def _answer(self, subject: str, reply: str, status: str, data: bytes) -> None:
@@ -157,15 +190,19 @@ class Publisher:
             return  # a late answer to a try already answered (or given up)
         if status == "503":
             self.last_error = "no JetStream responders (stream without a leader?)"
-            self._again(publish, ERROR_PAUSE)
+            self._error_answer(publish)
             return
         seq = _sequence(data)
         if seq is None:
             self.last_error = f"JetStream answered {status} {data[:200]!r}"
-            self._again(publish, ERROR_PAUSE)
+            self._error_answer(publish)
             return
         del self.waiting[token]
         self._acked(publish, seq)
+
+    def _error_answer(self, publish: Publish) -> None:
+        assert self._loop is not None
+        self._again(publish, self._loop.time(), ERROR_PAUSE)
 
     @property
     def in_flight(self) -> int:
