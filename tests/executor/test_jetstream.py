@@ -52,20 +52,23 @@ def _get_answer(data: bytes, hdrs: bytes = b"") -> bytes:
     )
 
 
-def test_a_lease_holder_is_read_from_a_message_get_answer() -> None:
-    assert jetstream.lease_holder(_get_answer(b"a/1/123")) == "a/1/123"
+def test_a_value_is_read_from_a_message_get_answer() -> None:
+    assert jetstream.kv_value(_get_answer(b"a/1/123")) == b"a/1/123"
     stored = b"NATS/1.0\r\nNats-Expected-Last-Subject-Sequence: 4\r\n\r\n"
-    assert jetstream.lease_holder(_get_answer(b"b/0/7", stored)) == "b/0/7"
+    assert jetstream.kv_value(_get_answer(b"b/0/7", stored)) == b"b/0/7"
 
 
-def test_no_message_or_a_delete_marker_is_no_holder() -> None:
+def test_no_message_or_a_delete_marker_is_no_value() -> None:
     missing = {"error": {"code": 404, "err_code": 10037, "description": "no message found"}}
-    assert jetstream.lease_holder(orjson.dumps(missing)) is None
+    assert jetstream.kv_value(orjson.dumps(missing)) is None
     deleted = b"NATS/1.0\r\nKV-Operation: DEL\r\n\r\n"
-    assert jetstream.lease_holder(_get_answer(b"", deleted)) is None
+    assert jetstream.kv_value(_get_answer(b"", deleted)) is None
 
 
-def test_another_error_answer_raises() -> None:
+@pytest.mark.parametrize("answer", [b"not json", b"[1]", b'{"message": 3}', b"{}"])
+def test_another_error_answer_or_no_answer_raises(answer: bytes) -> None:
     down = {"error": {"code": 503, "description": "JetStream system temporarily unavailable"}}
     with pytest.raises(APIError):
-        jetstream.lease_holder(orjson.dumps(down))
+        jetstream.kv_value(orjson.dumps(down))
+    with pytest.raises(APIError):
+        jetstream.kv_value(answer)

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import asyncio
 
-from skns.executor.owner import tick
+from skns.executor.owner import IDLE_TRIM, TRIM_INTERVAL, tick, trim_due
 
 
 def test_partitions_started_apart_wake_on_the_same_tick() -> None:
@@ -22,3 +22,17 @@ def test_partitions_started_apart_wake_on_the_same_tick() -> None:
 
     first, second = asyncio.run(main())
     assert abs(first - second) < 0.1  # 0.2 apart if each slept a whole interval
+
+
+def test_a_busy_partition_is_purged_every_trim_interval_an_idle_one_soon() -> None:
+    now = 1000.0
+    # Events flowing (one delivered 50 ms ago), none unfinished at this tick, purged 1.5 s
+    # ago: not again yet (it was, every second, when "nothing unfinished" counted as idle).
+    assert not trim_due(now, 500, 400, now - 1.5, now - 0.05, 0)
+    assert trim_due(now, 500, 400, now - TRIM_INTERVAL, now - 0.05, 3)
+    # Nothing delivered for IDLE_TRIM s and nothing unfinished: purged now; not with events
+    # still unfinished, nor twice within IDLE_TRIM, nor with nothing new below the watermark.
+    assert trim_due(now, 500, 400, now - 5.0, now - IDLE_TRIM, 0)
+    assert not trim_due(now, 500, 400, now - 5.0, now - IDLE_TRIM, 1)
+    assert not trim_due(now, 500, 400, now - 0.5, now - 5.0, 0)
+    assert not trim_due(now, 500, 500, now - TRIM_INTERVAL, now - 5.0, 0)

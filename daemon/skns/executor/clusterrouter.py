@@ -30,7 +30,7 @@ from nats.js.errors import APIError
 
 from .. import jsonexact
 from ..cluster.connection import Connection
-from ..cluster.lean import Lean
+from ..cluster.lean import Lean, NotConnected
 from ..config import Settings
 from . import jetstream
 from .events import Incoming
@@ -171,11 +171,14 @@ class ClusterRouter(Ingest):
         name = self.cluster.host_name
         while True:
             try:
-                self.hosts = await jetstream.live_hosts(self.conn)
+                quick = self.cluster.lease_ttl / 2
+                self.hosts = await jetstream.live_hosts(self.lean, quick)
                 mine = host_partitions(self.cluster.partitions, self.hosts, name)
-                holders = await asyncio.gather(*(jetstream.owner_of(self.conn, p) for p in mine))
+                holders = await asyncio.gather(
+                    *(jetstream.owner_of(self.lean, p, quick) for p in mine)
+                )
                 self.share = dict(zip(mine, holders, strict=True))
-            except (APIError, NatsError, TimeoutError) as exc:
+            except (APIError, NatsError, TimeoutError, NotConnected) as exc:
                 log.debug("cannot read the roster: %s", exc)
             await asyncio.sleep(self.cluster.lease_ttl / 3)
 

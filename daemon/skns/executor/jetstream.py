@@ -28,10 +28,13 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from nats.errors import NoRespondersError
 from nats.js import api
 from nats.js.errors import APIError, KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
 
 from ..cluster.connection import Connection
+from ..cluster.lean import Lean
+from ..cluster.leankv import api_answer
 from ..cluster.lease import lease_bucket, purge_key
 from ..cluster.settings import ClusterSettings
 from ..errors import SknsError
@@ -130,11 +133,20 @@ async def set_up(conn: Connection, settings: ClusterSettings, create: bool) -> B
     return Buckets(quick, *[await quick.key_value(name) for name in (HOSTS, LEASES, PROGRESS)])
 
 
-async def live_hosts(conn: Connection) -> list[str]:
-    """The names of the hosts whose heartbeat has not expired, sorted."""
-    info = await conn.js.stream_info(f"KV_{HOSTS}", subjects_filter=f"$KV.{HOSTS}.>")
+async def live_hosts(lean: Lean, timeout: float) -> list[str]:
+    """The names of the hosts whose heartbeat has not expired, sorted.
+
+    A stream-info request on the lean connection read with orjson, not nats-py's
+    ``stream_info`` (every field into dataclasses, its times into datetimes): every shard
+    and router asks twice a second (two thirds of a shard's roster reads under py-spy).
+    Raises NotConnected, TimeoutError, or nats-py's errors for an error answer.
+    """
+    request = orjson.dumps({"subjects_filter": f"$KV.{HOSTS}.>"})
+    status, data = await lean.request(f"$JS.API.STREAM.INFO.KV_{HOSTS}", request, b"", timeout)
+    state = api_answer(status, data).get("state")
+    subjects = state.get("subjects") if isinstance(state, dict) else None
     prefix = len(f"$KV.{HOSTS}.")
-    return sorted(name[prefix:] for name in (info.state.subjects or {}))
+    return sorted(name[prefix:] for name in (subjects or {}))
 
 
 class Heartbeat:
@@ -197,36 +209,46 @@ class Heartbeat:
             log.debug("leaving the roster: %s", exc)
 
 
-async def owner_of(conn: Connection, partition: int) -> str | None:
-    """Who holds a partition's lease (``host/shard/pid``), or None.
+async def kv_get(lean: Lean, bucket: str, name: str, timeout: float) -> bytes | None:
+    """The live value of key ``name`` of ``bucket``, or None (never written, expired,
+    deleted or purged).
 
-    A plain message-get request read with orjson: nats-py's ``KeyValue.get`` parses the
-    headers with the email package and the time into a datetime, and the router asks for
-    its whole share every ``lease_ttl / 3`` s (8 % of its CPU under load in the bench).
+    A plain message-get request on the lean connection read with orjson: nats-py's
+    ``KeyValue.get`` parses the headers with the email package and the time into a
+    datetime, and the router asks for the holders of its whole share every ``lease_ttl /
+    3`` s, each shard for its host's roster entry twice a second. Raises NotConnected,
+    TimeoutError, or nats-py's errors for an error answer.
     """
-    assert conn.nc is not None
-    request = orjson.dumps({"last_by_subj": f"$KV.{LEASES}.{key(partition)}"})
-    answer = await conn.nc.request(
-        f"$JS.API.STREAM.MSG.GET.KV_{LEASES}", request, timeout=conn.settings.lease_ttl / 2
-    )
-    return lease_holder(answer.data)
+    request = orjson.dumps({"last_by_subj": f"$KV.{bucket}.{name}"})
+    status, data = await lean.request(f"$JS.API.STREAM.MSG.GET.KV_{bucket}", request, b"", timeout)
+    if status == "503":
+        raise NoRespondersError
+    return kv_value(data)
 
 
-def lease_holder(answer: bytes) -> str | None:
-    """The holder in a message-get answer for a lease key; None when there is no live lease
-    (no message: never taken, expired, released; a delete or purge marker). Raises APIError
-    for another error answer."""
-    doc = orjson.loads(answer)
-    error = doc.get("error")
-    if error is not None:
-        if error.get("code") == 404:
-            return None
-        raise APIError(code=error.get("code"), description=error.get("description"))
-    message = doc["message"]
-    if b"KV-Operation" in base64.b64decode(message.get("hdrs") or ""):
-        return None
-    value = base64.b64decode(message.get("data") or "")
+async def owner_of(lean: Lean, partition: int, timeout: float) -> str | None:
+    """Who holds a partition's lease (``host/shard/pid``), or None."""
+    value = await kv_get(lean, LEASES, key(partition), timeout)
     return value.decode(errors="replace") if value else None
+
+
+def kv_value(answer: bytes) -> bytes | None:
+    """The value in a message-get answer for a key; None when it has no live value (no
+    message: never written, expired; a delete or purge marker). Raises APIError for an
+    error answer or one that is not a message-get answer."""
+    try:
+        doc = orjson.loads(answer)
+        error = doc.get("error")
+        if error is not None:
+            if error.get("code") == 404:
+                return None
+            raise APIError(code=error.get("code"), description=error.get("description"))
+        message = doc["message"]
+        if b"KV-Operation" in base64.b64decode(message.get("hdrs") or ""):
+            return None
+        return base64.b64decode(message.get("data") or "")
+    except (orjson.JSONDecodeError, AttributeError, KeyError, TypeError, ValueError) as exc:
+        raise APIError(description=f"not a message-get answer: {answer[:200]!r}") from exc
 
 
 def holder_host(holder: str | None) -> str | None:

@@ -64,6 +64,7 @@ log = logging.getLogger("skns.executor.owner")
 PLACE_INTERVAL = 0.5  # seconds between looks at the roster
 COMMIT_INTERVAL = 0.1  # seconds between commits of a partition's progress (when changed)
 TRIM_INTERVAL = 10.0  # most seconds between purges of a busy partition's subject
+IDLE_TRIM = 1.0  # seconds without a delivery after which a partition's subject is purged
 PULL_WAIT = 5.0  # seconds a pull request stays open (events are delivered as they come)
 FETCH_MAX = 512  # events asked for in one pull request
 INACTIVE = 30.0  # seconds before the server drops the consumer of an owner that is gone
@@ -84,6 +85,7 @@ class Partition:
     def __init__(self, owner: Owner, number: int) -> None:
         self.owner = owner
         self.number = number
+        self.loop = asyncio.get_running_loop()  # kept: asyncio's lookup is a syscall (getpid)
         self.key = jetstream.key(number)
         self.subject = jetstream.subject(number)
         ttl = owner.cluster.lease_ttl
@@ -272,7 +274,7 @@ class Partition:
         if self.leaving:
             return  # handing over: what came last runs at the next owner
         self.lag = pending
-        self.taken_at = asyncio.get_running_loop().time()
+        self.taken_at = self.loop.time()
         if not self.progress.delivered(seq):
             return  # finished before this owner took the partition
         try:
@@ -321,12 +323,10 @@ class Partition:
                 self.owner.fence(self)
                 return
             watermark = self.progress.watermark
-            # Purges are costly for the stream's leader: rare while events flow, soon once
-            # the partition is idle.
-            since = loop.time() - self.trimmed_at
-            idle = self.lag == 0 and self.progress.pending == 0 and since >= COMMIT_INTERVAL * 10
-            if watermark > self.trimmed and (since >= TRIM_INTERVAL or idle):
-                self.trimmed_at = loop.time()
+            now = loop.time()
+            unfinished = self.lag + self.progress.pending
+            if trim_due(now, watermark, self.trimmed, self.trimmed_at, self.taken_at, unfinished):
+                self.trimmed_at = now
                 await self._trim(watermark)
 
     async def commit(self, tries: int = 2) -> bool:
@@ -391,6 +391,23 @@ class Partition:
             "unanswered": self.unanswered,
             "idle": round(now - self.taken_at, 1) if self.taken_at else None,
         }
+
+
+def trim_due(
+    now: float, watermark: int, trimmed: int, trimmed_at: float, taken_at: float, unfinished: int
+) -> bool:
+    """Whether a partition's subject is purged below its ``watermark`` now (``trimmed``:
+    the watermark of its last purge, at ``trimmed_at``; ``taken_at``: its last delivery;
+    ``unfinished``: events not delivered or not finished).
+
+    Purges are costly for the stream's leader: rare while events flow (every
+    ``TRIM_INTERVAL``), soon once the partition is idle. Idle is nothing delivered for
+    ``IDLE_TRIM`` s, not merely nothing unfinished at this tick: a busy partition whose events
+    run at once has nothing unfinished at most ticks, and was purged every second."""
+    if watermark <= trimmed:
+        return False
+    idle = unfinished == 0 and now - max(taken_at, trimmed_at) >= IDLE_TRIM
+    return idle or now - trimmed_at >= TRIM_INTERVAL
 
 
 async def tick(interval: float) -> None:
@@ -481,15 +498,20 @@ class Owner:
     async def _place(self) -> None:
         """Take the partitions this shard should run; hand over those it should not."""
         name = self.cluster.host_name
+        quick = self.cluster.lease_ttl / 2
         try:
-            self.hosts = await jetstream.live_hosts(self.conn)
-            entry = await self.buckets.hosts.get(name) if name in self.hosts else None
-        except (KeyNotFoundError, *_ERRORS) as exc:
+            self.hosts = await jetstream.live_hosts(self.lean, quick)
+            entry = None
+            if name in self.hosts:
+                entry = await jetstream.kv_get(self.lean, jetstream.HOSTS, name, quick)
+                if entry is None:  # gone since: look again next time
+                    return
+        except _ERRORS as exc:
             log.debug("cannot read the roster: %s", exc)
             return
         # Only while this host's router holds the name for this instance (a second host
         # given the same name must not run the first one's partitions).
-        if entry is not None and entry.value == self.instance.encode():
+        if entry == self.instance.encode():
             mine = host_partitions(self.cluster.partitions, self.hosts, name)
             self.desired = shard_partitions(mine, self.shards, self.index)
         else:
