@@ -62,9 +62,10 @@ class JetStream(JetStreamContext):
                 done, sent = await asyncio.wait(
                     sent, timeout=wait, return_when=asyncio.FIRST_COMPLETED
                 )
-                for task in done:
-                    if not sent or not isinstance(task.exception(), TimeoutError):
-                        return task.result()  # an answer, an error answer or the last timeout
+                # An answer or an error answer; or, once none is left waiting, the timeout.
+                ended = [task for task in done if not isinstance(task.exception(), TimeoutError)]
+                if ended or not sent:
+                    return (ended or list(done))[0].result()
         finally:
             for task in sent:
                 task.cancel()
