@@ -5,6 +5,7 @@ consumer answers every pull and delivers nothing."""
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -72,6 +73,14 @@ async def partition_zero(settings: config.Settings) -> AsyncIterator[tuple[Owner
             await partition.close(graceful=True)
         await owner.lean.close()
         await owner.conn.close()
+
+
+def stopped(pid: int) -> bool:
+    """Whether every thread of process ``pid`` is stopped (state T)."""
+    tasks = Path(f"/proc/{pid}/task")
+    return all(
+        (task / "stat").read_text().rsplit(")", 1)[1].split()[0] == "T" for task in tasks.iterdir()
+    )
 
 
 async def publish(owner: Owner, account: str, count: int) -> int:
@@ -162,3 +171,30 @@ def test_a_consumer_that_answers_and_delivers_nothing_is_made_again(
     ran, remade = asyncio.run(scenario())
     assert ran, f"the stalled partition's events were never taken: {remade}"
     assert any(why.startswith("stalled") for why in remade), remade
+
+
+def test_a_consumer_whose_node_does_not_answer_counts_as_gone_within_its_make_timeout(
+    settings: config.Settings, nats_cluster: NatsCluster
+) -> None:
+    # After a pull heard nothing (its consumer's node died), the owner asks for the
+    # consumer's info before making it again: never answered either, that took the whole
+    # publish_timeout (5 s) on top; now as long as making a consumer may take (2 s).
+    async def scenario() -> tuple[bool, float]:
+        async with partition_zero(settings) as (owner, partition):
+            reader = partition.reader
+            assert reader is not None
+            info = await owner.conn.js.consumer_info(jetstream.STREAM, reader.consumer)
+            node = next(n for n in nats_cluster.nodes if n.name == info.cluster.leader)
+            assert node.process is not None
+            node.process.send_signal(signal.SIGSTOP)
+            try:
+                await until(lambda: stopped(node.process.pid), 5)
+                started = time.monotonic()
+                alive = await partition._consumer_alive(reader)
+                return alive, time.monotonic() - started
+            finally:
+                node.process.send_signal(signal.SIGCONT)
+
+    alive, took = asyncio.run(scenario())
+    assert not alive
+    assert took < owner_module.CONSUMER_TIMEOUT + 1.5  # publish_timeout is 5 s

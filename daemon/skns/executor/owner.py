@@ -240,7 +240,7 @@ class Partition:
                 except _ERRORS as exc:
                     reader.lose(f"pull failed ({type(exc).__name__})")
                     continue
-                # No answer at all, not even the one at expiry: is the consumer still there?
+                # No answer at all, not even a heartbeat: is the consumer still there?
                 if not answered:
                     self.unanswered += 1
                     if not await self._consumer_alive(reader):
@@ -291,8 +291,11 @@ class Partition:
         self.runner.admit(Event(seq, account, event_id, payload, self.owner.env))
 
     async def _consumer_alive(self, reader: Reader) -> bool:
+        # Asked as briefly as a consumer is made: the info of a consumer whose node died is
+        # never answered, and the partition waited publish_timeout (5 s) more to know it.
+        js = self.owner.conn.jetstream(CONSUMER_TIMEOUT)
         try:
-            await self.owner.conn.js.consumer_info(reader.stream, reader.consumer)
+            await js.consumer_info(reader.stream, reader.consumer)
         except _ERRORS:
             return False
         return True

@@ -8,13 +8,14 @@ cluster --only executor``). Here the deliveries come to a callback of one plain
 subscription per consumer, and one pull request at a time stays open (``batch`` events or
 ``expires`` s): the server sends each event as soon as it is stored, so a busy partition
 costs a request per ``batch`` events or per ``expires`` s, and an idle one a request per
-``expires`` s. The server's answer at expiry (status 408) shows the consumer is alive; a
-request ended by the server (status 409: the consumer was deleted, its leader changed) or
-with no answer at all (the consumer's node died) tells the caller to make the consumer
-again. Requests and deliveries go over the lean connection
-(:mod:`skns.cluster.lean`: a delivery parsed and taken in the loop iteration that read
-it, not a ``Msg``, a queue and a task each as in nats-py); when it drops, the caller
-drops its readers (:meth:`Reader.drop`) and makes its consumers again.
+``expires`` s, with the server's heartbeat every second while it has nothing to send. The
+server's answer at expiry (status 408) shows the consumer is alive; a request ended by the
+server (status 409: the consumer was deleted, its leader changed) or silent for two
+heartbeats (the consumer's node died) tells the caller to make the consumer again.
+Requests and deliveries go over the lean connection (:mod:`skns.cluster.lean`: a delivery
+parsed and taken in the loop iteration that read it, not a ``Msg``, a queue and a task
+each as in nats-py); when it drops, the caller drops its readers (:meth:`Reader.drop`)
+and makes its consumers again.
 """
 
 from __future__ import annotations
@@ -32,6 +33,10 @@ from ..cluster.lean import Lean
 from ..cluster.leankv import api_answer
 
 ANSWER_GRACE = 1.0  # seconds past a request's expiry before it counts as unanswered
+# Seconds between the server's heartbeats while a request waits with nothing to deliver (at
+# most a quarter of its expiry; nats-server refuses one past half of it). Nothing heard for
+# two of them and the grace: the request counts as unanswered (the consumer's node died).
+HEARTBEAT = 1.0
 
 
 def delivery(reply: str) -> tuple[int, int, int] | None:
@@ -84,7 +89,8 @@ class Reader:
         self.sid = 0
         self.delivered = 0  # consumer sequence of the last delivery taken
         self.asked = 0  # deliveries the open request may still bring
-        self.answered = False  # the server answered the open request (events or a status)
+        self.answered = False  # the server ended the open request (events or a status)
+        self.heard = 0.0  # loop time the server last sent anything for it (a heartbeat too)
         self.lost = False
         self.why = ""  # why it was lost, for the log and the status
         self._ended = asyncio.Event()
@@ -108,19 +114,33 @@ class Reader:
 
     async def pull(self, batch: int, expires: float) -> bool:
         """One request for up to ``batch`` events, open up to ``expires`` s; False if the
-        server did not answer it at all (its consumer may be gone). Raises
+        server did not end it, or fell silent for two heartbeats (its consumer may be gone:
+        known in about 3 s, not at the request's expiry). Raises
         :class:`~skns.cluster.lean.NotConnected`."""
+        loop = asyncio.get_running_loop()
+        beat = min(HEARTBEAT, expires / 4)
         self.asked = batch
         self.answered = False
         self._ended.clear()
-        request = orjson.dumps({"batch": batch, "expires": int(expires * 1e9)})
+        request = orjson.dumps(
+            {"batch": batch, "expires": int(expires * 1e9), "idle_heartbeat": int(beat * 1e9)}
+        )
         self.lean.publish(self.next, request, self.inbox)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._ended.wait(), expires + ANSWER_GRACE)
+        self.heard = loop.time()
+        end = self.heard + expires + ANSWER_GRACE
+        while not self._ended.is_set():
+            left = min(end, self.heard + 2 * beat + ANSWER_GRACE) - loop.time()
+            if left <= 0:
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._ended.wait(), left)
         return self.answered
 
     def _deliver(self, subject: str, reply: str, status: str, data: bytes) -> None:
         if self.lost:
+            return
+        self.heard = asyncio.get_running_loop().time()
+        if status == "100":  # a heartbeat: the consumer is there, the request still open
             return
         self.answered = True
         if status:
@@ -128,10 +148,10 @@ class Reader:
             # next (deleted, its leader changed, too many requests): made again at once. A
             # pull sent to a deleted consumer gets no answer at all, and the partition waited
             # for its expiry and a look at the consumer (6 s) before making it again.
-            # 408: the request expired; 404: no events; 100: a heartbeat (not asked for).
+            # 408: the request expired; 404: no events.
             if status == "409":
                 self.lose("pull ended by the server (409)")
-            elif status != "100":
+            else:
                 self._ended.set()
             return
         where = delivery(reply)
