@@ -257,6 +257,58 @@ def test_slow_clients_are_closed_within_the_request_timeout(
     assert post(url, {"sender": "ann", "text": "still here"})[0] == 200
 
 
+def test_a_client_that_never_reads_its_answers_is_closed_and_nothing_is_lost(
+    start_replicas: Callable[..., LocalReplicas],
+) -> None:
+    """Requests pipelined by a client that reads nothing fill the socket; the replica waited
+    for it to drain, with no timeout: the connection was held for good."""
+    replicas = start_replicas(replicas=1, request_timeout=1.0)
+    (url,) = replicas.urls
+    address = urllib.parse.urlsplit(url)
+    body = orjson.dumps({"sender": "mute", "text": "t" * 4000})  # ~40 KB answers
+    one = (
+        b"POST /messages HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+    )
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connecting
+    sock.connect((address.hostname, address.port))
+    sock.setblocking(False)
+    started, data, sent, closed = time.monotonic(), one * 2000, 0, None
+    try:
+        while closed is None and time.monotonic() - started < 20:
+            try:
+                sent += sock.send(data[sent : sent + 65536])
+            except BlockingIOError:
+                time.sleep(0.05)
+            except OSError as exc:  # reset: the replica aborted it
+                closed = exc
+            with contextlib.suppress(BlockingIOError):
+                if sock.recv(1, socket.MSG_PEEK) == b"":
+                    closed = "closed"
+            if sent == len(data):
+                time.sleep(0.05)
+    finally:
+        sock.close()
+    assert closed is not None, (
+        f"still open after {time.monotonic() - started:.0f} s, {sent} bytes sent",
+        replicas.stats(),
+    )
+    stats = wait_for_stats(replicas, lambda s: s.get("unread_closed") == 1)
+    # Every message answered into the full socket was stored: the history shows them all.
+    status, answer = post(url, {"sender": "after", "text": "still serving"})
+    assert status == 200
+    assert answer["messages"][-1]["seq"] == stats["ok"] + 1
+
+
+def wait_for_stats(replicas: LocalReplicas, until: Callable[[dict], bool]) -> dict:
+    deadline = time.monotonic() + 10
+    while not until(stats := orjson.loads(replicas.stats()[0] or b"{}")):
+        assert time.monotonic() < deadline, stats
+        time.sleep(0.05)
+    return stats
+
+
 def test_connections_past_the_limit_get_503_and_are_closed(
     start_replicas: Callable[..., LocalReplicas], capfd: pytest.CaptureFixture[str]
 ) -> None:

@@ -73,6 +73,9 @@ class Replica:
         self.max_connections = max_connections
         self.refused_connections = 0
         self.client_gone = 0  # clients that hung up before their body was whole
+        self.unread_closed = 0  # connections aborted: their answers unread for request_timeout
+        late = orjson.dumps({"error": f"request head not received within {request_timeout:g} s"})
+        self.late_head = _HEAD_TIMEOUT % (len(late), late)  # the 408 of a head that stalls
         self.sender_max = sender_max
         self.text_max = text_max
         self.group: GroupCommit[Post, bytes] = GroupCommit(
@@ -171,6 +174,7 @@ class Replica:
             "transaction_seconds": round(g.transaction_seconds, 3),
             "refused_connections": self.refused_connections,
             "client_gone": self.client_gone,
+            "unread_closed": self.unread_closed,
             "database_down": self.store.down,
             "last_unavailable": self.unavailable_reason[:200],
         }
@@ -190,8 +194,9 @@ async def serve(
     ``ready`` is called once the socket listens. A connection that has not sent a whole
     request head within ``request_timeout`` s of opening or of its previous answer is closed
     (aiohttp's keep-alive timer runs from both, and a partial head does not stop it), after
-    a 408 if it had begun one (see :class:`_HeadWatch`): a slowloris client holds a
-    connection that long at most; the body has as long again. At
+    a 408 if it had begun one (see :class:`_SlowClient`): a slowloris client holds a
+    connection that long at most; the body has as long again, and a client that does not
+    read its answers as long once the socket is full (aborted, counted ``unread_closed``). At
     most ``max_connections`` are open at once (see :func:`_bound_connections`).
     ``listener``: the supervisor's socket on ``host:port``, served instead of binding one."""
     runner = web.AppRunner(
@@ -248,29 +253,35 @@ async def _expect(request: web.Request) -> web.StreamResponse | None:
     return None
 
 
-class _HeadWatch:
-    """A connection's request parser, noting whether a request head has begun and not ended.
+class _SlowClient:
+    """What times a slow client on one connection, kept in a wrapper of aiohttp's request
+    parser (the handler's class is swapped in, so it can add no state of its own).
 
-    aiohttp closes a connection idle past its keep-alive time without a word, also one in the
-    middle of a request head (a slowloris, or a client that stalled): that one is owed a 408
-    like a body that stalls. The parser cannot tell whether it holds part of a head, so this
-    wrapper notes it: bytes fed before the first request or while the handler waits for its
-    next one can only be the start of a head (a body is fed while its request is handled),
-    and a whole request out of the parser ends it. A head that begins while the request
-    before it is still handled (pipelined) is not noticed unless more of it comes once that
-    one is answered. (Not by time: uvloop's clock is cached per loop turn, so a request
-    answered in the turn its bytes came looked like bytes that came after it.)
+    A head begun and not ended: aiohttp closes a connection idle past its keep-alive time
+    without a word, also one in the middle of a request head (a slowloris, or a client that
+    stalled): that one is owed a 408 like a body that stalls. The parser cannot tell whether
+    it holds part of a head, so the wrapper notes it: bytes fed before the first request or
+    while the handler waits for its next one can only be the start of a head (a body is fed
+    while its request is handled), and a whole request out of the parser ends it. A head
+    that begins while the request before it is still handled (pipelined) is not noticed
+    unless more of it comes once that one is answered. (Not by time: uvloop's clock is
+    cached per loop turn, so a request answered in the turn its bytes came looked like bytes
+    that came after it.)
+
+    Answers not read: a client that sends requests and never reads the answers fills the
+    socket, and the handler waits for it to drain, with no timeout in aiohttp: the connection
+    was held for good. ``unread`` is the timer that aborts it once the transport has been
+    paused (its buffer full) for ``request_timeout``.
     """
 
-    __slots__ = ("_handler", "_parser", "begun", "refuse")
+    __slots__ = ("_handler", "_parser", "begun", "replica", "unread")
 
-    def __init__(
-        self, handler: RequestHandler, refuse: Callable[[asyncio.Transport], None]
-    ) -> None:
+    def __init__(self, handler: RequestHandler, replica: Replica) -> None:
         self._handler = handler
         self._parser = handler._parser
+        self.replica = replica
         self.begun = False
-        self.refuse = refuse  # writes the 408
+        self.unread: asyncio.TimerHandle | None = None
 
     def feed_data(self, data: bytes, *args: Any, **kwargs: Any) -> Any:
         parsed = self._parser.feed_data(data, *args, **kwargs)
@@ -310,9 +321,40 @@ class _JsonErrors(RequestHandler):
             and waiter is not None
             and not waiter.done()
         )
-        if closing and isinstance(watch, _HeadWatch) and watch.begun and transport:
-            watch.refuse(transport)
+        if closing and isinstance(watch, _SlowClient) and watch.begun and transport:
+            watch.replica.answers[408] += 1
+            transport.write(watch.replica.late_head)
         super()._process_keepalive()
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        watch = self._parser
+        if isinstance(watch, _SlowClient) and watch.unread is None:
+            watch.unread = self._loop.call_later(self._keepalive_timeout, self._unread)
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        self._read_again()
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self._read_again()
+        super().connection_lost(exc)
+
+    def _read_again(self) -> None:
+        watch = self._parser
+        if isinstance(watch, _SlowClient) and watch.unread is not None:
+            watch.unread.cancel()
+            watch.unread = None
+
+    def _unread(self) -> None:
+        """Answers unread for request_timeout: aborted (a close would wait for them to drain)."""
+        watch, transport = self._parser, self.transport
+        if isinstance(watch, _SlowClient):
+            watch.unread = None
+            watch.replica.unread_closed += 1
+        if transport is not None:
+            transport.abort()
+        self.force_close()
 
     def handle_error(
         self,
@@ -358,13 +400,6 @@ def _bound_connections(server: web.Server | None, replica: Replica) -> None:
     admit = server.connection_made
     body = orjson.dumps({"error": "too many connections; try again"})
     refusal = _TOO_MANY % (len(body), body)
-    late = f"request head not received within {replica.request_timeout:g} s"
-    body = orjson.dumps({"error": late})
-    head_timeout = _HEAD_TIMEOUT % (len(body), body)
-
-    def refuse_head(transport: asyncio.Transport) -> None:
-        replica.answers[408] += 1
-        transport.write(head_timeout)
 
     def connection_made(handler: Any, transport: asyncio.Transport) -> None:
         if len(server.connections) >= replica.max_connections:
@@ -376,7 +411,7 @@ def _bound_connections(server: web.Server | None, replica: Replica) -> None:
             handler.__class__ = _Refused
             return
         handler.__class__ = _JsonErrors
-        handler._parser = _HeadWatch(handler, refuse_head)
+        handler._parser = _SlowClient(handler, replica)
         admit(handler, transport)
 
     server.connection_made = connection_made  # type: ignore[method-assign]
