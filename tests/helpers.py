@@ -9,7 +9,10 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from websockets.asyncio.server import ServerConnection
+from websockets.datastructures import Headers
 from websockets.exceptions import InvalidStatus
+from websockets.http11 import Request, Response
 from websockets.sync.client import connect
 
 # A whole service in a directory of its own: in the package, for the benchmarks too.
@@ -151,3 +154,16 @@ def assert_refuses_plain_http(port: int) -> None:
         assert isinstance(body["error"], str) and body["error"], (name, body)
         if status == 426:
             assert headers["Upgrade"] == "websocket"
+
+
+def health(connection: ServerConnection, request: Request) -> Response | None:
+    """A WebSocket server's ``process_request`` hook: ``GET /health`` answers 200 "ok"."""
+    if request.path != "/health":
+        return None
+    return Response(200, "OK", Headers([("Content-Length", "2")]), b"ok")
+
+
+async def echo(ws: ServerConnection) -> None:
+    """A WebSocket server's handler that sends every message back."""
+    async for message in ws:
+        await ws.send(message)

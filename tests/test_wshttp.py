@@ -11,26 +11,13 @@ from collections.abc import Iterator
 
 import pytest
 import uvloop
-from websockets.asyncio.server import Server, ServerConnection, serve
-from websockets.datastructures import Headers
-from websockets.http11 import Request, Response
+from websockets.asyncio.server import Server, serve
 from websockets.sync.client import connect
 
-from helpers import PLAIN_HTTP, plain_http
+from helpers import PLAIN_HTTP, echo, health, plain_http
 from skns.wshttp import MAX_HEAD, RefusingServerConnection
 
 OPEN_TIMEOUT = 0.5
-
-
-def health(connection: ServerConnection, request: Request) -> Response | None:
-    if request.path != "/health":
-        return None
-    return Response(200, "OK", Headers([("Content-Length", "2")]), b"ok")
-
-
-async def echo(ws: ServerConnection) -> None:
-    async for message in ws:
-        await ws.send(message)
 
 
 class Running:

@@ -11,26 +11,14 @@ import orjson
 import pytest
 import uvloop
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.asyncio.server import ServerConnection, serve
-from websockets.datastructures import Headers
+from websockets.asyncio.server import serve
 from websockets.exceptions import InvalidStatus
-from websockets.http11 import Request, Response
 
+from helpers import echo, health
 from skns.wslimit import ConnectionLimit
 from skns.wsraw import upgrade_request
 
 WAIT = 10.0
-
-
-def health(connection: ServerConnection, request: Request) -> Response | None:
-    if request.path != "/health":
-        return None
-    return Response(200, "OK", Headers([("Content-Length", "2")]), b"ok")
-
-
-async def echo(ws: ServerConnection) -> None:
-    async for message in ws:
-        await ws.send(message)
 
 
 async def exchange(port: int, head: bytes) -> bytes:
