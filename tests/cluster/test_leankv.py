@@ -71,6 +71,13 @@ def test_a_lease_renewed_over_the_lean_connection_is_fenced_by_its_successor(
             assert await a.renew() and a.revision is not None and a.revision > (first or 0)
             with pytest.raises(KeyWrongLastSequenceError):
                 await quick.update("k", b"x", last=1)  # not the last revision
+            # A create over a live value fails; over a delete marker it writes.
+            with pytest.raises(KeyWrongLastSequenceError):
+                await quick.create("k", b"x")
+            assert await quick.create("fresh", b"1") > 0
+            await kv.delete("fresh")
+            assert await quick.create("fresh", b"2") > 0
+            assert (await kv.get("fresh")).value == b"2"
             # a stops renewing; once the key aged out b takes it, and a's renewal fails.
             b = Lease(kv, "k", "b", ttl, ttl / 3, js=nc.jetstream(), bucket="leankv_test")
             deadline = asyncio.get_running_loop().time() + 10

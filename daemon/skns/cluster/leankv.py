@@ -6,7 +6,9 @@ revision and its JetStream ack. Through nats-py each was a ``Msg``, a future, a 
 and headers built and parsed per call (py-spy: a sixth of a busy shard's CPU). Same
 semantics and errors as nats-py's ``KeyValue.update`` (a wrong revision raises
 ``KeyWrongLastSequenceError``, what the lease's fencing and the commits' compare-and-set
-rely on); ``create`` and ``get``, rare, stay on nats-py's bucket.
+rely on). A ``create`` is such an update expecting no message on the key (revision 0);
+only when the key has one does it go to nats-py's ``create``, which tells a live value
+(the same error) from a delete marker (written over). ``get``, rare, stays on nats-py.
 """
 
 from __future__ import annotations
@@ -30,7 +32,13 @@ class LeanKV:
         self.timeout = timeout
 
     async def create(self, key: str, value: bytes) -> int:
-        return int(await self.kv.create(key, value))
+        """Write ``value`` if ``key`` has no live value; the new revision. (Every partition's
+        first commit on a new cluster, and every lease taken: nats-py's create is its
+        update, a ``Msg`` and a future, and the email package for the answer's headers.)"""
+        try:
+            return await self.update(key, value, last=0)
+        except KeyWrongLastSequenceError:
+            return int(await self.kv.create(key, value))  # a live value, or a marker over it
 
     async def get(self, key: str) -> Any:
         return await self.kv.get(key)
