@@ -2,26 +2,45 @@ from __future__ import annotations
 
 import asyncio
 
-from skns.executor.owner import IDLE_TRIM, TRIM_INTERVAL, tick, trim_due
+from skns.executor.owner import IDLE_TRIM, TRIM_INTERVAL, Ticker, trim_due
 
 
-def test_partitions_started_apart_wake_on_the_same_tick() -> None:
+def test_partitions_started_apart_wake_on_the_same_tick_of_one_timer() -> None:
     # Their renewals and commits then go out in one write (the idle shards' CPU).
-    async def main() -> list[float]:
+    async def main() -> tuple[list[float], list[int]]:
         loop = asyncio.get_running_loop()
+        ticker = Ticker()
         woke: list[float] = []
+        timers: list[int] = []
 
         async def one(delay: float) -> None:
             await asyncio.sleep(delay)
-            await tick(0.5)
+            waiting = asyncio.ensure_future(ticker.tick(0.5))
+            await asyncio.sleep(0)
+            timers.append(ticker.timers)
+            await waiting
             woke.append(loop.time())
 
         await asyncio.sleep(0.5 - loop.time() % 0.5)  # start just after a tick
         await asyncio.gather(one(0.0), one(0.2))
-        return woke
+        return woke, timers
 
-    first, second = asyncio.run(main())
+    (first, second), timers = asyncio.run(main())
     assert abs(first - second) < 0.1  # 0.2 apart if each slept a whole interval
+    assert timers == [1, 1]  # the second waits on the first one's timer
+
+
+def test_a_waiter_cancelled_leaves_the_others_waiting_for_the_tick() -> None:
+    async def main() -> bool:
+        ticker = Ticker()
+        cancelled = asyncio.ensure_future(ticker.tick(0.2))
+        other = asyncio.ensure_future(ticker.tick(0.2))
+        await asyncio.sleep(0)
+        cancelled.cancel()
+        await asyncio.wait_for(other, 1.0)
+        return cancelled.cancelled() and ticker.timers == 0
+
+    assert asyncio.run(main())
 
 
 def test_a_busy_partition_is_purged_every_trim_interval_an_idle_one_soon() -> None:
