@@ -42,8 +42,11 @@ async def until(check: Callable[[], bool], timeout: float) -> bool:
 
 
 @asynccontextmanager
-async def partition_zero(settings: config.Settings) -> AsyncIterator[tuple[Owner, Partition]]:
-    """Partition 0 run by an owner of this process, its first pull open."""
+async def run_partition(
+    settings: config.Settings, number: int
+) -> AsyncIterator[tuple[Owner, Partition]]:
+    """Partition ``number`` run by an owner of this process, its first pull open (a partition
+    of its own per test: one left to its lease's lapse would hold up the next test 3 s)."""
     owner = Owner(settings, 0)
     owner.directory.mkdir(parents=True)  # its handler's records
     stop = asyncio.Event()
@@ -54,14 +57,10 @@ async def partition_zero(settings: config.Settings) -> AsyncIterator[tuple[Owner
         await jetstream.set_up(owner.conn, settings.cluster, create=True)
         if not await owner._set_up(stop):
             raise RuntimeError("not set up")
-        partition = Partition(owner, 0)
-        # The test before may have left its lease to lapse (lease_ttl 3 s).
-        deadline = time.monotonic() + 10
-        while not await partition.lease.take():
-            if time.monotonic() > deadline:
-                raise RuntimeError("lease not taken")
-            await asyncio.sleep(0.2)
-        owner.partitions[0] = partition
+        partition = Partition(owner, number)
+        if not await partition.lease.take():
+            raise RuntimeError("lease not taken")
+        owner.partitions[number] = partition
         if not await partition.open():
             raise RuntimeError("not opened")
         if not await until(lambda: partition.reader is not None and owner.pulls > 0, 10):
@@ -69,7 +68,7 @@ async def partition_zero(settings: config.Settings) -> AsyncIterator[tuple[Owner
         await asyncio.sleep(0.2)  # the pull request at its consumer
         yield owner, partition
     finally:
-        if partition is not None and 0 in owner.partitions and not partition.leaving:
+        if partition is not None and number in owner.partitions and not partition.leaving:
             await partition.close(graceful=True)
         await owner.lean.close()
         await owner.conn.close()
@@ -83,13 +82,13 @@ def stopped(pid: int) -> bool:
     )
 
 
-async def publish(owner: Owner, account: str, count: int) -> int:
-    """``count`` events of ``account`` on partition 0's subject, as a router writes them; the
-    last one's sequence."""
+async def publish(partition: Partition, account: str, count: int) -> int:
+    """``count`` events of ``account`` on ``partition``'s subject, as a router writes them;
+    the last one's sequence."""
     seq = 0
     for i in range(count):
         data = jsonexact.dumps([account, f"{account}-{i}", i])
-        seq = (await owner.conn.js.publish(jetstream.subject(0), data)).seq
+        seq = (await partition.owner.conn.js.publish(partition.subject, data)).seq
     return seq
 
 
@@ -97,14 +96,19 @@ def test_a_partition_whose_loop_dies_is_stopped_not_kept_idle(settings: config.S
     # Its lease renewed and nothing pulled (or nothing committed) would hold the partition
     # for good with /health at 200; stopped, its lease lapses and it runs again.
     async def scenario() -> tuple[int, bool, bool, list[str]]:
-        async with partition_zero(settings) as (owner, partition):
+        async with run_partition(settings, 0) as (owner, partition):
             await asyncio.sleep(0.3)
             if owner.loop_failures or partition.leaving:
                 raise RuntimeError("stopped before its loop was broken")
             partition.progress = None  # type: ignore[assignment]  # its committer's next turn fails
-            await until(lambda: 0 not in owner.partitions, 5)
+            await until(lambda: partition.number not in owner.partitions, 5)
             ended = [t.get_coro().__qualname__ for t in partition.tasks if t.done()]
-            return owner.loop_failures, partition.leaving, 0 in owner.partitions, ended
+            return (
+                owner.loop_failures,
+                partition.leaving,
+                partition.number in owner.partitions,
+                ended,
+            )
 
     failures, leaving, still_held, ended = asyncio.run(scenario())
     assert failures == 1
@@ -119,11 +123,11 @@ def test_a_consumer_deleted_under_an_open_pull_is_made_again_at_once(
     # consumer after it gets no answer at all, so the partition waited for its expiry and a
     # look at the consumer (5 + 1 s) before it made a new one and took the next event.
     async def scenario() -> tuple[float, dict[str, int]]:
-        async with partition_zero(settings) as (owner, partition):
+        async with run_partition(settings, 1) as (owner, partition):
             reader = partition.reader
             assert reader is not None
             await owner.conn.js.delete_consumer(jetstream.STREAM, reader.consumer)
-            seq = await publish(owner, "deleted", 1)
+            seq = await publish(partition, "deleted", 1)
             published = time.monotonic()
             if not await until(lambda: partition.progress.last >= seq, 30):
                 raise AssertionError(f"sequence {seq} not taken in 30 s: {partition.remade}")
@@ -153,7 +157,7 @@ def test_a_consumer_that_answers_and_delivers_nothing_is_made_again(
     )
 
     async def scenario() -> tuple[bool, dict[str, int]]:
-        async with partition_zero(settings) as (owner, partition):
+        async with run_partition(settings, 2) as (owner, partition):
             await owner.conn.js.add_consumer(jetstream.STREAM, impostor)
             try:
                 # Its real consumer left without a word (no 409 reaches the reader).
@@ -162,7 +166,7 @@ def test_a_consumer_that_answers_and_delivers_nothing_is_made_again(
                 real, partition.reader = partition.reader, stalled
                 assert real is not None
                 real.close()
-                seq = await publish(owner, "stall", 5)
+                seq = await publish(partition, "stall", 5)
                 ran = await until(lambda: partition.progress.last >= seq, 20)
                 return ran, dict(partition.remade)
             finally:
@@ -180,7 +184,7 @@ def test_a_consumer_whose_node_does_not_answer_counts_as_gone_within_its_make_ti
     # consumer's info before making it again: never answered either, that took the whole
     # publish_timeout (5 s) on top; now as long as making a consumer may take (2 s).
     async def scenario() -> tuple[bool, float]:
-        async with partition_zero(settings) as (owner, partition):
+        async with run_partition(settings, 3) as (owner, partition):
             reader = partition.reader
             assert reader is not None
             info = await owner.conn.js.consumer_info(jetstream.STREAM, reader.consumer)
