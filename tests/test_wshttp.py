@@ -79,6 +79,9 @@ CASES = {
     "post without a body": (b"POST / HTTP/1.1\r\nHost: x\r\n\r\n", 405),
     "get with a body": (b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc", 400),
     "no version": (b"GET /\r\n\r\n", 400),
+    # No line end ever comes: refused at the first byte, not at the timeout (408).
+    "tls": (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + bytes(range(32, 128)), 400),
+    "binary": (b"\x00\x01\x02\x03", 400),
     "http/1.0": (b"GET / HTTP/1.0\r\n\r\n", 505),
     "bad key": (
         b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
@@ -104,6 +107,8 @@ def test_plain_http_gets_a_clear_refusal_with_a_json_body(
         assert headers["Upgrade"] == "websocket"
     if status == 405:
         assert headers["Allow"] == "GET"
+    if request_[:1] == b"\x16":
+        assert body["error"].endswith("a TLS handshake: this port is ws://")
 
 
 def test_the_head_limit_is_counted_in_bytes(port: int) -> None:

@@ -15,7 +15,9 @@ limit's 503, :mod:`skns.wslimit`), then closes:
 
 - 426 a GET without the upgrade (with ``Upgrade: websocket``), 405 another method (with
   ``Allow: GET``; also a POST with a body, which websockets could not parse), 400 a bad
-  handshake or a head that cannot be parsed, 414 a request line past 8 KiB, 431 a header line
+  handshake or a head that cannot be parsed (at its first byte if that cannot start a request
+  line: a TLS handshake, binary garbage, which send no line end to wait for), 414 a request
+  line past 8 KiB, 431 a header line
   past 8 KiB, more than 128 headers or a head past :data:`MAX_HEAD` bytes in all;
 - 408 a head begun and not ended within ``open_timeout`` (one that sent nothing is closed
   without a word; 503 if the server is stopping meanwhile).
@@ -52,6 +54,7 @@ MAX_HEAD = 32 * 1024  # bytes of request head in all (nginx's default takes 4 li
 # The phrases websockets puts around a refusal's reason in its text bodies.
 _PREFIX = "Failed to open a WebSocket connection: "
 _LATE = "request head not received in time"
+_TLS_HANDSHAKE = b"\x16"  # the first byte of a TLS record carrying a handshake
 
 
 class HeadTooLarge(SecurityError):
@@ -87,6 +90,17 @@ class _RefusingProtocol(ServerProtocol):
     def _read_head_line(
         self, limit: int, too_long: type[Exception]
     ) -> Generator[None, None, bytes | bytearray]:
+        if not self._head_bytes:
+            # A request line starts with its method (GET): refused at its first byte, not
+            # left waiting for a line end that a TLS handshake or binary garbage never sends.
+            reader = self.reader
+            while not reader.buffer and not reader.eof:
+                yield
+            first = bytes(reader.buffer[:1])
+            if first == _TLS_HANDSHAKE:
+                raise ValueError("not an HTTP request but a TLS handshake: this port is ws://")
+            if first and not first.isupper():
+                raise ValueError("not an HTTP request")
         line = yield from self.reader.read_line(limit, too_long)
         if not self._head_bytes:
             self._request_line = bytes(line)
