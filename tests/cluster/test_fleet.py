@@ -261,8 +261,7 @@ def test_kill_9_of_the_lease_holder_another_takes_over_without_a_gap_or_a_double
         victim = holder(hosts)
         assert victim is not None
         killed_at = kill_9(hosts[victim])
-        taken = wait_for(lambda: holder(hosts), 20, "another lease holder")
-        assert taken != victim
+        wait_for(lambda: holder(hosts) not in (None, victim), 20, "another lease holder")
         wait_for(
             lambda: any(r["timestamp"] > killed_at + 4 for r in lines(fleet)), 20, "lines after"
         )
