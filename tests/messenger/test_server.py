@@ -155,6 +155,14 @@ def test_expect_100_continue_is_honoured_and_others_get_a_json_417(sqlite_replic
     assert status_line == b"HTTP/1.1 417 Expectation Failed"
     assert b"Content-Type: application/json" in headers
     assert orjson.loads(payload) == {"error": "unknown Expect: 200-ok"}
+    # A body larger than any message is refused before it is sent, not after 100 Continue.
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(head % (100_000_000, b"100-continue"))
+        answer = b""
+        while not answer.endswith(b"}"):  # the whole answer, without sending the body
+            answer += sock.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 413 "), answer
+    assert b"larger than" in answer.partition(b"\r\n\r\n")[2]
 
 
 def test_database_down_gives_503(start_replicas: Callable[..., LocalReplicas]) -> None:

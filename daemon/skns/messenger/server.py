@@ -142,6 +142,23 @@ class Replica:
             return self._answer(_error(500, "internal error; the message was not stored"))
         return self._answer(web.Response(body=answer, content_type=JSON))
 
+    async def _expect(self, request: web.Request) -> web.StreamResponse | None:
+        """``Expect: 100-continue`` gets its interim answer, as from aiohttp's own handler,
+        unless the body announced is larger than any message (a 413 at once: the client need
+        not send it, RFC 9110 10.1.1); any other expectation a JSON 417 (aiohttp's is
+        text/plain). Both refusals come before the body is read, and close."""
+        expect = request.headers.get(hdrs.EXPECT, "")
+        if expect.lower() != "100-continue":
+            answer = _error(417, f"unknown Expect: {expect[:100]}")
+        elif (request.content_length or 0) > self.max_body:
+            answer = self._answer(_error(413, f"body is larger than {self.max_body} bytes"))
+        else:
+            if request.version >= HttpVersion11:
+                await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            return None
+        answer.force_close()  # the body was not read
+        return answer
+
     async def healthz(self, request: web.Request) -> web.Response:
         try:
             await self.store.ping()
@@ -153,7 +170,7 @@ class Replica:
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=self.max_body, middlewares=[_json_refusals])
-        app.router.add_post("/messages", self.post_message, expect_handler=_expect)
+        app.router.add_post("/messages", self.post_message, expect_handler=self._expect)
         app.router.add_get("/healthz", self.healthz)
         return app
 
@@ -238,19 +255,6 @@ async def _json_refusals(request: web.Request, handler: Handler) -> web.StreamRe
         if "Allow" in exc.headers:
             answer.headers["Allow"] = exc.headers["Allow"]
         return answer
-
-
-async def _expect(request: web.Request) -> web.StreamResponse | None:
-    """``Expect: 100-continue`` gets its interim answer, as from aiohttp's own handler;
-    any other expectation a JSON 417 (aiohttp's is text/plain), before the body is read."""
-    expect = request.headers.get(hdrs.EXPECT, "")
-    if expect.lower() != "100-continue":
-        answer = _error(417, f"unknown Expect: {expect[:100]}")
-        answer.force_close()  # the body was not read
-        return answer
-    if request.version >= HttpVersion11:
-        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-    return None
 
 
 class _SlowClient:
