@@ -8,7 +8,9 @@ an event. Here a message is parsed (:mod:`skns.cluster.wire`) and handed to a pl
 callback in the same loop iteration that read it, and what is published within one
 loop iteration goes out in one write.
 
-Everything else (streams, consumers, key-value, leases) stays on nats-py's connection.
+So do the requests the executor makes many times a second (consumers made, lease takes and
+renewals, commits, roster and lease-holder reads: :meth:`Lean.request`). The rest (setting up
+streams and buckets, consumer info, purges, the heartbeat) stays on nats-py's connection.
 
 On a lost connection (the server died, a protocol error, no PONG to two PINGs) this
 connects again to the next server of the list (the configured ones and those the cluster
