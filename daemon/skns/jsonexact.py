@@ -65,9 +65,14 @@ def loads(data: bytes | bytearray | memoryview | str, max_depth: int | None = No
     else:
         if _LONG_RUN in raw.translate(_DIGITS_ONLY):
             obj = _loads_stdlib(data, None)
-    # Deeper than max_depth takes that many "[" or "{": most documents are cleared by
-    # counting them, in C; the others by writing them, in C too, under max_depth's margin.
-    counted = max_depth is not None and raw.count(b"[") + raw.count(b"{") > max_depth
+    # Deeper than max_depth takes that many "[" or "{" and as many closers: most documents
+    # are cleared by their length, or by counting, in C; the others by writing them, in C
+    # too, under max_depth's margin.
+    counted = (
+        max_depth is not None
+        and len(raw) > 2 * max_depth
+        and raw.count(b"[") + raw.count(b"{") > max_depth
+    )
     if counted and _deeper(obj, max_depth):  # type: ignore[arg-type]
         raise TooDeep(f"nested deeper than {max_depth} levels", "", 0)
     return obj
