@@ -65,15 +65,11 @@ def loads(data: bytes | bytearray | memoryview | str, max_depth: int | None = No
     else:
         if _LONG_RUN in raw.translate(_DIGITS_ONLY):
             obj = _loads_stdlib(data, None)
-    # Deeper than max_depth takes that many "[" or "{" and as many closers: most documents
-    # are cleared by their length, or by counting, in C; the others by writing them, in C
-    # too, under max_depth's margin.
-    counted = (
-        max_depth is not None
-        and len(raw) > 2 * max_depth
-        and raw.count(b"[") + raw.count(b"{") > max_depth
-    )
-    if counted and _deeper(obj, max_depth):  # type: ignore[arg-type]
+    # Deeper than max_depth takes that many "[" or "{" and as many closers: a short document
+    # is cleared by its length; a longer one by writing it (in C, under max_depth's margin),
+    # which costs about what counting its brackets would (a third of reading it).
+    long = max_depth is not None and len(raw) > 2 * max_depth
+    if long and _deeper(obj, max_depth):  # type: ignore[arg-type]
         raise TooDeep(f"nested deeper than {max_depth} levels", "", 0)
     return obj
 
