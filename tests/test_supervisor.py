@@ -224,6 +224,8 @@ def test_a_subsystem_that_cannot_start_is_stopped_alone_and_retried_on_reload(
     status = wait_for(lambda: (s := svc.status())["trouble"] and s, what="tasks to be given up")
     assert status["trouble"]["tasks"].startswith("failed: ")
     assert "died within" in status["trouble"]["tasks"]
+    # With the error its last child failed on (the child's last words in its slot).
+    assert status["trouble"]["tasks"].endswith(": address already in use")
     assert "tasks failed" in status["service"]["summary"]
     assert not svc.children("tasks")
     assert all(c["up"] for c in svc.children("udp-worker"))

@@ -206,7 +206,9 @@ def enter(
         spec.target(ChildContext(spec, settings, slot, listener))
     except KeyboardInterrupt:
         return 0
-    except Exception:
+    except Exception as exc:
         log.exception("%s failed", spec.name)
+        # Its last words for the supervisor, which names them if it gives up on the child.
+        slot.publish(jsonexact.dumps({"failed": f"{type(exc).__name__}: {exc}"}))
         return 1
     return 0

@@ -334,6 +334,15 @@ class Supervisor:
             elif not self.stopping:
                 self._schedule_restart(c, status)
 
+    def _last_words(self, c: Child) -> str:
+        """``: <error>`` when the dead child left the error it failed on in its slot."""
+        assert self.slots is not None
+        try:
+            failed = jsonexact.loads(self.slots.slots[c.slot_index].read() or b"{}").get("failed")
+        except (jsonexact.JSONDecodeError, AttributeError):
+            return ""
+        return f": {failed}" if isinstance(failed, str) else ""
+
     def _schedule_restart(self, c: Child, status: int) -> None:
         s = self.settings.service
         ran = time.monotonic() - c.started_mono
@@ -348,7 +357,8 @@ class Supervisor:
                 log.warning("%s %s after %.1fs", c.spec.name, how, ran)
                 self._cannot_run(
                     c.spec.subsystem,
-                    f"{c.spec.name} died within {s.start_period}s of start {c.failures} times",
+                    f"{c.spec.name} died within {s.start_period}s of start {c.failures} times"
+                    + self._last_words(c),
                 )
                 return
             delay = min(s.restart_backoff * 2 ** (c.failures - 1), s.restart_backoff_max)
