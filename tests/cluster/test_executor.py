@@ -18,6 +18,7 @@ from nats.js.errors import NotFoundError
 
 from helpers import metrics_table, wait_for
 from skns.cluster.natscluster import NatsCluster
+from skns.errors import ServiceNotRunning
 from skns.executor import jetstream
 from skns.executor.checker import verify
 from skns.executor.placement import partition_of
@@ -179,15 +180,20 @@ def test_a_message_on_a_partition_that_is_no_event_is_skipped_and_counted(
     wait_for(lambda: skipped() == 4, 10, "4 messages skipped")
 
 
+def side_host(nats_cluster: NatsCluster, root: Path, name: str, **cluster: Any) -> Host:
+    """A host meant to be refused, with these [cluster] keys. With the metrics on too, so that
+    the service has something left to run; its router refused twice (not five times, each a
+    start of its own) is enough to stop its executor."""
+    metrics = metrics_table(root, enabled=True, listen="127.0.0.1:0", workers=1)
+    service = {"start_failures": 2, "restart_backoff": 0.1}
+    return Host(root, nats_cluster, name, cluster, {"metrics": metrics, "service": service})
+
+
 def test_a_second_host_with_a_live_name_refuses_to_start(
     hosts: tuple[Host, Host], nats_cluster: NatsCluster, tmp_path: Path
 ) -> None:
     a, b = hosts
-    # With the metrics on too, so that the service has something left to run; its router
-    # refused twice (not five times, each a start of its own) is enough to stop it.
-    metrics = metrics_table(tmp_path, enabled=True, listen="127.0.0.1:0", workers=1)
-    others = {"metrics": metrics, "service": {"start_failures": 2}}
-    twin = Host(tmp_path / "twin", nats_cluster, "a", others=others)
+    twin = side_host(nats_cluster, tmp_path / "twin", "a")
     try:
         # The supervisor contains it: the executor subsystem stops after its router keeps
         # dying at start, the service stays up, and the log says why.
@@ -212,6 +218,84 @@ def test_a_second_host_with_a_live_name_refuses_to_start(
     finally:
         twin.stop()
     assert wait_for(lambda: balanced([a, b]), 20, "a and b unaffected")
+
+
+def refused(host: Host, message: str) -> None:
+    """Until ``host``'s executor is stopped and its status names why (``message``)."""
+
+    def trouble() -> str:
+        try:
+            return host.service.status()["trouble"].get("executor", "")
+        except ServiceNotRunning:  # not up yet
+            return ""
+
+    wait_for(
+        lambda: message in trouble(),
+        20,
+        f"executor refused: {message}",
+        show=lambda _: host.service.log()[-3000:],
+    )
+    assert host.alive and host.service.status()["service"]["state"] == "running"
+    assert not host.owned()
+    assert message in host.service.ctl("status").stdout
+
+
+def test_a_host_with_other_partitions_is_refused_and_every_event_runs_in_order(
+    hosts: tuple[Host, Host], nats_cluster: NatsCluster, tmp_path: Path
+) -> None:
+    # A host whose partitions differ would put an account's events in another partition than
+    # the others do. Unrefused, it joins the roster: a and b hand it their share of the 16,
+    # of which it runs only those its own 8-partition layout gives it, and the events a and
+    # b publish to the rest are never run (and an account fed to it too runs in two
+    # partitions at once).
+    a, b = hosts
+    c = side_host(nats_cluster, tmp_path / "c", "c", partitions=PARTITIONS // 2)
+    try:
+        path = c.service.config_path
+        wait_for(
+            lambda: (
+                "c" in a.stats("executor-router")[0]["hosts"]
+                or "[cluster] partitions = 8" in c.service.log()
+            ),
+            20,
+            "c joined or refused",
+        )
+        rng = random.Random(3)
+        events = [{"account_id": rng.randrange(200), "payload": {"i": i}} for i in range(2000)]
+        with a.connect() as on_a, b.connect() as on_b:
+            acked = send_batches(on_a, events[:1000], batch=100)
+            acked.update(send_batches(on_b, events[1000:], batch=100))
+        runs = in_range(wait_all_ran([a, b, c], acked, 20), acked)
+        verdict = verify(acked, runs)
+        assert verdict.ok, verdict.summary()
+        refused(
+            c,
+            f"[cluster] partitions = 8 in {path}, but the cluster was made with partitions = 16:"
+            " every host must have the same",
+        )
+        assert a.stats("executor-router")[0]["hosts"] == ["a", "b"]
+    finally:
+        c.stop()
+    assert wait_for(lambda: balanced([a, b]), 20, "a and b unaffected")
+
+
+def test_a_host_with_another_lease_ttl_is_refused(
+    hosts: tuple[Host, Host], nats_cluster: NatsCluster, tmp_path: Path
+) -> None:
+    # Renewing every 5 s leases that the buckets expire 3 s after a write, it would lose them
+    # between renewals: its partitions would flap between owners.
+    a, b = hosts
+    c = side_host(nats_cluster, tmp_path / "c", "c", lease_ttl=30.0)
+    try:
+        refused(
+            c,
+            f"[cluster] lease_ttl = 30 in {c.service.config_path}, but the cluster was made with"
+            " lease_ttl = 3:",
+        )
+        assert a.stats("executor-router")[0]["hosts"] == ["a", "b"]
+    finally:
+        c.stop()
+    assert balanced([a, b])
 
 
 def test_acked_events_that_never_ran_are_reported_with_every_shards_view(

@@ -16,7 +16,7 @@ from nats.js import api
 
 from skns import config, jsonexact
 from skns.cluster.natscluster import NatsCluster
-from skns.executor import jetstream
+from skns.executor import jetstream, layout
 from skns.executor import owner as owner_module
 from skns.executor.clusterhosts import tables
 from skns.executor.owner import Owner, Partition
@@ -54,7 +54,8 @@ async def run_partition(
         raise RuntimeError("not connected")
     partition: Partition | None = None
     try:
-        await jetstream.set_up(owner.conn, settings.cluster, create=True)
+        buckets = await jetstream.set_up(owner.conn, settings.cluster, create=True)
+        await layout.agree(owner.conn.admin, buckets, settings.cluster, settings.path, True)
         if not await owner._set_up(stop):
             raise RuntimeError("not set up")
         partition = Partition(owner, number)

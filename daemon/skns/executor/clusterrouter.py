@@ -32,7 +32,7 @@ from .. import jsonexact
 from ..cluster.connection import Connection
 from ..cluster.lean import Lean, NotConnected
 from ..config import Settings
-from . import jetstream
+from . import jetstream, layout
 from .events import Incoming
 from .placement import host_partitions, partition_of
 from .publisher import WINDOW, Publish, Publisher
@@ -67,6 +67,7 @@ class ClusterRouter(Ingest):
     def __init__(self, settings: Settings, shards: int, **kwargs: Any) -> None:
         super().__init__(settings, shards, **kwargs)
         self.cluster = settings.cluster
+        self.config_path = settings.path
         self.conn = Connection(self.cluster, "executor-router", buffer=False)
         self.instance = jetstream.instance_id(settings.service.state_dir / "executor")
         self.lean = Lean(self.cluster, "executor-router")  # the publishes and their acks
@@ -137,12 +138,16 @@ class ClusterRouter(Ingest):
     # -- the host in the cluster -------------------------------------------------------------
 
     async def _start(self, stop: asyncio.Event) -> list[asyncio.Task[None]] | None:
-        """Connect, set up the stream and buckets, join the roster; raises DuplicateHost."""
+        """Connect, set up the stream and buckets, join the roster; raises DuplicateHost, and
+        LayoutMismatch when this host's configuration is not the one the cluster was made with."""
         if not await self.conn.open(stop) or not await self.lean.open(stop):
             return None
         while not stop.is_set():
             try:
                 self.buckets = await jetstream.set_up(self.conn, self.cluster, create=True)
+                await layout.agree(
+                    self.conn.admin, self.buckets, self.cluster, self.config_path, create=True
+                )
                 heartbeat = jetstream.Heartbeat(
                     self.buckets.hosts, self.conn, self.cluster.host_name, self.instance
                 )

@@ -50,7 +50,7 @@ from ..cluster.leankv import LeanKV
 from ..cluster.lease import Lease
 from ..config import Settings
 from ..errors import ProtocolError
-from . import jetstream
+from . import jetstream, layout
 from .events import Event
 from .handlers import HandlerEnv
 from .placement import host_partitions, shard_partitions
@@ -455,6 +455,7 @@ class Owner:
         self.ready = ready  # called once connected and set up
         self.config = settings.executor
         self.cluster = settings.cluster
+        self.config_path = settings.path
         self.index = index
         self.shards = self.config.shard_count(os.cpu_count())
         state = settings.service.state_dir / "executor"
@@ -569,12 +570,16 @@ class Owner:
                 self.buckets = buckets = await jetstream.set_up(
                     self.conn, self.cluster, create=False
                 )
+                # Nothing runs on another layout than the cluster's (raises LayoutMismatch).
+                await layout.agree(
+                    self.conn.admin, buckets, self.cluster, self.config_path, create=False
+                )
                 # As quick as the buckets' own requests (see jetstream.set_up).
                 quick = self.cluster.lease_ttl / 2
                 self.leases_kv = LeanKV(self.lean, buckets.leases, jetstream.LEASES, quick)
                 self.progress_kv = LeanKV(self.lean, buckets.progress, jetstream.PROGRESS, quick)
                 return True
-            except NotFoundError:  # this host's router makes them
+            except NotFoundError:  # this host's router makes them (and the record)
                 delay = 0.2
             except _ERRORS as exc:
                 log.warning("cannot bind the executor's stream and buckets yet: %s", exc)

@@ -1,0 +1,145 @@
+"""The record of what the executor's cluster was made with (partitions, lease_ttl), on a
+real 3-node cluster: written once, compared by every router and shard, and a cluster made
+by an skns that kept none."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import nats
+import pytest
+from nats.js.errors import NotFoundError
+
+from skns import config
+from skns.cluster.connection import Connection
+from skns.cluster.lease import purge_key
+from skns.cluster.natscluster import NatsCluster
+from skns.executor import jetstream, layout
+from skns.executor.clusterhosts import LEASE_TTL, PARTITIONS, tables
+from skns.ports import free_port
+
+
+def settings_of(nats_cluster: NatsCluster, tmp_path: Path, **cluster: Any) -> config.Settings:
+    doc = tables(tmp_path, nats_cluster, "solo", free_port(), {"replicas": 1, **cluster}, {}, {})
+    return config.parse(doc, tmp_path / "config.toml")
+
+
+@contextlib.asynccontextmanager
+async def connected(settings: config.Settings) -> AsyncIterator[Connection]:
+    conn = Connection(settings.cluster, "test")
+    if not await conn.open(asyncio.Event()):
+        raise RuntimeError("not connected")
+    try:
+        yield conn
+    finally:
+        await conn.close()
+
+
+async def agree(settings: config.Settings, create: bool) -> dict[str, Any]:
+    async with connected(settings) as conn:
+        buckets = await jetstream.set_up(conn, settings.cluster, create=create)
+        return await layout.agree(conn.admin, buckets, settings.cluster, settings.path, create)
+
+
+@pytest.fixture
+def made(nats_cluster: NatsCluster, tmp_path: Path) -> config.Settings:
+    """A cluster with no executor stream or buckets; the settings of a host that makes them."""
+
+    async def remove() -> None:
+        nc = await nats.connect(nats_cluster.urls[0])
+        try:
+            js = nc.jetstream()
+            for stream in (jetstream.STREAM, *(f"KV_{b}" for b in (jetstream.HOSTS,
+                           jetstream.LEASES, jetstream.PROGRESS))):  # fmt: skip
+                with contextlib.suppress(NotFoundError):
+                    await js.delete_stream(stream)
+        finally:
+            await nc.close()
+
+    asyncio.run(remove())
+    return settings_of(nats_cluster, tmp_path)
+
+
+def test_the_first_router_records_the_layout_and_every_host_is_held_to_it(
+    made: config.Settings, nats_cluster: NatsCluster, tmp_path: Path
+) -> None:
+    record = {"partitions": PARTITIONS, "lease_ttl": LEASE_TTL}
+    assert asyncio.run(agree(made, create=True)) == record
+    assert asyncio.run(agree(made, create=False)) == record  # a shard of the same config
+    other = settings_of(nats_cluster, tmp_path / "other", partitions=8)
+    with pytest.raises(layout.LayoutMismatch) as refused:
+        asyncio.run(agree(other, create=True))
+    assert str(refused.value).startswith(
+        f"[cluster] partitions = 8 in {other.path}, but the cluster was made with partitions = 16:"
+        " every host must have the same (an account's events would go to two partitions"
+    )
+    with pytest.raises(
+        layout.LayoutMismatch, match=r"lease_ttl = 4.5 in .*made with lease_ttl = 3:"
+    ):
+        asyncio.run(agree(settings_of(nats_cluster, tmp_path / "ttl", lease_ttl=4.5), False))
+
+
+def test_a_shard_waits_for_its_router_to_record_the_layout(made: config.Settings) -> None:
+    async def shard_first() -> None:
+        async with connected(made) as conn:
+            buckets = await jetstream.set_up(conn, made.cluster, create=True)  # no record yet
+            await layout.agree(conn.admin, buckets, made.cluster, made.path, create=False)
+
+    with pytest.raises(NotFoundError):  # the owner tries again shortly
+        asyncio.run(shard_first())
+
+
+def test_two_routers_at_once_on_a_new_cluster_one_layout_wins(
+    made: config.Settings, nats_cluster: NatsCluster, tmp_path: Path
+) -> None:
+    other = settings_of(nats_cluster, tmp_path / "other", partitions=8)
+
+    async def both() -> list[Any]:
+        return await asyncio.gather(agree(made, True), agree(other, True), return_exceptions=True)
+
+    outcomes = asyncio.run(both())
+    refused = [o for o in outcomes if isinstance(o, layout.LayoutMismatch)]
+    assert len(refused) == 1, outcomes
+    assert next(o for o in outcomes if isinstance(o, dict))["partitions"] in (8, 16)
+
+
+def test_a_cluster_made_without_a_record_is_adopted_or_refused_by_its_subjects(
+    made: config.Settings,
+    nats_cluster: NatsCluster,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def as_an_older_skns_left_it() -> None:
+        async with connected(made) as conn:
+            await agree(made, create=True)
+            await purge_key(conn.js, jetstream.PROGRESS, layout.KEY)  # no record
+            await conn.js.publish(jetstream.subject(12), b"[1, null, 1]")
+            assert (
+                await layout.record_of(
+                    (await jetstream.set_up(conn, made.cluster, create=False)).progress
+                )
+                is None
+            )
+
+    asyncio.run(as_an_older_skns_left_it())
+    fewer = settings_of(nats_cluster, tmp_path / "fewer", partitions=12)
+    with pytest.raises(layout.LayoutMismatch) as refused:
+        asyncio.run(agree(fewer, create=True))
+    assert str(refused.value) == (
+        f"[cluster] partitions = 12 in {fewer.path}, but the cluster's stream, made by an skns "
+        "that kept no record of its partitions, holds partition 12: set partitions to the "
+        "other hosts' value"
+    )
+    with caplog.at_level(logging.WARNING, "skns.executor.cluster"):
+        assert asyncio.run(agree(made, create=True)) == {"partitions": 16, "lease_ttl": 3.0}
+    assert (
+        f"recorded partitions = 16 from {made.path} (its subjects and commits go up to "
+        "partition 12), lease_ttl = 3 from its lease bucket" in caplog.text
+    )
+    with pytest.raises(layout.LayoutMismatch):  # recorded now: held to it
+        asyncio.run(agree(settings_of(nats_cluster, tmp_path / "more", partitions=32), True))
