@@ -32,7 +32,7 @@ import orjson
 
 from . import jsonexact
 from .errors import ControlError, ServiceNotRunning
-from .listeners import claim
+from .listeners import claim, listening
 
 if TYPE_CHECKING:
     from .fdstore import FdStore
@@ -92,17 +92,9 @@ class ControlServer:
     def _bind(self, store: FdStore | None) -> socket.socket:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._unlink_stale()
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            sock.bind(str(self.path))
-            os.chmod(self.path, 0o660)
-            sock.listen(64)
-            sock.setblocking(False)
-        except OSError:
-            sock.close()
-            raise
-        if store is not None:
-            store.keep(FDNAME, sock.fileno())
+        sock = listening(socket.socket(socket.AF_UNIX, socket.SOCK_STREAM), str(self.path), 64,
+                         store, FDNAME)  # fmt: skip
+        os.chmod(self.path, 0o660)  # the service's group may ask too
         return sock
 
     def _unlink_stale(self) -> None:

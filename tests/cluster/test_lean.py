@@ -159,6 +159,15 @@ async def handshake(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) 
     writer.write(b"PONG\r\n")
 
 
+async def serve_silently(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Shake hands, then read and never answer until the client goes."""
+    await handshake(reader, writer)
+    with contextlib.suppress(ConnectionError):
+        while await reader.readline():
+            pass
+    writer.close()
+
+
 def test_garbage_from_the_server_drops_the_connection_and_connects_again() -> None:
     connections = 0
 
@@ -216,11 +225,7 @@ def test_a_server_that_stops_answering_pings_is_left(monkeypatch: pytest.MonkeyP
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         nonlocal connections
         connections += 1
-        await handshake(reader, writer)
-        with contextlib.suppress(ConnectionError):
-            while await reader.readline():  # PINGs, never answered
-                pass
-        writer.close()
+        await serve_silently(reader, writer)  # PINGs never answered
 
     async def scenario() -> None:
         async with fake_server(serve) as url:
@@ -261,15 +266,8 @@ def test_a_request_cancelled_as_its_answer_comes_is_cancelled() -> None:
     # A lease renewer cancelled in the loop turn its answer came in must stop: with
     # asyncio.wait_for (3.11) the cancellation was swallowed and the renewer kept renewing
     # the lease of a stopped partition, so no other owner could take it.
-    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await handshake(reader, writer)
-        with contextlib.suppress(ConnectionError):
-            while await reader.readline():
-                pass
-        writer.close()
-
     async def scenario() -> None:
-        async with fake_server(serve) as url:
+        async with fake_server(serve_silently) as url:
             lean = Lean(settings([url]), "test")
             await opened(lean)
             asking = asyncio.create_task(lean.request("s", b"x", b"NATS/1.0\r\n\r\n", 5))
