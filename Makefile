@@ -71,6 +71,11 @@ testdeps:
 		if [ "$$(id -u)" != 0 ]; then echo "run as root, or install nats-server" >&2; exit 1; fi; \
 		$(APT_GET) update -qq && $(APT_GET) install -y -qq --no-install-recommends nats-server; \
 	fi
+	@if ! command -v openssl >/dev/null 2>&1; then \
+		echo "installing system packages: openssl (the cluster TLS tests make certificates)"; \
+		if [ "$$(id -u)" != 0 ]; then echo "run as root, or install openssl" >&2; exit 1; fi; \
+		$(APT_GET) update -qq && $(APT_GET) install -y -qq --no-install-recommends openssl; \
+	fi
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache

@@ -21,7 +21,7 @@ from .executor.settings import ExecutorSettings
 from .messenger.settings import MessengerSettings
 from .metrics.settings import MetricsSettings
 from .relay.settings import RelaySettings
-from .settings import HostPort, Section
+from .settings import HostPort, Section, unreadable
 from .tasks.settings import TasksSettings
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -157,14 +157,8 @@ def load(path: Path | str, deep: bool = True) -> Settings:
     try:
         with path.open("rb") as f:
             data = tomllib.load(f)
-    except FileNotFoundError:
-        raise ConfigError(path, None, "no such file") from None
-    except PermissionError:
-        raise ConfigError(path, None, "permission denied") from None
-    except IsADirectoryError:
-        raise ConfigError(path, None, "is a directory, not a file") from None
     except OSError as exc:
-        raise ConfigError(path, None, f"cannot read: {exc.strerror or exc}") from None
+        raise ConfigError(path, None, unreadable(exc)) from None
     except UnicodeDecodeError as exc:
         line = exc.object[: exc.start].count(b"\n") + 1
         byte = exc.object[exc.start]

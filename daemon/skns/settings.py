@@ -40,6 +40,17 @@ class HostPort(NamedTuple):
         return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
 
+def unreadable(exc: OSError) -> str:
+    """Why a file named in the config could not be read, as the config errors say it."""
+    if isinstance(exc, FileNotFoundError):
+        return "no such file"
+    if isinstance(exc, PermissionError):
+        return "permission denied"
+    if isinstance(exc, IsADirectoryError):
+        return "is a directory, not a file"
+    return f"cannot read: {exc.strerror or exc}"
+
+
 def _type_name(tp: Any) -> str:
     if tp is HostPort:
         return "a 'host:port' string"

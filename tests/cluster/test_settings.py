@@ -48,3 +48,69 @@ def test_bad_values_name_the_file_and_the_key(table, key, words):
     assert err.value.key == key
     assert words in str(err.value)
     assert str(err.value).startswith("/etc/skns/config.toml: ")
+
+
+def parse_cluster(table: dict[str, str]) -> ClusterSettings:
+    return config.parse({"cluster": table}, Path("/etc/skns/config.toml")).cluster
+
+
+def test_tls_files_are_read_at_load(tls_files: Path) -> None:
+    s = parse_cluster(
+        {
+            "tls_ca": str(tls_files / "ca.pem"),
+            "tls_cert": str(tls_files / "client.pem"),
+            "tls_key": str(tls_files / "client.key"),
+            "tls_hostname": "nats.skns.test",
+        }
+    )
+    assert (s.tls_ca, s.tls_cert, s.tls_key) == tuple(
+        tls_files / name for name in ("ca.pem", "client.pem", "client.key")
+    )
+    assert s.tls_hostname == "nats.skns.test"
+    plain = parse_cluster({})
+    assert (plain.tls_ca, plain.tls_cert, plain.tls_key, plain.tls_hostname) == ("", "", "", "")
+
+
+@pytest.mark.parametrize(
+    ("table", "key", "file", "words"),
+    [
+        ({"tls_ca": "nowhere.pem"}, "tls_ca", "nowhere.pem", "no such file"),
+        ({"tls_ca": "."}, "tls_ca", "", "is a directory, not a file"),
+        ({"tls_ca": "client.key"}, "tls_ca", "client.key", "holds no PEM certificate"),
+        ({"tls_ca": "broken.pem"}, "tls_ca", "broken.pem", "cannot read it: [X509] PEM lib"),
+        ({"tls_cert": "client.pem"}, "tls_key", None, "tls_cert is set: give its key too"),
+        ({"tls_key": "client.key"}, "tls_cert", None, "tls_key is set: give its certificate"),
+        (
+            {"tls_cert": "client.key", "tls_key": "client.key"},
+            "tls_cert", "client.key", "holds no PEM certificate",
+        ),
+        (
+            {"tls_cert": "client.pem", "tls_key": "client.pem"},
+            "tls_key", "client.pem", "holds no PEM private key",
+        ),
+        (
+            {"tls_cert": "broken.pem", "tls_key": "client.key"},
+            "tls_cert", "broken.pem", "OpenSSL cannot read it: [SSL] PEM lib",
+        ),
+        (
+            {"tls_cert": "client.pem", "tls_key": "server.key"},
+            "tls_key", "server.key", "is not the key of",
+        ),
+        (
+            {"tls_cert": "client.pem", "tls_key": "encrypted.key"},
+            "tls_key", "encrypted.key", "is encrypted: give a key without a passphrase",
+        ),
+    ],
+)  # fmt: skip
+def test_bad_tls_files_name_the_key_and_the_file(
+    tls_files: Path, table: dict[str, str], key: str, file: str | None, words: str
+) -> None:
+    broken = tls_files / "broken.pem"
+    broken.write_text("-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydA==\n-----END CERTIFICATE-----\n")
+    with pytest.raises(ConfigError) as err:
+        parse_cluster({name: str(tls_files / value) for name, value in table.items()})
+    assert err.value.key == f"cluster.{key}"
+    assert str(err.value).startswith("/etc/skns/config.toml: ")
+    assert words in str(err.value)
+    if file is not None:
+        assert f"{tls_files / file}: " in str(err.value)

@@ -6,8 +6,10 @@ import dataclasses
 import re
 import socket
 import urllib.parse
+from pathlib import Path
 
 from ..settings import Section
+from . import tls
 
 # A host's name goes into subjects and key-value keys: no dots, spaces or wildcards.
 _NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -30,6 +32,16 @@ class ClusterSettings(Section):
     # Seconds to get JetStream's acknowledgement of a publish (tried again with the same
     # message id while they last) before answering an error.
     publish_timeout: float = 5.0
+    # TLS to the servers (tls:// URLs, or servers that require it): the CA bundle their
+    # certificates are checked against; empty: the system's trust store.
+    tls_ca: Path | str = ""
+    # The client certificate and its unencrypted key, both or neither, for servers that
+    # verify their clients (mutual TLS); empty: none shown.
+    tls_cert: Path | str = ""
+    tls_key: Path | str = ""
+    # The name the servers' certificates must carry; empty: the host of the URL connected
+    # to (for a server the cluster announced by its address, that of the announcing one).
+    tls_hostname: str = ""
 
     def validate(self) -> None:
         for url in self.nats:
@@ -49,6 +61,7 @@ class ClusterSettings(Section):
         self.require(self.replicas in (1, 3, 5), "replicas", "must be 1, 3 or 5")
         for key in ("lease_ttl", "publish_timeout"):
             self.require(getattr(self, key) > 0, key, "must be > 0")
+        tls.check(self)
 
     @property
     def enabled(self) -> bool:
