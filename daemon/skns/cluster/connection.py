@@ -15,7 +15,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+import ssl
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 import nats
@@ -23,6 +24,7 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext, api
 from nats.js.errors import BadRequestError
 
+from . import tls
 from .settings import ClusterSettings
 
 log = logging.getLogger("skns.cluster")
@@ -85,6 +87,8 @@ class Connection:
         self.disconnects = 0
         self.on_reconnect: list[Callable[[], Awaitable[None]]] = []
         self._closing = False
+        # Set, during a first connection, to the TLS error that ends it (see _connect).
+        self._tls_failed: asyncio.Future[Exception] | None = None
 
     def jetstream(self, timeout: float) -> Any:
         """JetStream whose requests wait up to ``timeout`` s (see :class:`JetStream`)."""
@@ -128,24 +132,53 @@ class Connection:
         return False
 
     async def _connect(self) -> bool:
-        """One connection attempt; False (logged) if it fails."""
+        """One connection attempt; False (logged) if it fails.
+
+        nats-py 2.16 never returns from a first connection whose TLS handshake failed (a
+        certificate not trusted, a name it does not carry): it waits for the close of a
+        socket the handshake took over (nats-io/nats.py#718), and would try no server
+        again. Its error callback hears of the failure first: the attempt is given up
+        then, and made again by :meth:`open`."""
         s = self.settings
         try:
-            self.nc = await nats.connect(
-                servers=list(s.nats),
-                name=f"skns {s.host_name} {self.role}",
-                connect_timeout=2,
-                reconnect_time_wait=_RETRY,
-                max_reconnect_attempts=-1,
-                error_cb=self._error,
-                disconnected_cb=self._disconnected,
-                reconnected_cb=self._reconnected,
-                **({} if self.buffer else {"pending_size": 0}),
+            # Not asked for: nats-py makes its default context (the system's trust store,
+            # 0.14 s to load) only should a server require TLS.
+            secure: dict[str, Any] = {"tls": tls.context(s)} if tls.configured(s) else {}
+            if s.tls_hostname:
+                secure["tls_hostname"] = s.tls_hostname
+            self.nc = await self._first(
+                nats.connect(
+                    servers=list(s.nats),
+                    name=f"skns {s.host_name} {self.role}",
+                    connect_timeout=2,
+                    reconnect_time_wait=_RETRY,
+                    max_reconnect_attempts=-1,
+                    error_cb=self._error,
+                    disconnected_cb=self._disconnected,
+                    reconnected_cb=self._reconnected,
+                    **secure,
+                    **({} if self.buffer else {"pending_size": 0}),
+                )
             )
         except Exception as exc:
             log.warning("cannot connect to NATS %s: %s; retrying", ", ".join(s.nats), exc)
             return False
         return True
+
+    async def _first(self, connect: Coroutine[Any, Any, Client]) -> Client:
+        """``nats.connect``'s client, or the TLS error that ended it (see _connect)."""
+        self._tls_failed = failed = asyncio.get_running_loop().create_future()
+        connecting = asyncio.ensure_future(connect)
+        try:
+            await asyncio.wait({connecting, failed}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            self._tls_failed = None
+            if not connecting.done():
+                connecting.cancel()
+                await asyncio.gather(connecting, return_exceptions=True)
+        if connecting.cancelled():
+            raise failed.result()
+        return connecting.result()
 
     async def close(self) -> None:
         self._closing = True
@@ -165,6 +198,8 @@ class Connection:
 
     async def _error(self, exc: Exception) -> None:
         log.warning("NATS: %s", exc)
+        if isinstance(exc, ssl.SSLError) and self._tls_failed and not self._tls_failed.done():
+            self._tls_failed.set_result(exc)
 
     async def _disconnected(self) -> None:
         if self._closing:

@@ -24,17 +24,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import itertools
 import logging
 import random
-import ssl
 import urllib.parse
 import uuid
 from collections.abc import Callable
 from typing import Any
 
-from ..errors import ProtocolError, SknsError
-from . import wire
+from ..errors import ProtocolError, SettingError, SknsError
+from . import tls, wire
 from .settings import ClusterSettings
 
 log = logging.getLogger("skns.cluster")
@@ -80,7 +80,7 @@ class _Protocol(asyncio.Protocol):
             self.transport.resume_reading()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.lean.lost(self)
+        self.lean.lost(self, exc)
 
 
 class Lean:
@@ -90,6 +90,9 @@ class Lean:
         self.settings = settings
         self.name = f"skns {settings.host_name} {role} (lean)"
         self.urls: list[str] = list(settings.nats)
+        # Announced servers' URLs -> the name their certificates are checked against.
+        self._tls_names: dict[str, str] = {}
+        self._failures: dict[str, str] = {}  # URL -> why its last try failed, as logged
         self.max_payload = 1024 * 1024  # until the server's INFO says
         self.on_lost: list[Callable[[], None]] = []
         self.disconnects = 0
@@ -143,15 +146,27 @@ class Lean:
             self._next += 1
             try:
                 await asyncio.wait_for(self._connect(url), CONNECT_TIMEOUT)
-                return True
-            except (OSError, TimeoutError, ProtocolError, ssl.SSLError) as exc:
-                log.debug("NATS (lean connection): cannot connect to %s: %s", url, exc)
+            # ssl.SSLError is an OSError; SettingError: a TLS file gone since the start.
+            except (OSError, TimeoutError, ProtocolError, SettingError) as exc:
                 self.abort()
+                self._failed(url, str(exc) or type(exc).__name__)
+            else:
+                self._failures.pop(url, None)
+                return True
         return False
+
+    def _failed(self, url: str, reason: str) -> None:
+        """Log why a try failed: a warning when the reason is new for that server (a
+        certificate not trusted, a refused client certificate would not show otherwise),
+        then at debug level, every round."""
+        level = logging.DEBUG if self._failures.get(url) == reason else logging.WARNING
+        self._failures[url] = reason
+        log.log(level, "NATS (lean connection): cannot connect to %s: %s; retrying", url, reason)
 
     async def _connect(self, url: str) -> None:
         loop = asyncio.get_running_loop()
         parts = urllib.parse.urlsplit(url)
+        self.url = url  # the INFO's announced servers are named after it
         self._info = loop.create_future()
         self._handshake = loop.create_future()
         transport, protocol = await loop.create_connection(
@@ -160,11 +175,13 @@ class Lean:
         self._transport, self._protocol = transport, protocol
         info = await self._info
         if parts.scheme == "tls" or info.get("tls_required"):
-            context = ssl.create_default_context()
-            tls = await loop.start_tls(transport, protocol, context, server_hostname=parts.hostname)
-            if tls is None:
+            # Made at each connection: a certificate replaced on disk is used at the next.
+            context = tls.context(self.settings)
+            name = self.settings.tls_hostname or self._tls_names.get(url) or parts.hostname
+            secured = await loop.start_tls(transport, protocol, context, server_hostname=name)
+            if secured is None:
                 raise ProtocolError("NATS: the TLS handshake ended the connection")
-            self._transport = tls  # type: ignore[assignment]
+            self._transport = secured  # type: ignore[assignment]
         options: dict[str, Any] = {
             "verbose": False,
             "pedantic": False,
@@ -187,22 +204,24 @@ class Lean:
         self._pings = 0
         for sid, (subject, _) in self._subs.items():
             self._write(wire.sub(subject, sid))
-        self.url = url
         log.info("NATS (lean connection) connected to %s", url)
 
     def abort(self) -> None:
         if self._transport is not None:
             self._transport.abort()
 
-    def lost(self, protocol: _Protocol) -> None:
+    def lost(self, protocol: _Protocol, exc: Exception | None = None) -> None:
         if protocol is not self._protocol:
             return  # an old connection's last word
         was_up = self.connected
         self._transport = self._protocol = None
         self._out.clear()
+        # The reason, when there is one, is what a refused client certificate shows: TLS
+        # 1.3's handshake ends on the client's side before the server has checked it.
+        closed = f"NATS: the connection closed: {exc}" if exc else "NATS: the connection closed"
         for future in (self._info, self._handshake):
             if future is not None and not future.done():
-                future.set_exception(ProtocolError("NATS: the connection closed"))
+                future.set_exception(ProtocolError(closed))
                 future.exception()  # raised to _connect if it still waits; never logged
         if not was_up or self._closing:
             return  # a handshake that failed: _round tries the next server
@@ -245,10 +264,18 @@ class Lean:
 
     def on_info(self, info: dict[str, Any]) -> None:
         self.max_payload = int(info.get("max_payload", self.max_payload))
+        # As nats-py: announced servers with the scheme of the one announcing them, and
+        # one announced by its address checked against that one's name (certificates name
+        # hosts, announcements give addresses).
+        here = urllib.parse.urlsplit(self.url)
         for address in info.get("connect_urls") or ():
-            url = f"nats://{address}"
-            if url not in self.urls and isinstance(address, str):
-                self.urls.append(url)
+            url = f"{here.scheme}://{address}"
+            if url in self.urls or not isinstance(address, str):
+                continue
+            self.urls.append(url)
+            host = urllib.parse.urlsplit(url).hostname
+            if _is_address(host) and here.hostname and not _is_address(here.hostname):
+                self._tls_names[url] = here.hostname
         if self._info is not None and not self._info.done():
             self._info.set_result(info)
 
@@ -343,6 +370,14 @@ class Lean:
         if self._out and self._transport is not None:
             self._transport.write(b"".join(self._out))
         self._out.clear()
+
+
+def _is_address(host: str | None) -> bool:
+    try:
+        ipaddress.ip_address(host or "")
+    except ValueError:
+        return False
+    return True
 
 
 def _expire(future: asyncio.Future[tuple[str, bytes]]) -> None:
