@@ -9,6 +9,11 @@ JSON on the wire is UTF-8 (RFC 8259), and orjson refuses anything else. The
 stdlib parser given bytes guesses UTF-16 and UTF-32 and decodes surrogates
 encoded as UTF-8 (CESU-8) with "surrogatepass": so ``check`` decodes strictly
 as UTF-8 first, and what is not UTF-8 is "not_json" on every path.
+
+A lone surrogate escape (``"\\ud800"``, anywhere, also in a key that is ignored)
+names no character: orjson, and with it every other surface of skns, refuses it,
+while the stdlib parser makes it a lone surrogate code point. ``check`` refuses
+it too ("not_json"), so that the fast path and this one agree.
 """
 
 from __future__ import annotations
@@ -29,7 +34,10 @@ def check(data: bytes) -> tuple[int, int, int] | str:
     """The (A1, A2, A3) of an acceptable datagram, or the reason it is rejected."""
     try:
         obj = json.loads(data.decode(), parse_constant=_no_constants)
-    except (ValueError, UnicodeDecodeError, RecursionError):
+        # The input was strict UTF-8, so a surrogate code point in the result came from a
+        # lone surrogate escape (a pair makes one character): strict UTF-8 cannot encode it.
+        json.dumps(obj, ensure_ascii=False).encode()
+    except (ValueError, UnicodeError, RecursionError):
         return "not_json"
     if not isinstance(obj, dict):
         return "not_object"
