@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from skns.relay.message import BAD_ID, MISSING_ID, NOT_JSON, NOT_OBJECT, message_id
+from skns.relay.message import (
+    BAD_ID,
+    MISSING_ID,
+    NOT_JSON,
+    NOT_OBJECT,
+    REPEATED_ID,
+    message_id,
+)
 
 
 @pytest.mark.parametrize(
@@ -42,7 +49,20 @@ from skns.relay.message import BAD_ID, MISSING_ID, NOT_JSON, NOT_OBJECT, message
         (b'{"id": 1e400}', NOT_JSON),  # beyond a double: refused, not made infinite
         (b'{"id": -0}', 0),
         (b'{"id": -0.0}', BAD_ID),
-        (b'{"id": 5, "id": 6}', 6),  # a repeated key: the last one
+        # A repeated id: which one is meant? (The frame goes out verbatim.)
+        (b'{"id": 5, "id": 6}', REPEATED_ID),
+        (b'{"id": 5, "text": 1, "id": 5}', REPEATED_ID),  # even the same value
+        ('{"id": 5, "id": 6}', REPEATED_ID),
+        (b'{"id": 5, "\\u0069d": 6}', REPEATED_ID),  # spelled with an escape
+        (b'{"\\u0069\\u0064": 5, "id": 6}', REPEATED_ID),
+        (b'{"id": 18446744073709551616, "id": 1}', REPEATED_ID),  # past 64 bits
+        (b'{"id": 1, "id": 1' + b"0" * 400 + b"}", REPEATED_ID),  # past a double
+        (b'{"\\u0069d": 5}', 5),  # spelled with an escape, once
+        (b'{"id": 5, "text": "\\"id\\": 6"}', 5),  # inside a string: no key
+        (b'{"id": 5, "text": {"id": 6, "id": 7}}', 5),  # nested: not the message's id
+        (b'{"id": 5, "text": "id", "idx": 1, "ID": 2}', 5),
+        (b'{"id": 5, "text": "\\\\"}', 5),
+        (b'{"id": 5, "x": "\\n", "t": ' + b"[" * 1000 + b"]" * 1000 + b"}", NOT_JSON),
         (b'{"id": 1, "text": "\\ud800"}', NOT_JSON),  # a lone surrogate
         (b'{"id": 1, "text": "\xc0\xaf"}', NOT_JSON),  # overlong UTF-8
         (b'\xef\xbb\xbf{"id": 1}', NOT_JSON),  # a byte order mark

@@ -98,6 +98,7 @@ def test_each_bad_input_is_dropped_and_counted_by_reason() -> None:
             {"id": 3, "text": 3},
             {"id": 3, "text": 3},  # already held
             b"\xff\xfe",
+            b'{"id": 4, "text": 4, "id": 2}',  # ordered by 2, read as 4 by a sink
             {"id": 2, "text": 2},
         )
     )
@@ -109,11 +110,12 @@ def test_each_bad_input_is_dropped_and_counted_by_reason() -> None:
         "not_object": 1,
         "missing_id": 1,
         "bad_id": 3,
+        "repeated_id": 1,
         "duplicate": 1,
         "below_sent": 1,
         "below_start": 1,
     }
-    assert relay.received == 14 and relay.sent == 4
+    assert relay.received == 15 and relay.sent == 4
 
 
 def test_the_frames_reach_the_sink_byte_for_byte() -> None:

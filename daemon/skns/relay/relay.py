@@ -33,14 +33,23 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from ..wsflow import PacedClientConnection
 from .holdtime import HoldTimes
-from .message import BAD_ID, MISSING_ID, NOT_JSON, NOT_OBJECT, message_id
+from .message import BAD_ID, MISSING_ID, NOT_JSON, NOT_OBJECT, REPEATED_ID, message_id
 from .reorder import BELOW_SENT, BELOW_START, DUPLICATE, ReorderBuffer
 from .settings import RelaySettings
 from .writer import BatchWriter, SinkConnection
 
 log = logging.getLogger("skns.relay")
 
-DROP_REASONS = (NOT_JSON, NOT_OBJECT, MISSING_ID, BAD_ID, DUPLICATE, BELOW_SENT, BELOW_START)
+DROP_REASONS = (
+    NOT_JSON,
+    NOT_OBJECT,
+    MISSING_ID,
+    BAD_ID,
+    REPEATED_ID,
+    DUPLICATE,
+    BELOW_SENT,
+    BELOW_START,
+)
 OUTLIER = "outlier"  # a stray id below the stream, dropped when the first id was learned
 
 # Frames websockets may queue before it stops reading the socket; large enough
