@@ -45,9 +45,10 @@ def message_id(frame: bytes | str) -> int | str:
         return _exact_id(frame)  # not JSON, or an integer too large for a double
     if type(message) is dict:  # the hot path, inline: an object with an int id, named once
         id_ = message.get("id")
-        if type(id_) is int and type(frame) is bytes and 92 not in frame:  # 92: backslash
-            if frame.count(b'"id"') == 1:
-                return id_
+        # 92: a backslash. Without one, "id" written once is the key named once.
+        once = type(frame) is bytes and 92 not in frame and frame.count(b'"id"') == 1
+        if once and type(id_) is int:
+            return id_
     return _id_of(message, frame, exact=False)
 
 
