@@ -19,8 +19,11 @@ from skns.cluster.connection import Connection
 from skns.cluster.lean import Lean
 from skns.cluster.natscluster import find_server
 from skns.cluster.settings import ClusterSettings
+from skns.ports import free_port
 
 from . import tlsfiles
+
+WAIT = 10.0  # seconds a wait may last on a loaded machine: each is over within 1.5 s here
 
 pytestmark = pytest.mark.skipif(
     find_server() is None, reason="nats-server is not installed (make testdeps installs it)"
@@ -60,10 +63,10 @@ async def both(settings: ClusterSettings) -> AsyncIterator[tuple[Connection, Lea
 
 
 async def connected(settings: ClusterSettings) -> tuple[bool, bool]:
-    """Whether each connection is up within 5 s."""
+    """Whether each connection is up within WAIT s."""
     async with both(settings) as (conn, lean):
         with contextlib.suppress(AssertionError):
-            await until(lambda: conn.connected and lean.connected, 5, "")
+            await until(lambda: conn.connected and lean.connected, WAIT, "")
         return conn.connected, lean.connected
 
 
@@ -80,7 +83,7 @@ async def refused(settings: ClusterSettings, caplog: pytest.LogCaptureFixture, r
     async with both(settings) as (conn, lean):
         await until(
             lambda: min(failures(caplog, reason)) >= 2,
-            5,
+            WAIT,
             f"not both refused twice with {reason!r}",
         )
         assert not conn.connected and not lean.connected
@@ -118,6 +121,36 @@ def test_a_server_verifying_clients_refuses_one_without_a_certificate(
         assert asyncio.run(connected(mutual)) == (True, True)
 
 
+def test_a_server_back_with_a_certificate_not_trusted_is_logged_and_left_until_it_is(
+    tls_files: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The reconnections, not the first connection: the same server restarted with a
+    # certificate for another name, then with its own again.
+    caplog.set_level(logging.DEBUG, logger="skns.cluster")
+
+    def mismatches() -> tuple[int, int]:
+        # nats-py's reconnection reports through its error callback ("NATS: ...").
+        found = [m for m in caplog.messages if "IP address mismatch" in m]
+        lean = sum("(lean connection)" in m for m in found)
+        return len(found) - lean, lean
+
+    async def scenario() -> None:
+        port = free_port()
+        settings = cluster([f"tls://127.0.0.1:{port}"], tls_files, tls_ca="ca.pem")
+        async with both(settings) as (conn, lean):
+            with tlsfiles.servers(tls_files, tmp_path, port=port):
+                await until(lambda: conn.connected and lean.connected, WAIT, "not connected")
+            await until(lambda: not conn.connected and not lean.connected, WAIT, "no loss seen")
+            with tlsfiles.servers(tls_files, tmp_path, port=port, cert="named"):
+                await until(lambda: min(mismatches()) >= 2, WAIT, "the mismatch not logged twice")
+                assert not conn.connected and not lean.connected
+            with tlsfiles.servers(tls_files, tmp_path, port=port):
+                await until(lambda: conn.connected and lean.connected, WAIT, "not reconnected")
+            assert conn.reconnects == 1 and lean.disconnects == 1
+
+    asyncio.run(scenario())
+
+
 def test_tls_hostname_is_the_name_checked_in_the_servers_certificate(
     tls_files: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -135,7 +168,7 @@ def test_a_lean_publish_is_acked_by_jetstream_and_a_message_delivered_over_tls(
     async def scenario() -> None:
         settings = cluster([url(server)], tls_files, tls_ca="ca.pem")
         async with both(settings) as (conn, lean):
-            await until(lambda: conn.connected and lean.connected, 5, "not connected")
+            await until(lambda: conn.connected and lean.connected, WAIT, "not connected")
             await conn.stream(api.StreamConfig(name="TLS", subjects=["tls.>"]))
             header = b"NATS/1.0\r\nNats-Msg-Id: m1\r\n\r\n"
             status, answer = await lean.request("tls.1", b"over tls", header, 5)
@@ -147,7 +180,7 @@ def test_a_lean_publish_is_acked_by_jetstream_and_a_message_delivered_over_tls(
             await lean.request("tls.1", b"", b"NATS/1.0\r\n\r\n", 5)  # the SUB went before
             assert conn.nc is not None
             await conn.nc.publish("tls.echo", b"to lean")
-            await until(lambda: bool(got), 5, "nothing delivered to the lean connection")
+            await until(lambda: bool(got), WAIT, "nothing delivered to the lean connection")
             assert got == [("tls.echo", "", "", b"to lean")]
 
     with tlsfiles.servers(tls_files, tmp_path) as (server,):
@@ -162,10 +195,10 @@ def test_a_server_the_cluster_announced_by_address_is_checked_against_the_name_u
         settings = cluster([url(first, "localhost")], tls_files, tls_ca="ca.pem")
         async with both(settings) as (_, lean):
             announced = lambda: lean.connected and url(second) in lean.urls  # noqa: E731
-            await until(announced, 10, "the second server was not announced")
+            await until(announced, WAIT, "the second server was not announced")
             first.process.kill()
-            await until(lambda: lean.disconnects == 1, 5, "the loss was not seen")
-            await until(lambda: lean.connected, 5, "not connected to the announced server")
+            await until(lambda: lean.disconnects == 1, WAIT, "the loss was not seen")
+            await until(lambda: lean.connected, WAIT, "not connected to the announced server")
             assert lean.url == url(second)
 
     with tlsfiles.servers(tls_files, tmp_path, count=2, cert="local") as (first, second):

@@ -72,11 +72,19 @@ class Server:
 
 @contextlib.contextmanager
 def servers(
-    files: Path, work: Path, count: int = 1, cert: str = "server", verify: bool = False
+    files: Path,
+    work: Path,
+    count: int = 1,
+    cert: str = "server",
+    verify: bool = False,
+    port: int | None = None,
 ) -> Iterator[list[Server]]:
     """``count`` nats-server processes (one cluster; JetStream when only one) requiring TLS with
-    ``cert`` (and, with ``verify``, a client certificate signed by the CA)."""
+    ``cert`` (and, with ``verify``, a client certificate signed by the CA); ``port``: the
+    first one's (a server started again where one was)."""
     ports = free_ports(2 * count)
+    if port is not None:
+        ports[0] = port
     started: list[Server] = []
     try:
         for i in range(count):
