@@ -28,6 +28,7 @@ import ipaddress
 import itertools
 import logging
 import random
+import ssl
 import urllib.parse
 import uuid
 from collections.abc import Callable
@@ -90,6 +91,7 @@ class Lean:
         self.settings = settings
         self.name = f"skns {settings.host_name} {role} (lean)"
         self.urls: list[str] = list(settings.nats)
+        self._tls: ssl.SSLContext | None = None  # made at the first TLS connection
         # Announced servers' URLs -> the name their certificates are checked against.
         self._tls_names: dict[str, str] = {}
         self._failures: dict[str, str] = {}  # URL -> why its last try failed, as logged
@@ -146,7 +148,7 @@ class Lean:
             self._next += 1
             try:
                 await asyncio.wait_for(self._connect(url), CONNECT_TIMEOUT)
-            # ssl.SSLError is an OSError; SettingError: a TLS file gone since the start.
+            # ssl.SSLError is an OSError; SettingError: a TLS file gone since the config load.
             except (OSError, TimeoutError, ProtocolError, SettingError) as exc:
                 self.abort()
                 self._failed(url, str(exc) or type(exc).__name__)
@@ -175,10 +177,10 @@ class Lean:
         self._transport, self._protocol = transport, protocol
         info = await self._info
         if parts.scheme == "tls" or info.get("tls_required"):
-            # Made at each connection: a certificate replaced on disk is used at the next.
-            context = tls.context(self.settings)
+            if self._tls is None:  # kept, as nats-py keeps its own: the trust store takes 0.14 s
+                self._tls = tls.context(self.settings)
             name = self.settings.tls_hostname or self._tls_names.get(url) or parts.hostname
-            secured = await loop.start_tls(transport, protocol, context, server_hostname=name)
+            secured = await loop.start_tls(transport, protocol, self._tls, server_hostname=name)
             if secured is None:
                 raise ProtocolError("NATS: the TLS handshake ended the connection")
             self._transport = secured  # type: ignore[assignment]

@@ -35,10 +35,9 @@ def context(settings: ClusterSettings) -> ssl.SSLContext:
     """A client context: hostname and chain checked against ``tls_ca`` or the system's
     trust store (loading it takes 0.14 s here), the client certificate loaded if given.
     Raises SettingError naming the key and the file."""
-    if settings.tls_ca:
-        return _load(settings)
     ctx = _load(settings)
-    ctx.load_default_certs()
+    if not settings.tls_ca:
+        ctx.load_default_certs()
     return ctx
 
 
