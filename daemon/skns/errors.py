@@ -48,3 +48,8 @@ class ServiceNotRunning(ControlError):
 
 class ProtocolError(SknsError):
     """A peer sent something that breaks a protocol we speak."""
+
+
+class LayoutMismatch(SknsError):
+    """This host's configuration differs from a setting fixed when the cluster's streams and
+    buckets were made (``[cluster] partitions``, ``lease_ttl``, ``[tasks] result_ttl``)."""

@@ -19,6 +19,7 @@ from skns import config
 from skns.cluster.connection import Connection
 from skns.cluster.lease import purge_key
 from skns.cluster.natscluster import NatsCluster
+from skns.errors import LayoutMismatch
 from skns.executor import jetstream, layout
 from skns.executor.clusterhosts import LEASE_TTL, PARTITIONS, tables
 from skns.ports import free_port
@@ -72,15 +73,13 @@ def test_the_first_router_records_the_layout_and_every_host_is_held_to_it(
     assert asyncio.run(agree(made, create=True)) == record
     assert asyncio.run(agree(made, create=False)) == record  # a shard of the same config
     other = settings_of(nats_cluster, tmp_path / "other", partitions=8)
-    with pytest.raises(layout.LayoutMismatch) as refused:
+    with pytest.raises(LayoutMismatch) as refused:
         asyncio.run(agree(other, create=True))
     assert str(refused.value).startswith(
         f"[cluster] partitions = 8 in {other.path}, but the cluster was made with partitions = 16:"
         " every host must have the same (an account's events would go to two partitions"
     )
-    with pytest.raises(
-        layout.LayoutMismatch, match=r"lease_ttl = 4.5 in .*made with lease_ttl = 3:"
-    ):
+    with pytest.raises(LayoutMismatch, match=r"lease_ttl = 4.5 in .*made with lease_ttl = 3:"):
         asyncio.run(agree(settings_of(nats_cluster, tmp_path / "ttl", lease_ttl=4.5), False))
 
 
@@ -103,7 +102,7 @@ def test_two_routers_at_once_on_a_new_cluster_one_layout_wins(
         return await asyncio.gather(agree(made, True), agree(other, True), return_exceptions=True)
 
     outcomes = asyncio.run(both())
-    refused = [o for o in outcomes if isinstance(o, layout.LayoutMismatch)]
+    refused = [o for o in outcomes if isinstance(o, LayoutMismatch)]
     assert len(refused) == 1, outcomes
     assert next(o for o in outcomes if isinstance(o, dict))["partitions"] in (8, 16)
 
@@ -128,7 +127,7 @@ def test_a_cluster_made_without_a_record_is_adopted_or_refused_by_its_subjects(
 
     asyncio.run(as_an_older_skns_left_it())
     fewer = settings_of(nats_cluster, tmp_path / "fewer", partitions=12)
-    with pytest.raises(layout.LayoutMismatch) as refused:
+    with pytest.raises(LayoutMismatch) as refused:
         asyncio.run(agree(fewer, create=True))
     assert str(refused.value) == (
         f"[cluster] partitions = 12 in {fewer.path}, but the cluster's stream, made by an skns "
@@ -141,5 +140,5 @@ def test_a_cluster_made_without_a_record_is_adopted_or_refused_by_its_subjects(
         f"recorded partitions = 16 from {made.path} (its subjects and commits go up to "
         "partition 12), lease_ttl = 3 from its lease bucket" in caplog.text
     )
-    with pytest.raises(layout.LayoutMismatch):  # recorded now: held to it
+    with pytest.raises(LayoutMismatch):  # recorded now: held to it
         asyncio.run(agree(settings_of(nats_cluster, tmp_path / "more", partitions=32), True))

@@ -86,6 +86,24 @@ def test_a_task_submitted_on_a_is_fetched_on_b(hosts: tuple[LocalServer, LocalSe
     print(f"submit on a to success pushed on a, through the cluster: {round_trip * 1000:.1f} ms")
 
 
+def test_a_host_with_another_result_ttl_is_refused(
+    hosts: tuple[LocalServer, LocalServer], nats_cluster: NatsCluster, tmp_path: Path
+) -> None:
+    # The results bucket expires entries result_ttl after they are written, as the first host
+    # made it: a host set otherwise would keep its results as long as the bucket says.
+    other = host(tmp_path, nats_cluster, "c", result_ttl=60.0)
+    with pytest.raises(RuntimeError, match="exited with 1"):
+        other.start()
+    assert other.stats()["failed"] == (
+        f"LayoutMismatch: [tasks] result_ttl = 60 in {other.settings.path}, but the cluster was"
+        " made with result_ttl = 3600: every host must have the same (results would expire"
+        " after the bucket's time, not this host's); set it to 3600, or remake the cluster's"
+        " streams and buckets to change it (README, cluster mode)"
+    )
+    with ws(hosts[0]) as on_a:  # the others go on
+        assert ask(on_a, {"type": "factorial", "number": 5})["type"] == "result"
+
+
 def test_an_unknown_id_is_not_found_on_any_host(hosts: tuple[LocalServer, LocalServer]) -> None:
     with ws(hosts[1]) as on_b:
         answer = ask(on_b, {"type": "result", "task_id": "00000000-0000-4000-8000-000000000000"})

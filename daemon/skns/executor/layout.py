@@ -21,7 +21,6 @@ is refused; otherwise its value is recorded, with a warning in the log.
 from __future__ import annotations
 
 import logging
-import math
 import re
 from pathlib import Path
 from typing import Any
@@ -29,8 +28,9 @@ from typing import Any
 import orjson
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
 
+from ..cluster.fixed import refusal, same
 from ..cluster.settings import ClusterSettings
-from ..errors import SknsError
+from ..errors import LayoutMismatch
 from . import jetstream
 
 log = logging.getLogger("skns.executor.cluster")
@@ -39,27 +39,14 @@ KEY = "layout"  # in the progress bucket, beside the partitions' p<n>
 _PARTITION = re.compile(r"(?:skns\.exec\.|\$KV\.skns_exec_progress\.p)(\d+)")
 
 
-class LayoutMismatch(SknsError):
-    """This host's ``[cluster]`` configuration differs from what the cluster was made with."""
-
-
-def mismatch(key: str, mine: Any, path: Path, theirs: Any, why: str) -> LayoutMismatch:
-    return LayoutMismatch(
-        f"[cluster] {key} = {mine:g} in {path}, but the cluster was made with {key} = "
-        f"{theirs:g}: every host must have the same ({why}); set it to {theirs:g}, or remake "
-        "the cluster's stream and buckets to change it (README, cluster mode: changing "
-        "partitions or lease_ttl)"
-    )
-
-
 def compare(record: dict[str, Any], settings: ClusterSettings, path: Path) -> None:
     """Raise LayoutMismatch, naming the first key that differs."""
     if settings.partitions != record["partitions"]:
         why = "an account's events would go to two partitions, run by two owners at once"
-        raise mismatch("partitions", settings.partitions, path, record["partitions"], why)
-    if not math.isclose(settings.lease_ttl, record["lease_ttl"], abs_tol=1e-6):
+        raise refusal("[cluster] partitions", settings.partitions, path, record["partitions"], why)
+    if not same(settings.lease_ttl, record["lease_ttl"]):
         why = "leases renewed on another cadence than their buckets' expiry lapse"
-        raise mismatch("lease_ttl", settings.lease_ttl, path, record["lease_ttl"], why)
+        raise refusal("[cluster] lease_ttl", settings.lease_ttl, path, record["lease_ttl"], why)
 
 
 async def highest_partition(js: Any) -> int:

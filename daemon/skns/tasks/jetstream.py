@@ -50,6 +50,7 @@ from nats.js import api
 from nats.js.errors import APIError, KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
 
 from ..cluster.connection import Connection
+from ..cluster.fixed import refusal, same
 from ..cluster.settings import ClusterSettings
 from . import protocol
 from .store import FAILED, QUEUED, RUNNING, Task
@@ -122,6 +123,7 @@ class ClusterTasks:
 
     async def start(self, stop: asyncio.Event) -> bool:
         """Connect, make the streams and buckets, start pulling; False if stopped first.
+        Raises LayoutMismatch when the results bucket was made with another ``result_ttl``.
 
         JetStream may not answer yet (its streams elect their leaders after an outage):
         the set-up is tried again until it succeeds or the server is told to stop."""
@@ -167,6 +169,10 @@ class ClusterTasks:
             ),
             lambda: js.object_store(BIG_RESULTS),
         )
+        made = (await self.kv.status()).ttl
+        if made is not None and not same(ttl, made):
+            why = "results would expire after the bucket's time, not this host's"
+            raise refusal("[tasks] result_ttl", ttl, self.server.config_path, made, why)
         assert self.conn.nc is not None
         if not self.conn.on_reconnect:  # once, whatever the number of tries
             await self.conn.nc.subscribe(DONE, cb=self._announced)

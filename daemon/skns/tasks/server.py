@@ -162,8 +162,10 @@ class TaskServer:
         listener: socket.socket | None = None,
         keep_path: Path | None = None,
         cluster: ClusterSettings | None = None,
+        config_path: Path | None = None,
     ) -> None:
         self.settings = settings
+        self.config_path = config_path  # named by a refusal (a setting the cluster fixed)
         self.cluster_settings = cluster if cluster is not None and cluster.enabled else None
         self.cluster: ClusterTasks | None = None  # set once connected, in cluster mode
         # Where results and unfinished jobs wait across a restart (None: not kept), and
@@ -456,5 +458,6 @@ def run(ctx: ChildContext) -> None:
         listener=ctx.listener,
         keep_path=ctx.settings.service.state_dir / "tasks" / keep.FILE,
         cluster=ctx.settings.cluster,
+        config_path=ctx.settings.path,
     )
     ctx.serve(server.main, server.stats)
