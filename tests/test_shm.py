@@ -40,6 +40,26 @@ def test_reset_clears_the_previous_child():
     assert (slot.heartbeat_ns(), slot.is_ready()) == (0, False)
 
 
+def test_reopen_requests_reach_the_child_and_a_new_child_starts_from_none():
+    table = SlotTable(2)
+    slot = table.slots[1]
+    slot.reset()
+    pid = os.fork()
+    if pid == 0:  # the child sees the supervisor's requests; its own writes keep them
+        slot.publish(b"{}")
+        deadline = time.monotonic() + 10
+        while not slot.reopens() and time.monotonic() < deadline:
+            time.sleep(0.001)
+        os._exit(slot.reopens())
+    slot.ask_reopen()
+    slot.ask_reopen()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) in (1, 2)
+    assert (slot.reopens(), table.slots[0].reopens()) == (2, 0)
+    slot.reset()
+    assert slot.reopens() == 0
+
+
 def test_a_writer_that_died_mid_write_reads_as_none():
     table = SlotTable(1)
     slot = table.slots[0]

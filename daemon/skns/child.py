@@ -89,6 +89,13 @@ class ChildContext:
         that the child is alive, may start earlier."""
         self.slot.mark_ready()
 
+    def reopens(self) -> int:
+        """How many times the supervisor asked its children to reopen their output files
+        (``skns-ctl reopen``, SIGHUP after logrotate) since this child started. A child
+        that appends to a file reopens it by path once this has changed since it opened
+        it (:meth:`skns.metrics.output.Output.reopen`), at its next write."""
+        return self.slot.reopens()
+
     def publish(self, stats: Mapping[str, Any]) -> None:
         """Publish counters (JSON-able, under 16 KiB) for ``skns-ctl status``."""
         self.slot.publish(jsonexact.dumps(stats, option=orjson.OPT_NON_STR_KEYS))

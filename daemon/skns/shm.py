@@ -2,11 +2,13 @@
 
 The supervisor maps the table before it forks, so every child inherits it:
 nothing to name, nothing to unlink, nothing left in /dev/shm. Each child owns
-one slot and is its only writer; the supervisor only reads.
+one slot and is its only writer; the supervisor only reads, but for one word
+that only it writes: how many times it asked its children to reopen their output
+files (``skns-ctl reopen``, SIGHUP after logrotate).
 
-A slot starts with four 8-byte words: a sequence counter, the heartbeat
-(CLOCK_MONOTONIC nanoseconds, comparable across processes), the ready flag and
-the stats blob's length, followed by the blob (JSON bytes).
+A slot starts with five 8-byte words: a sequence counter, the heartbeat
+(CLOCK_MONOTONIC nanoseconds, comparable across processes), the ready flag, the
+stats blob's length and the reopen count, followed by the blob (JSON bytes).
 
 Every word is written and read as one aligned 8-byte store or load, through a
 memoryview cast to unsigned 64-bit words (one memcpy of 8 bytes: a single
@@ -23,8 +25,8 @@ from __future__ import annotations
 import mmap
 import time
 
-_SEQ, _BEAT, _READY, _LEN = range(4)
-_HEADER_WORDS = 4
+_SEQ, _BEAT, _READY, _LEN, _REOPEN = range(5)
+_HEADER_WORDS = 5
 _HEADER_SIZE = 8 * _HEADER_WORDS
 SLOT_SIZE = 16384
 BLOB_MAX = SLOT_SIZE - _HEADER_SIZE
@@ -60,6 +62,15 @@ class Slot:
 
     def heartbeat_ns(self) -> int:
         return self._words[self._w + _BEAT]
+
+    def ask_reopen(self) -> None:
+        """(supervisor) Ask the child to reopen its output files by path."""
+        self._words[self._w + _REOPEN] += 1
+
+    def reopens(self) -> int:
+        """(child) How many times it was asked to since its start: it follows one it
+        has not seen at its next write."""
+        return self._words[self._w + _REOPEN]
 
     def publish(self, blob: bytes) -> None:
         if len(blob) > BLOB_MAX:

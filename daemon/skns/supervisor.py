@@ -472,9 +472,7 @@ class Supervisor:
     def _reload(self) -> None:
         self.notifier.reloading()
         log.info("reloading %s", self.settings.path)
-        for p in self.parts:
-            with self.faults.guard(f"{p.name} reopen"):
-                p.reopen()
+        self._reopen()
         try:
             new = config.load(self.settings.path)
         except ConfigError as exc:
@@ -497,6 +495,17 @@ class Supervisor:
         # Close the sockets of children gone for good (a retired child keeps its own copy).
         self.listeners.keep_only({c.spec.fdname for c in self.children if not c.retired})
         self.notifier.ready(self._summary())
+
+    def _reopen(self) -> None:
+        """Reopen the output files by path (after logrotate renamed them): the supervisor's
+        own now, its children's (the fleet view's) at their next write."""
+        for p in self.parts:
+            with self.faults.guard(f"{p.name} reopen"):
+                p.reopen()
+        assert self.slots is not None
+        for c in self.children:
+            if c.running:
+                self.slots.slots[c.slot_index].ask_reopen()
 
     def _reconfigure(self, name: str) -> None:
         """Stop subsystem ``name``'s children; start new ones with the new settings unless
@@ -597,9 +606,7 @@ class Supervisor:
             self._queue_signal(signal.SIGUSR2, None)
             return {"ok": True, "message": "restart queued", "started": self.started}
         if command == "reopen":
-            for p in self.parts:
-                with self.faults.guard(f"{p.name} reopen"):
-                    p.reopen()
+            self._reopen()
             return {"ok": True, "message": "output files reopened"}
         return {
             "ok": False,

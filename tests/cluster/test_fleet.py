@@ -299,6 +299,38 @@ def test_kill_9_of_the_lease_holder_another_takes_over_without_a_gap_or_a_double
     assert lines(fleet)[: len(rows)] == rows
 
 
+def test_the_holder_follows_a_rotation_of_the_fleet_output(
+    three: tuple[list[Any], Path, list[str]], tmp_path: Path
+) -> None:
+    # logrotate renames the file, then asks for a reopen: `skns-ctl reopen`, then SIGHUP
+    # (a reload). The holder's lines go on in a new file at the path, and the rotated
+    # files and the new one hold every window once, in order, with no gap.
+    hosts, fleet, names = three
+    ports = {n: metrics_port(h) for n, h in zip(names, hosts, strict=True)}
+    since = time.time() + 1
+    leader = holder(hosts)
+    assert leader is not None
+    rotated = [fleet.with_name("fleet.jsonl.1"), fleet.with_name("fleet.jsonl.2")]
+
+    def rotate(to: Path, ask: Callable[[], object]) -> None:
+        fleet.rename(to)
+        asked_at = time.time()
+        ask()
+        wait_for(lambda: any(r["timestamp"] > asked_at + 1 for r in lines(fleet)), 20, "new lines")
+
+    with Senders(ports):
+        wait_for(lambda: any(r["timestamp"] >= since + 1 for r in lines(fleet)), 20, "lines")
+        rotate(rotated[0], lambda: hosts[leader].ctl("reopen").check_returncode())
+        rotate(rotated[1], lambda: os.kill(hosts[leader].pid, signal.SIGHUP))
+    # A host's line is written before its partial is spooled: all there for these windows.
+    local = {n: lines(tmp_path / f"{n}.jsonl") for n in names}
+    last = lines(fleet)
+    assert holder(hosts) == leader  # the same holder followed (a new one opens by path)
+    files = [lines(rotated[0]), lines(rotated[1]), last]
+    assert all(files), files
+    check(files[0] + files[1] + files[2], local, set(), since)
+
+
 def hold_back_after_a_base_line(fleet: Path, pid: int, long: int) -> int:
     """Let the fleet child ``pid`` (the holder's) write the next base line whose window
     ends a ``long`` s interval, and no byte more: its file size limit (RLIMIT_FSIZE; a

@@ -12,7 +12,9 @@ Two jobs, on one connection:
   the last line that file already holds (a fresh file: at the oldest window the
   stream holds), so a takeover neither doubles nor skips a line, also those the
   previous holder could not write; it writes only while its lease is inside its life
-  (:class:`skns.cluster.lease.Lease`), so two holders never write at once.
+  (:class:`skns.cluster.lease.Lease`), so two holders never write at once. It follows
+  a rotation as the host's own output does: asked to reopen (``skns-ctl reopen``,
+  SIGHUP), it reopens ``fleet_output`` by path at its next write.
 
 Only this module (run in its own process) imports nats: the supervisor never
 waits on the network.
@@ -24,6 +26,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from nats.errors import Error as NatsError
@@ -55,7 +58,7 @@ _ERRORS = (NatsError, JetStreamError, TimeoutError, OSError)
 
 
 def run(ctx: ChildContext) -> None:
-    fleet = Fleet(ctx.settings)
+    fleet = Fleet(ctx.settings, ctx.reopens)
     ctx.ready()  # the spool holds the windows while NATS cannot be reached
     ctx.serve(fleet.main, fleet.status)
 
@@ -66,12 +69,13 @@ async def _pause(stop: asyncio.Event, seconds: float) -> None:
 
 
 class Fleet:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, reopens: Callable[[], int]) -> None:
         m, c = settings.metrics, settings.cluster
         assert m.fleet_path is not None
         self.cluster = c
         self.host = c.host_name
         self.path = m.fleet_path
+        self.reopens = reopens  # the supervisor's reopen requests (ChildContext.reopens)
         self.spool = fleetspool.spool_dir(settings.service.state_dir)
         self.schedule = Schedule(m.window, m.intervals)
         self.grace = m.grace
@@ -202,6 +206,7 @@ class Fleet:
             ordered_consumer=True,
             deliver_policy=api.DeliverPolicy.ALL,
         )
+        reopened = self.reopens()
         output = self.output = Output(self.path)
         self.holder = True
         log.info("merging the fleet view into %s, after window %s", self.path, merger.next)
@@ -214,12 +219,12 @@ class Fleet:
                     renewed = time.monotonic()
                 if not lease.held():
                     break
-                if caught.is_set():
-                    lines = merger.due(time.time())
-                    if lines:
-                        output.write(lines)
-                    else:
-                        output.flush()
+                lines = merger.due(time.time()) if caught.is_set() else []
+                if lines or output.pending:
+                    if self.reopens() != reopened:  # logrotate renamed the file
+                        reopened = self.reopens()
+                        output.reopen()
+                    output.write(lines)
                 await _pause(stop, _POLL)
         finally:
             self.holder = False
