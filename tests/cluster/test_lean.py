@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -162,6 +163,10 @@ async def handshake(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) 
 async def serve_silently(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     """Shake hands, then read and never answer until the client goes."""
     await handshake(reader, writer)
+    await read_until_gone(reader, writer)
+
+
+async def read_until_gone(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     with contextlib.suppress(ConnectionError):
         while await reader.readline():
             pass
@@ -317,3 +322,39 @@ def test_a_server_asking_for_a_token_or_a_password_gets_the_urls(
             assert asyncio.run(scenario()) is connects
         finally:
             process.terminate()
+
+
+def test_a_server_the_cluster_announces_is_given_the_same_credentials() -> None:
+    # A cluster asking for a token asks on every node: the lean connection moving to a node
+    # it only knows from an INFO's connect_urls must send the token there too.
+    connects: list[dict[str, Any]] = []
+
+    async def second(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(INFO)
+        connects.append(json.loads((await reader.readline()).removeprefix(b"CONNECT ")))
+        assert await reader.readline() == b"PING\r\n"
+        writer.write(b"PONG\r\n")
+        await read_until_gone(reader, writer)
+
+    async def scenario() -> None:
+        async with fake_server(second) as other:
+            announced = other.removeprefix("nats://")
+
+            async def first(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+                info = {"server_id": "one", "headers": True, "connect_urls": [announced]}
+                writer.write(b"INFO " + json.dumps(info).encode() + b"\r\n")
+                connects.append(json.loads((await reader.readline()).removeprefix(b"CONNECT ")))
+                assert await reader.readline() == b"PING\r\n"
+                writer.write(b"PONG\r\n")
+                await writer.drain()
+                writer.close()  # then gone: the next server is the announced one
+
+            async with fake_server(first) as url:
+                lean = Lean(settings([url.replace("nats://", "nats://s3cret@")]), "test")
+                await opened(lean)
+                await until(lambda: len(connects) == 2 and lean.connected, 5, "not moved")
+                assert [c.get("auth_token") for c in connects] == ["s3cret", "s3cret"]
+                assert "s3cret" not in str(lean.status())  # never shown
+                await lean.close()
+
+    asyncio.run(scenario())

@@ -125,7 +125,7 @@ class Lean:
         """For ``skns-ctl status``: the server of the lean connection, its losses."""
         return {
             "connected": self.connected,
-            "server": self.url if self.connected else None,
+            "server": shown(self.url) if self.connected else None,
             "disconnects": self.disconnects,
         }
 
@@ -163,7 +163,8 @@ class Lean:
         then at debug level, every round."""
         level = logging.DEBUG if self._failures.get(url) == reason else logging.WARNING
         self._failures[url] = reason
-        log.log(level, "NATS (lean connection): cannot connect to %s: %s; retrying", url, reason)
+        log.log(level, "NATS (lean connection): cannot connect to %s: %s; retrying",
+                shown(url), reason)  # fmt: skip
 
     async def _connect(self, url: str) -> None:
         loop = asyncio.get_running_loop()
@@ -206,7 +207,7 @@ class Lean:
         self._pings = 0
         for sid, (subject, _) in self._subs.items():
             self._write(wire.sub(subject, sid))
-        log.info("NATS (lean connection) connected to %s", url)
+        log.info("NATS (lean connection) connected to %s", shown(url))
 
     def abort(self) -> None:
         if self._transport is not None:
@@ -270,9 +271,11 @@ class Lean:
         # one announced by its address checked against that one's name (certificates name
         # hosts, announcements give addresses).
         here = urllib.parse.urlsplit(self.url)
+        # And its credentials: a cluster asking for them asks on every node.
+        credentials = here.netloc.rpartition("@")[0]
+        prefix = f"{here.scheme}://{credentials}@" if credentials else f"{here.scheme}://"
         for address in info.get("connect_urls") or ():
-            url = f"{here.scheme}://{address}"
-            if url in self.urls or not isinstance(address, str):
+            if not isinstance(address, str) or (url := prefix + address) in self.urls:
                 continue
             self.urls.append(url)
             host = urllib.parse.urlsplit(url).hostname
@@ -372,6 +375,12 @@ class Lean:
         if self._out and self._transport is not None:
             self._transport.write(b"".join(self._out))
         self._out.clear()
+
+
+def shown(url: str) -> str:
+    """``url`` without its credentials, for the logs and the status."""
+    parts = urllib.parse.urlsplit(url)
+    return parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
 
 
 def _is_address(host: str | None) -> bool:
