@@ -132,6 +132,14 @@ def test_check_config_missing_file(tmp_path):
     assert res.returncode == 2 and "no such file" in res.stderr
 
 
+def test_remake_executor_stream_outside_cluster_mode_names_the_key(tmp_path):
+    path = tmp_path / "config.toml"
+    path.write_text("[cluster]\nnats = []\n")
+    res = ctl("--config", str(path), "remake-executor-stream")
+    assert res.returncode == 2
+    assert res.stderr == f"skns-ctl: {path}: cluster.nats: empty: not in cluster mode\n"
+
+
 def test_sim_relay_is_reachable_from_skns_ctl():
     res = ctl("sim", "relay", "--help")
     assert res.returncode == 0

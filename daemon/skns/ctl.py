@@ -216,6 +216,29 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_remake_executor_stream(args: argparse.Namespace) -> int:
+    """Remove the executor's stream and buckets: the next router makes them with its
+    partitions and lease_ttl (README, cluster mode: changing partitions or lease_ttl)."""
+    import asyncio
+
+    from .errors import ClusterBusy
+
+    path = _config_path(args.config)
+    cluster = config.load(path, deep=False).cluster
+    if not cluster.enabled:
+        raise ConfigError(path, "cluster.nats", "empty: not in cluster mode")
+    from .executor.remake import remake  # nats-py is loaded in cluster mode only
+
+    try:
+        removed = asyncio.run(remake(cluster, args.force))
+    except (ClusterBusy, TimeoutError) as exc:
+        print(f"skns-ctl: nothing removed: {exc}", file=sys.stderr)
+        return 1
+    print(f"removed {', '.join(removed) or 'nothing (none there)'}: the next executor to start "
+          "makes them with its [cluster] partitions and lease_ttl")  # fmt: skip
+    return 0
+
+
 def cmd_tail(args: argparse.Namespace) -> int:
     output = config.load(_config_path(args.config), deep=False).metrics.output
     rows = last_lines(output, args.n)
@@ -288,6 +311,13 @@ def parser() -> argparse.ArgumentParser:
     t = sub.add_parser("tail", help="the last windows of metrics.jsonl")
     t.add_argument("-n", type=int, default=10, help="how many lines (default 10)")
     t.set_defaults(func=cmd_tail)
+    x = sub.add_parser(
+        "remake-executor-stream",
+        help="cluster mode, every executor stopped: remove the executor's stream and buckets "
+        "(to change partitions or lease_ttl)",
+    )
+    x.add_argument("--force", action="store_true", help="even with events not run (lost)")
+    x.set_defaults(func=cmd_remake_executor_stream)
     b = sub.add_parser("bench", help="run a subsystem's benchmark")
     # cluster: the task server on a throwaway NATS JetStream cluster (not part of "all").
     b.add_argument("subsystem", choices=[*NAMES, "cluster", "all"])

@@ -53,3 +53,7 @@ class ProtocolError(SknsError):
 class LayoutMismatch(SknsError):
     """This host's configuration differs from a setting fixed when the cluster's streams and
     buckets were made (``[cluster] partitions``, ``lease_ttl``, ``[tasks] result_ttl``)."""
+
+
+class ClusterBusy(SknsError):
+    """The cluster's executor still runs, or holds events not run: not removed."""

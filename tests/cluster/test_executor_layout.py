@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -19,15 +21,22 @@ from skns import config
 from skns.cluster.connection import Connection
 from skns.cluster.lease import purge_key
 from skns.cluster.natscluster import NatsCluster
-from skns.errors import LayoutMismatch
+from skns.errors import ClusterBusy, LayoutMismatch
 from skns.executor import jetstream, layout
 from skns.executor.clusterhosts import LEASE_TTL, PARTITIONS, tables
+from skns.executor.progress import Progress
+from skns.executor.remake import STREAMS, remake
+from skns.localservice import toml_dumps
 from skns.ports import free_port
 
 
 def settings_of(nats_cluster: NatsCluster, tmp_path: Path, **cluster: Any) -> config.Settings:
+    """A host's settings, written to its config file too (for skns-ctl)."""
     doc = tables(tmp_path, nats_cluster, "solo", free_port(), {"replicas": 1, **cluster}, {}, {})
-    return config.parse(doc, tmp_path / "config.toml")
+    path = tmp_path / "config.toml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(toml_dumps(doc))
+    return config.parse(doc, path)
 
 
 @contextlib.asynccontextmanager
@@ -142,3 +151,60 @@ def test_a_cluster_made_without_a_record_is_adopted_or_refused_by_its_subjects(
     )
     with pytest.raises(LayoutMismatch):  # recorded now: held to it
         asyncio.run(agree(settings_of(nats_cluster, tmp_path / "more", partitions=32), True))
+
+
+def ctl_remake(settings: config.Settings, *args: str) -> subprocess.CompletedProcess[str]:
+    command = ["-m", "skns.ctl", "--config", str(settings.path), "remake-executor-stream", *args]
+    return subprocess.run([sys.executable, *command], capture_output=True, text=True, timeout=60)
+
+
+def test_the_stream_is_remade_only_once_every_executor_stopped_and_every_event_ran(
+    made: config.Settings, nats_cluster: NatsCluster, tmp_path: Path
+) -> None:
+    # skns-ctl remake-executor-stream: the procedure's step that removes the stream and buckets.
+    async def stored_and_on_the_roster() -> int:
+        async with connected(made) as conn:
+            buckets = await jetstream.set_up(conn, made.cluster, create=True)
+            await layout.agree(conn.admin, buckets, made.cluster, made.path, create=True)
+            await buckets.hosts.put("a", b"instance")
+            return (await conn.js.publish(jetstream.subject(3), b"[1, null, 1]")).seq
+
+    seq = asyncio.run(stored_and_on_the_roster())
+    refused = ctl_remake(made)
+    assert refused.returncode == 1
+    assert refused.stderr == (
+        "skns-ctl: nothing removed: the executor still runs on a: stop it on every host first\n"
+    )
+
+    async def left(commit: Progress | None) -> None:
+        async with connected(made) as conn:
+            buckets = await jetstream.set_up(conn, made.cluster, create=False)
+            await purge_key(conn.js, jetstream.HOSTS, "a")  # a stopped
+            if commit is not None:
+                await buckets.progress.put(jetstream.key(3), commit.encode())
+
+    asyncio.run(left(None))
+    busy = rf"^partitions \[3\] hold events not run yet \(the last at sequence {seq}\)"
+    with pytest.raises(ClusterBusy, match=busy):
+        asyncio.run(remake(made.cluster, force=False))
+    asyncio.run(left(Progress(seq)))  # it ran
+    removed = ctl_remake(made)
+    assert removed.returncode == 0, removed.stderr
+    assert removed.stdout.startswith(
+        "removed SKNS_EXEC, KV_skns_exec_hosts, KV_skns_exec_leases, KV_skns_exec_progress:"
+    )
+    # The next router makes them with its own partitions.
+    fewer = settings_of(nats_cluster, tmp_path / "fewer", partitions=8)
+    assert asyncio.run(agree(fewer, create=True))["partitions"] == 8
+
+
+def test_forced_the_stream_is_removed_with_the_events_not_run(made: config.Settings) -> None:
+    async def stored() -> None:
+        async with connected(made) as conn:
+            buckets = await jetstream.set_up(conn, made.cluster, create=True)
+            await layout.agree(conn.admin, buckets, made.cluster, made.path, create=True)
+            await conn.js.publish(jetstream.subject(5), b"[1, null, 1]")
+
+    asyncio.run(stored())
+    assert asyncio.run(remake(made.cluster, force=True)) == list(STREAMS)
+    assert asyncio.run(remake(made.cluster, force=False)) == []  # none left

@@ -36,7 +36,8 @@ from . import jetstream
 log = logging.getLogger("skns.executor.cluster")
 
 KEY = "layout"  # in the progress bucket, beside the partitions' p<n>
-_PARTITION = re.compile(r"(?:skns\.exec\.|\$KV\.skns_exec_progress\.p)(\d+)")
+# A partition's subject in the stream, or its commit's in the progress bucket.
+PARTITION = re.compile(r"(?:skns\.exec\.|\$KV\.skns_exec_progress\.p)(\d+)")
 
 
 def compare(record: dict[str, Any], settings: ClusterSettings, path: Path) -> None:
@@ -58,7 +59,7 @@ async def highest_partition(js: Any) -> int:
     ):
         info = await js.stream_info(stream, subjects_filter=subjects)
         for subject in info.state.subjects or {}:
-            match = _PARTITION.fullmatch(subject)
+            match = PARTITION.fullmatch(subject)
             if match:
                 found = max(found, int(match.group(1)))
     return found
