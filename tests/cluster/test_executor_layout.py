@@ -92,6 +92,23 @@ def test_the_first_router_records_the_layout_and_every_host_is_held_to_it(
         asyncio.run(agree(settings_of(nats_cluster, tmp_path / "ttl", lease_ttl=4.5), False))
 
 
+@pytest.mark.parametrize("junk", [b"not json", b"[16, 3]", b'{"partitions": "16", "lease_ttl": 3}'])
+def test_a_damaged_record_is_refused_by_name(made: config.Settings, junk: bytes) -> None:
+    async def damaged() -> None:
+        async with connected(made) as conn:
+            buckets = await jetstream.set_up(conn, made.cluster, create=True)
+            await buckets.progress.put(layout.KEY, junk)
+
+    asyncio.run(damaged())
+    with pytest.raises(LayoutMismatch) as refused:
+        asyncio.run(agree(made, create=True))
+    assert str(refused.value).startswith(
+        f"the cluster's record of its layout (key 'layout' of skns_exec_progress) is not one: "
+        f"{junk!r}; write it again as the hosts are configured (nats kv put skns_exec_progress"
+        ' layout \'{"partitions": 64, "lease_ttl": 3.0}\'), or remake'
+    )
+
+
 def test_a_shard_waits_for_its_router_to_record_the_layout(made: config.Settings) -> None:
     async def shard_first() -> None:
         async with connected(made) as conn:

@@ -66,11 +66,25 @@ async def highest_partition(js: Any) -> int:
 
 
 async def record_of(progress: Any) -> dict[str, Any] | None:
+    """The cluster's record, None if there is none; raises LayoutMismatch if it is damaged."""
     try:
         entry = await progress.get(KEY)
     except KeyNotFoundError:
         return None
-    return orjson.loads(entry.value or b"null")
+    value = entry.value or b""
+    try:
+        record = orjson.loads(value)
+        ok = type(record["partitions"]) is int and isinstance(record["lease_ttl"], int | float)
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        ok = False
+    if not ok:
+        raise LayoutMismatch(
+            f"the cluster's record of its layout (key {KEY!r} of {jetstream.PROGRESS}) is not "
+            f"one: {value[:200]!r}; write it again as the hosts are configured (nats kv put "
+            f'{jetstream.PROGRESS} {KEY} \'{{"partitions": 64, "lease_ttl": 3.0}}\'), or '
+            "remake the executor's stream (skns-ctl remake-executor-stream)"
+        )
+    return record
 
 
 async def agree(
