@@ -7,7 +7,9 @@ peer's TCP acknowledged (``tcpi_bytes_acked``, see :mod:`.writer`); this
 ledger maps that figure back to messages. It records every write of the
 connection in stream order: bytes that are no message (the HTTP upgrade
 request, control frames) as a length, message frames as their serialized
-bytes. A message is confirmed once every byte of its frame was acknowledged.
+lengths. A message is confirmed once every byte of its frame was acknowledged.
+Only lengths are kept: the frames themselves would hold on to up to twice what
+the socket buffers hold, as long as the sink is slow.
 
 Confirmed batches are forgotten as the acknowledgements come in, so the ledger
 holds only what is in flight: at most what the socket buffers hold.
@@ -29,8 +31,8 @@ class Ledger:
         self.out = 0  # bytes written to the connection so far, messages or not
         self.recorded = 0  # message frames written
         self.confirmed = 0  # of those, wholly acknowledged (in forgotten batches)
-        # (stream offset where the batch ends, its frames), oldest first.
-        self._batches: collections.deque[tuple[int, list[bytes]]] = collections.deque()
+        # (stream offset where the batch ends, its frames' lengths), oldest first.
+        self._batches: collections.deque[tuple[int, list[int]]] = collections.deque()
 
     def __len__(self) -> int:
         """Batches held: written, not yet known to be acknowledged."""
@@ -42,9 +44,10 @@ class Ledger:
 
     def messages(self, frames: list[bytes]) -> None:
         """These message frames were written, in this order, right after what came before."""
-        self.out += sum(map(len, frames))
-        self._batches.append((self.out, frames))
-        self.recorded += len(frames)
+        sizes = list(map(len, frames))
+        self.out += sum(sizes)
+        self._batches.append((self.out, sizes))
+        self.recorded += len(sizes)
 
     def acknowledged(self, acked: int) -> int:
         """Messages wholly within the first ``acked`` bytes of the stream (all told)."""
@@ -53,10 +56,10 @@ class Ledger:
             self.confirmed += len(batches.popleft()[1])
         within = 0
         if batches:  # the first batch not wholly acknowledged: frame by frame
-            end, frames = batches[0]
-            offset = end - sum(map(len, frames))
-            for frame in frames:
-                offset += len(frame)
+            end, sizes = batches[0]
+            offset = end - sum(sizes)
+            for size in sizes:
+                offset += size
                 if offset > acked:
                     break
                 within += 1
