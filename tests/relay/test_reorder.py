@@ -196,6 +196,49 @@ def test_the_heap_does_not_grow_with_ids_already_released() -> None:
 def test_limit_must_be_positive() -> None:
     with pytest.raises(ValueError):
         ReorderBuffer(0, limit=0)
+    with pytest.raises(ValueError):
+        ReorderBuffer(0, limit_bytes=0)
+
+
+@given(arrivals, st.integers(min_value=1, max_value=400))
+def test_limit_bytes_bounds_what_is_held_and_skips_the_oldest_gaps(
+    ids: list[int], limit_bytes: int
+) -> None:
+    # Item i weighs i + 1 "bytes": a push may need several gaps skipped to fit.
+    buffer: ReorderBuffer[int] = ReorderBuffer(0, limit_bytes=limit_bytes, size=lambda i: i + 1)
+    out: list[int] = []
+    for id_ in ids:
+        result = buffer.push(id_, id_, 0)
+        if isinstance(result, list):
+            out.extend(result)
+        assert buffer.held_bytes == sum(i + 1 for i in buffer._held) <= limit_bytes
+    assert all(a < b for a, b in itertools.pairwise(out))
+    assert buffer.skipped == buffer.next_id - len(out)
+    assert buffer.overflows <= buffer.skips
+    out.extend(buffer.drain())
+    assert buffer.held_bytes == 0
+
+
+def test_waiting_forever_for_a_gap_is_bounded_by_bytes_and_counted() -> None:
+    # gap_timeout 0: id 0 never comes; large items fill limit_bytes, then the gap is skipped.
+    buffer: ReorderBuffer[bytes] = ReorderBuffer(0, limit_bytes=1000, size=len)
+    assert [buffer.push(i, b"x" * 300, 0) for i in (1, 2, 3)] == [[], [], []]
+    assert buffer.held_bytes == 900
+    assert buffer.push(5, b"x" * 300, 0) == [b"x" * 300] * 3  # 1-3; 5 waits for 4
+    assert (buffer.skipped, buffer.skips, buffer.overflows) == (1, 1, 1)
+    assert (buffer.next_id, buffer.held_bytes) == (4, 300)
+    assert buffer.push(0, b"late", 0) == BELOW_SENT  # the skipped id, late: dropped, counted
+    # One item larger than the limit is released at once, with the gap before it.
+    assert buffer.push(7, b"y" * 2000, 0) == [b"x" * 300, b"y" * 2000]
+    assert (buffer.skipped, buffer.overflows, buffer.held_bytes) == (3, 3, 0)
+
+
+def test_learning_ends_early_when_limit_bytes_is_reached() -> None:
+    buffer: ReorderBuffer[bytes] = ReorderBuffer(None, settle=1000, limit_bytes=10, size=len)
+    buffer.push(4, b"four", 0)
+    buffer.push(3, b"three", 0)
+    assert buffer.push(9, b"nine", 0) == [b"three", b"four"]  # 13 bytes: start; 4 fit
+    assert (buffer.next_id, buffer.held_bytes, buffer.overflows) == (5, 4, 0)
 
 
 @settings(max_examples=50)

@@ -16,8 +16,13 @@ returns that id and every held id contiguous with it.
 Gaps. When the next expected id is missing and later ids are held, the gap
 starts a clock; after ``gap_timeout`` (0: never) :meth:`expire` skips to the
 lowest held id. A new gap starts its own clock when it becomes the first one.
-The buffer never holds more than ``limit`` items: the push that would exceed
-it skips the oldest gap at once.
+The buffer never holds more than ``limit`` items, nor items of more than
+``limit_bytes`` (each item's ``size(item)``; counted only for held items, so the
+in-order path never pays for it): the push that would exceed either skips the
+oldest gap at once, and the next ones until it fits again. Each such skip is
+also counted in :attr:`overflows`. Holding more instead would have no end:
+waiting for the missing id with the source unread could wait forever, since
+that id may be behind in the same stream.
 
 Learning the first id. With ``first_id=None`` the buffer holds everything for
 ``settle`` after the first push, then starts from the lowest id seen, unless
@@ -39,6 +44,7 @@ dropped as :data:`BELOW_START`, apart from ids below what was already sent.
 from __future__ import annotations
 
 import heapq
+from collections.abc import Callable
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -65,13 +71,17 @@ class ReorderBuffer(Generic[T]):
         "below_start",
         "duplicates",
         "gap_timeout",
+        "held_bytes",
         "learned",
         "limit",
+        "limit_bytes",
         "lowest_below_start",
         "next_id",
         "outliers",
+        "overflows",
         "released",
         "settle",
+        "size",
         "skipped",
         "skips",
         "start",
@@ -83,16 +93,23 @@ class ReorderBuffer(Generic[T]):
         *,
         gap_timeout: float = 0,
         limit: int = 1_000_000,
+        limit_bytes: int | None = None,
+        size: Callable[[T], int] = lambda item: 0,
         settle: float = 0,
     ) -> None:
         if limit < 1:
             raise ValueError("limit must be >= 1")
+        if limit_bytes is not None and limit_bytes < 1:
+            raise ValueError("limit_bytes must be >= 1")
         # The id the next release starts with; None until learned.
         self.next_id: int | None = first_id
         self.start = first_id  # the first id released: configured, or learned
         self.learned = first_id is None
         self.gap_timeout = gap_timeout
         self.limit = limit
+        self.limit_bytes = limit_bytes
+        self.size = size
+        self.held_bytes = 0  # size of the items held
         self.settle = settle
         self._held: dict[int, T] = {}
         self._heap: list[int] = []
@@ -107,6 +124,7 @@ class ReorderBuffer(Generic[T]):
         self.outliers = 0  # ids dropped when settling: strays below the run (see above)
         self.skipped = 0  # ids given up on (gap timeout or limit)
         self.skips = 0  # times a gap was skipped
+        self.overflows = 0  # of those, because the buffer was full (limit or limit_bytes)
 
     def __len__(self) -> int:
         """Items held now."""
@@ -151,17 +169,30 @@ class ReorderBuffer(Generic[T]):
             return DUPLICATE
         held[id_] = item
         heapq.heappush(self._heap, id_)
+        self.held_bytes += self.size(item)
+        full = len(held) > self.limit or (
+            self.limit_bytes is not None and self.held_bytes > self.limit_bytes
+        )
         if next_id is None:
             if self._settle_until is None:
                 self._settle_until = now + self.settle
-            if len(held) > self.limit:  # no time to settle: start from what we have
-                return self._start(now)
+            if full:  # no time to settle: start from what we have
+                return self._overflow(self._start(now), now)
             return []
         if self._gap_since is None:
             self._gap_since = now
-        if len(held) > self.limit:
-            return self._skip_gap(now)
+        if full:
+            self.overflows += 1
+            return self._overflow(self._skip_gap(now), now)
         return []
+
+    def _overflow(self, run: list[T], now: float) -> list[T]:
+        """Skip gaps until what is held fits ``limit_bytes`` again; ``run`` is released."""
+        limit_bytes = self.limit_bytes
+        while limit_bytes is not None and self.held_bytes > limit_bytes:
+            self.overflows += 1
+            run.extend(self._skip_gap(now))
+        return run
 
     def expire(self, now: float) -> list[T]:
         """Settle or skip the first gap if its time has come; return what that releases."""
@@ -190,7 +221,7 @@ class ReorderBuffer(Generic[T]):
             return []
         heap = self._heap
         for _ in outliers:  # they are the lowest held ids
-            del self._held[heapq.heappop(heap)]
+            self.held_bytes -= self.size(self._held.pop(heapq.heappop(heap)))
         self.outliers += len(outliers)
         return self._start(now)
 
@@ -214,7 +245,7 @@ class ReorderBuffer(Generic[T]):
         self._settle_until = None
         first = self._heap[0]
         self.start = first
-        run: list[T] = [self._held.pop(first)]
+        run: list[T] = [self._take(first)]
         self._release_from(first + 1, run, now)
         return run
 
@@ -223,16 +254,21 @@ class ReorderBuffer(Generic[T]):
         lowest = self._heap[0]
         self.skipped += lowest - self.next_id
         self.skips += 1
-        run: list[T] = [self._held.pop(lowest)]
+        run: list[T] = [self._take(lowest)]
         self._release_from(lowest + 1, run, now)
         return run
+
+    def _take(self, id_: int) -> T:
+        item = self._held.pop(id_)
+        self.held_bytes -= self.size(item)
+        return item
 
     def _release_from(self, id_: int, run: list[T], now: float) -> None:
         """Append the held run starting at ``id_`` to ``run``; ``run`` already holds its head."""
         held = self._held
-        pop = held.pop
+        take = self._take
         while id_ in held:
-            run.append(pop(id_))
+            run.append(take(id_))
             id_ += 1
         self.next_id = id_
         self.released += len(run)
