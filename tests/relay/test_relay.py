@@ -5,16 +5,21 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import logging
 import re
 import socket
 import struct
+import sys
 import threading
 import time
 from collections.abc import Coroutine
 from typing import Any
 
 import orjson
+import psutil
+import pytest
 import uvloop
+from websockets.asyncio.server import serve
 
 from skns import jsonexact
 from skns.relay.oneshot import format_report, report
@@ -203,7 +208,11 @@ def test_stats_name_every_figure_status_shows() -> None:
         "received",
         "sent",
         "buffered",
+        "held_bytes",
+        "buffer_limit_bytes",
+        "source_pauses",
         "skipped",
+        "skips_full",
         "dropped",
         "hold",
         "run_s",
@@ -211,7 +220,7 @@ def test_stats_name_every_figure_status_shows() -> None:
         "first_id_learned",
         "problems",
     }
-    assert set(stats["dropped"]) >= {"below_sent", "below_start", "outlier"}
+    assert set(stats["dropped"]) >= {"below_sent", "below_start", "outlier", "repeated_id"}
     assert set(stats["hold"]) == {"count", "min_us", "p50_us", "p99_us", "max_us", "mean_us"}
     orjson.dumps(stats)  # publishable as is
 
@@ -315,7 +324,44 @@ def test_a_first_id_later_than_settle_is_reported_plainly() -> None:
     assert "FAILED" in format_report(stats)
 
 
-class SlowAbortingSink:
+def read_upgrade(conn: socket.socket) -> tuple[bytes, bytes]:
+    """A WebSocket client's upgrade request, and what came after it."""
+    request = b""
+    while b"\r\n\r\n" not in request:
+        request += conn.recv(4096)
+    head, rest = request.split(b"\r\n\r\n", 1)
+    return head, rest
+
+
+def upgrade_answer(request: bytes) -> bytes:
+    key = re.search(rb"Sec-WebSocket-Key: *(\S+)", request, re.I).group(1)  # type: ignore[union-attr]
+    accept = base64.b64encode(hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
+    return (
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+        b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n"
+    )
+
+
+class RawSink:
+    """A WebSocket sink on raw sockets, served on a thread by ``_serve``."""
+
+    def __init__(self, rcvbuf: int) -> None:
+        self.listener = socket.socket()
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)  # inherited
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.listener.getsockname()[1]}/ordered-messages/raw"
+
+    def _serve(self) -> None:
+        raise NotImplementedError
+
+
+class SlowAbortingSink(RawSink):
     """A real, slow WebSocket sink on a thread: reads ``chunk`` bytes a millisecond, then resets.
 
     After ``abort_after`` frames it stops reading for ``stall`` s, then closes
@@ -331,33 +377,14 @@ class SlowAbortingSink:
         self.stall = stall
         self.chunk = chunk
         self.frames = 0  # whole frames read
-        self.listener = socket.socket()
-        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)  # inherited
-        self.listener.bind(("127.0.0.1", 0))
-        self.listener.listen()
         self.rcvbuf = 0  # what the kernel made of it, on the accepted socket
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
-
-    @property
-    def url(self) -> str:
-        return f"ws://127.0.0.1:{self.listener.getsockname()[1]}/ordered-messages/slow"
+        super().__init__(rcvbuf)
 
     def _serve(self) -> None:
         conn, _ = self.listener.accept()
         self.rcvbuf = conn.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
-        request = b""
-        while b"\r\n\r\n" not in request:
-            request += conn.recv(4096)
-        key = re.search(rb"Sec-WebSocket-Key: *(\S+)", request, re.I).group(1)  # type: ignore[union-attr]
-        accept = base64.b64encode(
-            hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest()
-        )
-        conn.sendall(
-            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-            b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n"
-        )
-        buffer = request.split(b"\r\n\r\n", 1)[1]
+        request, buffer = read_upgrade(conn)
+        conn.sendall(upgrade_answer(request))
         while self.frames < self.abort_after:
             while len(buffer) >= 2:  # count the whole (masked, short) frames
                 size = 2 + 4 + (buffer[1] & 0x7F)
@@ -407,3 +434,198 @@ def test_a_sink_reset_behind_a_slow_sink_counts_what_never_reached_it() -> None:
         f"{unconfirmed} were never acknowledged" in p and f"at least {at_least} reached" in p
         for p in relay.problems()
     ), relay.problems()
+
+
+class StalledSink(RawSink):
+    """A real WebSocket sink on a thread that reads nothing until told, then reads it all.
+
+    Raw sockets with a small receive buffer, so that what the relay holds is not
+    hidden in the sink's kernel buffers. It answers the upgrade once ``go`` is set
+    (so that the relay's memory can be measured before any message), reads no
+    frame until ``read`` is set, then collects every frame's id, in order, and
+    answers the relay's close.
+    """
+
+    def __init__(self) -> None:
+        self.asked = threading.Event()  # the relay sent its upgrade request
+        self.go = threading.Event()
+        self.read = threading.Event()
+        self.ids: list[int] = []
+        self.closed = False  # the relay's close frame came, and was answered
+        super().__init__(65536)
+
+    def _serve(self) -> None:
+        conn, _ = self.listener.accept()
+        conn.settimeout(30)
+        request, _ = read_upgrade(conn)  # the relay sends nothing more before the answer
+        self.asked.set()
+        self.go.wait(30)
+        conn.sendall(upgrade_answer(request))
+        self.read.wait(30)
+        buffer = bytearray()
+        while not self.closed:
+            chunk = conn.recv(1 << 20)
+            if not chunk:
+                break
+            buffer += chunk
+            while len(buffer) >= 2:  # whole masked frames, any length
+                opcode, size, start = buffer[0] & 0x0F, buffer[1] & 0x7F, 2
+                if size >= 126:
+                    start = 4 if size == 126 else 10
+                    if len(buffer) < start:
+                        break
+                    size = int.from_bytes(buffer[2:start], "big")
+                if len(buffer) < start + 4 + size:
+                    break
+                mask = buffer[start : start + 4]
+                head = bytes(b ^ mask[i % 4] for i, b in enumerate(buffer[start + 4 : start + 44]))
+                del buffer[: start + 4 + size]
+                if opcode == 0x8:  # close: answer it (1000), as a sink does
+                    conn.sendall(b"\x88\x02\x03\xe8")
+                    self.closed = True
+                    break
+                self.ids.append(int(re.match(rb'\{"id":(\d+),', head).group(1)))  # type: ignore[union-attr]
+        conn.close()
+        self.listener.close()
+
+
+def test_a_sink_that_stops_reading_bounds_the_relays_memory_and_loses_nothing() -> None:
+    # The relay read up to 1,024 frames of up to 1 MiB while the sink was backed up:
+    # ~1 GiB. Now what it holds stays under buffer_limit_bytes; the source is not read.
+    count, limit = 96, 8 * 2**20
+    frames = [b'{"id":%d,"text":%d,"pad":"%s"}' % (i, i, b"x" * 1_000_000) for i in range(count)]
+    sent = 0
+
+    async def source(ws: Any) -> None:
+        nonlocal sent
+        for frame in frames:
+            await ws.send(frame, text=True)
+            sent += 1
+        await ws.wait_closed()
+
+    async def go() -> tuple[int, int, int, int, dict[str, Any]]:
+        sink = StalledSink()
+        async with serve(source, "127.0.0.1", 0, compression=None) as server:
+            port = server.sockets[0].getsockname()[1]
+            relay = await asyncio.create_subprocess_exec(
+                *[sys.executable, "-m", "skns.relay", "--json", "--idle-timeout", "30"],
+                *["--source", f"ws://127.0.0.1:{port}/raw-messages", "--sink", sink.url],
+                *["--count", str(count), "--first-id", "0"],
+                *["--buffer-limit-bytes", str(limit)],
+                stdout=asyncio.subprocess.PIPE,
+            )
+            process = psutil.Process(relay.pid)
+            while not sink.asked.is_set():  # started, connected, nothing read yet
+                await asyncio.sleep(0.02)
+            before = process.memory_info().rss
+            sink.go.set()
+            # The sink reads nothing: until the source is held back for 0.5 s (or 5 s).
+            peak, last, still = before, -1, time.monotonic()
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline and time.monotonic() - still < 0.5:
+                peak = max(peak, process.memory_info().rss)
+                if sent != last:
+                    last, still = sent, time.monotonic()
+                await asyncio.sleep(0.02)
+            held_back = sent
+            sink.read.set()
+            out, _ = await relay.communicate()
+        sink.thread.join(10)
+        assert sink.ids == list(range(count)), sink.ids[:20]  # every one, in order
+        return before, peak, held_back, relay.returncode or 0, orjson.loads(out)
+
+    before, peak, held_back, code, report_ = run(go())
+    grew = (peak - before) / 2**20
+    # Kernel buffers hold some frames too; the relay read the rest of the 96 MiB before.
+    assert held_back < count * 0.6, (held_back, grew)
+    # The limit, websockets' queue (a quarter of it), a frame in hand, one batch in the
+    # socket's buffer, and the allocator's slack.
+    assert grew < 8 + 2 + 12, (grew, held_back)
+    assert code == 0 and report_["ok"], report_
+    assert report_["sent"] == count
+    print(f"grew {grew:.1f} MiB, source held back after {held_back} of {count}")
+    assert report_["held_bytes"] == 0  # the count of what is held returns to nothing
+
+
+def test_a_sink_that_is_down_holds_the_source_back_not_the_relays_memory() -> None:
+    # While the sink was down, the relay kept reading the source into its outbox,
+    # without bound. Now it reads no further than buffer_limit_bytes, then waits.
+    count, first, limit = 48, 4, 4 * 2**20
+    frames = [b'{"id":%d,"text":%d,"pad":"%s"}' % (i, i, b"x" * 1_000_000) for i in range(count)]
+    sent = 0
+    sink_down = asyncio.Event()
+    got: list[int] = []
+
+    async def source(ws: Any) -> None:
+        nonlocal sent
+        for n, frame in enumerate(frames):
+            if n == first:  # the first ones are all read; then the sink goes down
+                await sink_down.wait()
+            await ws.send(frame, text=True)
+            sent += 1
+        await ws.wait_closed()
+
+    async def sink(ws: Any) -> None:
+        async for message in ws:
+            got.append(orjson.loads(message)["id"])
+            if len(got) == first:  # all it was sent so far: nothing in flight is lost
+                await ws.close()
+
+    async def go() -> tuple[Relay, int, int]:
+        async with serve(source, "127.0.0.1", 0, compression=None) as source_server:
+            sink_server = await serve(sink, "127.0.0.1", 0, compression=None, max_size=None)
+            port = sink_server.sockets[0].getsockname()[1]
+            relay = Relay(
+                f"ws://127.0.0.1:{source_server.sockets[0].getsockname()[1]}/raw-messages",
+                f"ws://127.0.0.1:{port}/ordered-messages/down",
+                first_id=0,
+                count=count,
+                buffer_limit_bytes=limit,
+                reconnect_backoff_ms=10,
+                reconnect_backoff_max_ms=50,
+            )
+            task = asyncio.create_task(relay.run(asyncio.Event()))
+            while len(got) < first:
+                await asyncio.sleep(0.01)
+            sink_server.close()  # down: connections refused
+            await sink_server.wait_closed()
+            sink_down.set()
+            most, last, still = 0, -1, time.monotonic()
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline and time.monotonic() - still < 0.5:
+                most = max(most, relay.stats()["held_bytes"])
+                if sent != last:
+                    last, still = sent, time.monotonic()
+                await asyncio.sleep(0.01)
+            held_back = sent
+            async with serve(sink, "127.0.0.1", port, compression=None, max_size=None):
+                await task
+        return relay, most, held_back
+
+    relay, most, held_back = run(go())
+    assert held_back < count * 0.6, (held_back, most)
+    assert 0 < most <= limit + len(frames[0]), most
+    assert got == list(range(count))  # every one, in order, once
+    assert relay.source_pauses > 0 and relay.sink_connects == 2
+    assert relay.stats()["held_bytes"] == 0
+
+
+def test_waiting_forever_for_a_missing_id_is_bounded_in_bytes_counted_and_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # gap_timeout_ms 0 and id 0 never comes: the reorder buffer held up to
+    # buffer_limit (1,000,000) frames of up to 1 MiB. Now buffer_limit_bytes bounds it.
+    pad = b"x" * 200_000
+    frames = [b'{"id":%d,"text":0,"pad":"%s"}' % (i, pad) for i in range(1, 21)]
+    caplog.set_level(logging.WARNING, logger="skns.relay")
+    source = Source(script(*frames))
+    relay, sink = run(relay_all(source, 16, buffer_limit_bytes=2**20))
+    assert sink["in_order"] and sink["received"] == 16, sink
+    # Id 0 was skipped when the sixth frame took the buffer past 1 MiB; the rest came in order.
+    assert relay.buffer.skipped == 1 and relay.buffer.overflows == relay.buffer.skips == 1
+    stats = relay.stats()
+    assert stats["skips_full"] == 1 and stats["held_bytes"] == 0
+    assert any("reorder buffer was full 1 time(s)" in p for p in relay.problems())
+    assert "reorder buffer full (buffer_limit 1000000 messages, buffer_limit_bytes 1048576)" in (
+        caplog.text
+    )

@@ -103,6 +103,7 @@ def test_through_the_supervisor_status_shows_the_relay(start_service, start_sim)
         ("first_id", "first"),
         ("gap_timeout_ms", -1),
         ("buffer_limit", 0),
+        ("buffer_limit_bytes", 0),
         ("source", "http://x/raw-messages"),
         ("reconnect_backoff_max_ms", 1),
     ],

@@ -38,7 +38,7 @@ async def with_writer(scenario: Any, **options: Any) -> tuple[list[bytes], Any]:
             create_connection=SinkConnection,
         ) as ws,
     ):
-        writer = BatchWriter(ws, HoldTimes(), lambda n, end: written.append(n), **options)
+        writer = BatchWriter(ws, HoldTimes(), lambda n, size, end: written.append(n), **options)
         result = await scenario(writer, written)
         await ws.close()
         await asyncio.wait_for(done.wait(), 5)
@@ -69,6 +69,21 @@ def test_a_full_batch_is_written_at_once_each_frame_its_own_message() -> None:
     got, written = uvloop.run(with_writer(scenario, batch=4, max_wait_ns=10**12))
     assert written == [4, 4]
     assert got == [b'{"id":%d}' % i for i in range(10)]
+
+
+def test_a_batch_is_written_once_it_holds_batch_bytes() -> None:
+    # Large frames: the relay checks the socket after each batch, so a batch of 32
+    # large frames would land far past the socket's high-water mark.
+    frames = [b'{"id":%d,"pad":"%s"}' % (i, b"x" * 1000) for i in range(5)]
+
+    async def scenario(writer: BatchWriter, written: list[int]) -> list[bool]:
+        results = [writer.add(frame, 0) for frame in frames]
+        writer.write()
+        return results
+
+    got, results = uvloop.run(with_writer(scenario, batch_bytes=2000, max_wait_ns=10**12))
+    assert results == [False, True, False, True, False]
+    assert got == frames
 
 
 def test_hold_times_are_recorded_per_frame() -> None:

@@ -22,6 +22,7 @@ import uvloop
 
 from .oneshot import format_report, relay_count
 from .relay import Relay
+from .settings import BUFFER_LIMIT_BYTES
 from .sim import DELAYS, SINK_PREFIX, Simulator, Source, SourcePlan
 
 
@@ -62,6 +63,12 @@ def relay_parser() -> argparse.ArgumentParser:
         "--gap-timeout-ms", type=int, default=0, help="skip a missing id after this (0: never)"
     )
     p.add_argument("--buffer-limit", type=_positive, default=1_000_000)
+    p.add_argument(
+        "--buffer-limit-bytes",
+        type=_positive,
+        default=BUFFER_LIMIT_BYTES,
+        help="most bytes of messages held; past it the source is not read (default 64 MiB)",
+    )
     p.add_argument(
         "--idle-timeout",
         type=float,
@@ -194,6 +201,7 @@ def relay_main(argv: list[str]) -> int:
         gap_timeout_ms=args.gap_timeout_ms,
         settle_ms=args.settle_ms,
         buffer_limit=args.buffer_limit,
+        buffer_limit_bytes=args.buffer_limit_bytes,
         count=args.count,
     )
     try:

@@ -9,6 +9,18 @@ expires gaps; a sink reconnect drains the outbox. When the sink's socket backs
 up, one drain runs at a time and the source is not read until it catches up,
 so the backlog waits in the source's socket, not in our memory.
 
+Memory is bounded in bytes, whatever the frames weigh (up to ``_MAX_FRAME``
+each). What the relay holds (status ``held_bytes``: the reorder buffer, the
+outbox, the batch not yet written) stays under ``buffer_limit_bytes`` plus one
+frame: past it the source is not read until the sink takes enough, so TCP
+pushes back on the source, and nothing accepted is dropped. The reorder buffer
+alone past it (a missing id waited for, with the sink keeping up) cannot be
+relieved by waiting, since the missing id may be behind in the source's
+unread stream: it skips its oldest gap (:mod:`.reorder`), counted and logged.
+websockets' queue of frames read but not yet taken is bounded to a quarter of
+the limit, and what the sink's socket has not taken to one batch past its
+high-water mark (:mod:`.writer`).
+
 Either side reconnects on its own with backoff; the buffer and the outbox
 live in the relay, not in a connection, so nothing received is lost while the
 process lives. A message counts as sent once it was written to a sink
@@ -35,7 +47,7 @@ from ..wsflow import PacedClientConnection
 from .holdtime import HoldTimes
 from .message import BAD_ID, MISSING_ID, NOT_JSON, NOT_OBJECT, REPEATED_ID, message_id
 from .reorder import BELOW_SENT, BELOW_START, DUPLICATE, ReorderBuffer
-from .settings import RelaySettings
+from .settings import BUFFER_LIMIT_BYTES, RelaySettings
 from .writer import BatchWriter, SinkConnection
 
 log = logging.getLogger("skns.relay")
@@ -53,14 +65,26 @@ DROP_REASONS = (
 OUTLIER = "outlier"  # a stray id below the stream, dropped when the first id was learned
 
 # Frames websockets may queue before it stops reading the socket; large enough
-# that a burst is read in one go, small enough to bound memory per connection.
+# that a burst is read in one go, small enough to bound memory per connection:
+# at most this many, and no more than a quarter of buffer_limit_bytes of frames
+# of the largest size.
 _MAX_QUEUE = 1024
+_MAX_FRAME = 2**20  # the largest source frame (websockets' max_size; larger: close 1009)
+_LOG_EVERY = 10.0  # seconds between two log lines about a full reorder buffer
 # Connection failures worth a retry; anything else is a bug and propagates.
 _RETRY = (OSError, TimeoutError, InvalidHandshake, ConnectionClosed)
 
 _OUTBOX_HIGH = 256  # released messages waiting for a busy drain before reading pauses
 _CLOSE_WAIT = 5.0  # seconds a stop waits for the drain in progress
 _clock = time.perf_counter_ns  # CLOCK_MONOTONIC on Linux, nanoseconds
+
+
+def _frame_size(item: tuple[bytes, int]) -> int:
+    return len(item[0])
+
+
+def _run_size(run: list[tuple[bytes, int]]) -> int:
+    return sum([len(frame) for frame, _ in run])
 
 
 class Backoff:
@@ -92,6 +116,7 @@ class Relay:
         gap_timeout_ms: int = 0,
         settle_ms: int = 200,
         buffer_limit: int = 1_000_000,
+        buffer_limit_bytes: int = BUFFER_LIMIT_BYTES,
         reconnect_backoff_ms: int = 100,
         reconnect_backoff_max_ms: int = 5000,
         count: int | None = None,
@@ -104,8 +129,19 @@ class Relay:
             first_id,
             gap_timeout=gap_timeout_ms * 1_000_000,
             limit=buffer_limit,
+            limit_bytes=buffer_limit_bytes,
+            size=_frame_size,
             settle=settle_ms * 1_000_000,
         )
+        self.limit_bytes = buffer_limit_bytes
+        self._max_queue = max(1, min(_MAX_QUEUE, buffer_limit_bytes // 4 // _MAX_FRAME))
+        # Bytes of the messages released by the buffer and not yet written to the sink
+        # (outbox and the writer's batch); with the buffer's own, what the relay holds.
+        self._pipe_bytes = 0
+        self._room = asyncio.Event()  # set when a write took some of the pipe
+        self.source_pauses = 0  # times the source was not read for the limit in bytes
+        self._overflows_seen = 0
+        self._overflow_log_at = 0.0
         self.holds = HoldTimes()
         self._backoff = (reconnect_backoff_ms / 1000, reconnect_backoff_max_ms / 1000)
         self._outbox: collections.deque[tuple[bytes, int]] = collections.deque()
@@ -150,6 +186,7 @@ class Relay:
             gap_timeout_ms=settings.gap_timeout_ms,
             settle_ms=settings.settle_ms,
             buffer_limit=settings.buffer_limit,
+            buffer_limit_bytes=settings.buffer_limit_bytes,
             reconnect_backoff_ms=settings.reconnect_backoff_ms,
             reconnect_backoff_max_ms=settings.reconnect_backoff_max_ms,
             count=count,
@@ -202,7 +239,8 @@ class Relay:
                     create_connection=PacedClientConnection,  # see skns.wsflow
                     proxy=None,
                     compression=None,
-                    max_queue=_MAX_QUEUE,
+                    max_queue=self._max_queue,
+                    max_size=_MAX_FRAME,
                     open_timeout=10,
                 ) as ws:
                     self._source = ws
@@ -276,6 +314,7 @@ class Relay:
         dropped = self.dropped
         clock = _clock
         counting = self._left is not None
+        limit_bytes = self.limit_bytes
         if self.first_receipt is None:
             self.first_receipt = clock()
         while self._left != 0:
@@ -300,6 +339,9 @@ class Relay:
                         self._left = left
                     else:
                         run = self._allow(run)
+                self._pipe_bytes += len(run[0][0]) if len(run) == 1 else _run_size(run)
+                if buffer.overflows != self._overflows_seen:
+                    self._overflowed()
                 outbox.extend(run)
                 if not self._draining:
                     if self._pump():
@@ -308,6 +350,38 @@ class Relay:
                     # A drain runs elsewhere (timer, sink reconnect): stop reading
                     # until it is done, so the backlog stays in the source's socket.
                     await self._drained.wait()
+            if self._pipe_bytes and self._pipe_bytes + buffer.held_bytes >= limit_bytes:
+                await self._make_room()
+
+    async def _make_room(self) -> None:
+        """Read the source no more until the sink took enough for what is held to fit.
+
+        Only a pipe (outbox, batch) that holds something is waited for: the sink
+        empties it. A full reorder buffer skips a gap instead (see the module doc).
+        """
+        self.source_pauses += 1
+        buffer = self.buffer
+        while self._pipe_bytes and self._pipe_bytes + buffer.held_bytes >= self.limit_bytes:
+            self._room.clear()
+            await self._room.wait()
+
+    def _overflowed(self) -> None:
+        """The reorder buffer was full and skipped a gap: say so, at most every _LOG_EVERY s."""
+        buffer = self.buffer
+        self._overflows_seen = buffer.overflows
+        now = time.monotonic()
+        if now < self._overflow_log_at:
+            return
+        self._overflow_log_at = now + _LOG_EVERY
+        log.warning(
+            "reorder buffer full (buffer_limit %d messages, buffer_limit_bytes %d): its oldest"
+            " gap skipped, %d time(s) so far, %d id(s) skipped in all; next id %d",
+            buffer.limit,
+            self.limit_bytes,
+            buffer.overflows,
+            buffer.skipped,
+            buffer.next_id,
+        )
 
     def _allow(self, run: list[tuple[bytes, int]]) -> list[tuple[bytes, int]]:
         """The part of ``run`` the count lets through; what is past it is never sent."""
@@ -349,8 +423,10 @@ class Relay:
             self._draining = False
             self._drained.set()
 
-    def _written(self, frames: int, end: int) -> None:
-        """The writer put ``frames`` on the sink's socket at clock ``end``."""
+    def _written(self, frames: int, size: int, end: int) -> None:
+        """The writer put ``frames`` (``size`` bytes) on the sink's socket at clock ``end``."""
+        self._pipe_bytes -= size
+        self._room.set()
         self.sent += frames
         self.last_send = end
         if self.count is not None and self.sent >= self.count:
@@ -379,7 +455,10 @@ class Relay:
         run = self.buffer.expire(now)
         self._arm(now)
         if run:
-            self._outbox.extend(run if self._left is None else self._allow(run))
+            if self._left is not None:
+                run = self._allow(run)
+            self._pipe_bytes += _run_size(run)
+            self._outbox.extend(run)
             if not self._draining and self._pump():
                 asyncio.get_running_loop().create_task(self._drain())
 
@@ -398,11 +477,15 @@ class Relay:
             "sent": self.sent,
             "buffered": len(buffer),
             "outbox": len(self._outbox),
+            "held_bytes": buffer.held_bytes + self._pipe_bytes,
+            "buffer_limit_bytes": self.limit_bytes,
+            "source_pauses": self.source_pauses,
             "first_id": buffer.start,
             "first_id_learned": buffer.learned,
             "next_id": buffer.next_id,
             "skipped": buffer.skipped,
             "skips": buffer.skips,
+            "skips_full": buffer.overflows,
             "dropped": {**self.dropped, OUTLIER: buffer.outliers},
             "sink_drops": self.sink_drops,
             "sink_unconfirmed": self.sink_unconfirmed,
@@ -421,6 +504,12 @@ class Relay:
         problems = []
         if buffer.skipped:
             problems.append(f"{buffer.skipped} ids skipped")
+        if buffer.overflows:
+            problems.append(
+                f"the reorder buffer was full {buffer.overflows} time(s) (buffer_limit"
+                f" {buffer.limit} messages, buffer_limit_bytes {self.limit_bytes}) and skipped"
+                " its oldest gap"
+            )
         if buffer.below_start and buffer.learned:
             problems.append(
                 f"{buffer.below_start} id(s) below the first id {buffer.start} arrived after it"

@@ -6,6 +6,8 @@ import dataclasses
 
 from ..settings import Section
 
+BUFFER_LIMIT_BYTES = 64 * 2**20
+
 
 @dataclasses.dataclass(frozen=True)
 class RelaySettings(Section):
@@ -24,6 +26,9 @@ class RelaySettings(Section):
     settle_ms: int = 200
     # Most messages held back at once; beyond it the oldest gap is skipped.
     buffer_limit: int = 1_000_000
+    # Most bytes of messages held at once (reorder buffer and those waiting for the sink):
+    # past it the source is not read; a reorder buffer alone past it skips its oldest gap.
+    buffer_limit_bytes: int = BUFFER_LIMIT_BYTES
     # Reconnect delay after a lost connection (either side): doubles from the first
     # value up to the second; a connection that opens resets it.
     reconnect_backoff_ms: int = 100
@@ -41,6 +46,7 @@ class RelaySettings(Section):
         self.require(self.gap_timeout_ms >= 0, "gap_timeout_ms", "must be >= 0 (0: wait forever)")
         self.require(self.settle_ms >= 0, "settle_ms", "must be >= 0")
         self.require(self.buffer_limit >= 1, "buffer_limit", "must be >= 1")
+        self.require(self.buffer_limit_bytes >= 1, "buffer_limit_bytes", "must be >= 1")
         self.require(self.reconnect_backoff_ms > 0, "reconnect_backoff_ms", "must be > 0")
         self.require(
             self.reconnect_backoff_max_ms >= self.reconnect_backoff_ms,

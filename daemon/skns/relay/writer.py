@@ -19,8 +19,10 @@ never acknowledged never reached the sink. Now and then (every doubling of the
 batches held) a write asks the kernel too, so that the ledger forgets what was
 acknowledged and holds only what is in flight.
 
-A batch is written when it is full (``batch`` frames), when its first frame
-has waited ``max_wait_ns``, or at the latest in the next turn of the event
+A batch is written when it is full (``batch`` frames, or ``batch_bytes``: the
+relay checks whether the socket backed up after each batch, so a batch of large
+frames must not pile far past its high-water mark), when its first frame has
+waited ``max_wait_ns``, or at the latest in the next turn of the event
 loop (``call_soon``), that is, as soon as the relay has nothing else ready to
 do. Under a flood that bounds what batching adds to a frame's hold time; at
 a trickle each frame goes out alone, at once.
@@ -43,6 +45,7 @@ from .ledger import Ledger
 
 _OPEN = State.OPEN
 _clock = time.perf_counter_ns
+_BATCH_BYTES = 65536  # asyncio's default high-water mark for a transport's write buffer
 _PRUNE_FIRST = 64  # batches the ledger holds before a write first asks what was acknowledged
 
 # struct tcp_info (linux/tcp.h): __u64 tcpi_bytes_acked at offset 120, since Linux 4.1.
@@ -100,9 +103,11 @@ class BatchWriter:
         "_prune_at",
         "_received",
         "_scheduled",
+        "_size",
         "_syn",
         "_transport",
         "batch",
+        "batch_bytes",
         "connection",
         "holds",
         "lost",
@@ -114,20 +119,23 @@ class BatchWriter:
         self,
         connection: SinkConnection,
         holds: HoldTimes,
-        on_written: Callable[[int, int], None],
+        on_written: Callable[[int, int, int], None],
         batch: int = 32,
         max_wait_ns: int = 20_000,
+        batch_bytes: int = _BATCH_BYTES,
     ) -> None:
         self.connection = connection
         self.holds = holds
         self.batch = batch
+        self.batch_bytes = batch_bytes
         self.max_wait_ns = max_wait_ns
         self._first = 0  # clock when the batch's first frame was added
-        self._on_written = on_written  # (frames, clock at the end of the write)
+        self._on_written = on_written  # (frames, their bytes, clock at the end of the write)
         self._protocol = connection.protocol
         self._transport = connection.transport
         self._frames: list[bytes] = []  # the messages not yet written
         self._received: list[int] = []  # and the receipt clock of each
+        self._size = 0  # and their bytes
         self._scheduled = False
         # The ledger, where the kernel says what the sink acknowledged (plain TCP on Linux).
         acked = bytes_acked(self._transport)
@@ -152,6 +160,7 @@ class BatchWriter:
     def add(self, frame: bytes, received: int) -> bool:
         """Queue ``frame`` (UTF-8 JSON) as a text frame; True if that filled and wrote a batch."""
         self._frames.append(frame)
+        self._size += len(frame)
         pending = self._received
         pending.append(received)
         if len(pending) == 1:
@@ -159,7 +168,11 @@ class BatchWriter:
             if not self._scheduled:
                 self._scheduled = True
                 asyncio.get_running_loop().call_soon(self._write_soon)
-        elif len(pending) >= self.batch or _clock() - self._first >= self.max_wait_ns:
+        elif (
+            len(pending) >= self.batch
+            or self._size >= self.batch_bytes
+            or _clock() - self._first >= self.max_wait_ns
+        ):
             self.write()
             return True
         return False
@@ -197,8 +210,10 @@ class BatchWriter:
         self.holds.add_until(end, pending)
         n = len(pending)
         pending.clear()
+        size = self._size
+        self._size = 0
         self.written += n
-        self._on_written(n, end)
+        self._on_written(n, size, end)
 
     def _acked(self) -> int | None:
         """Bytes of the ledger's stream the sink acknowledged, now (None: not known)."""
