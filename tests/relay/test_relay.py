@@ -87,7 +87,8 @@ def script(*frames: bytes | dict[str, Any]) -> list[tuple[float, float, int | No
     return out
 
 
-def test_each_bad_input_is_dropped_and_counted_by_reason() -> None:
+def test_each_bad_input_is_dropped_and_counted_by_reason(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="skns.relay")
     source = Source(
         script(
             {"id": 1, "text": 1},
@@ -121,6 +122,14 @@ def test_each_bad_input_is_dropped_and_counted_by_reason() -> None:
         "below_start": 1,
     }
     assert relay.received == 15 and relay.sent == 4
+    # Each malformed kind logged (at most one line per kind every 10 s), with the frame.
+    assert (
+        'dropped 1 source frame(s): repeated_id (latest: b\'{"id": 4, "text": 4, "id": 2}\')'
+        in (caplog.text)
+    )
+    for reason in ("not_json", "not_object", "missing_id", "bad_id"):
+        assert f"dropped 1 source frame(s): {reason}" in caplog.text
+    assert "duplicate" not in caplog.text  # not malformed: a source may well repeat itself
 
 
 def test_the_frames_reach_the_sink_byte_for_byte() -> None:

@@ -43,6 +43,7 @@ from typing import Any
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
+from ..ratelimit import RateGate
 from ..wsflow import PacedClientConnection
 from .holdtime import HoldTimes
 from .message import BAD_ID, MISSING_ID, NOT_JSON, NOT_OBJECT, REPEATED_ID, message_id
@@ -63,6 +64,7 @@ DROP_REASONS = (
     BELOW_START,
 )
 OUTLIER = "outlier"  # a stray id below the stream, dropped when the first id was learned
+OVERFLOW = "full"  # the reorder buffer was full: its oldest gap skipped (a log line's kind)
 
 # Frames websockets may queue before it stops reading the socket; large enough
 # that a burst is read in one go, small enough to bound memory per connection:
@@ -70,7 +72,7 @@ OUTLIER = "outlier"  # a stray id below the stream, dropped when the first id wa
 # of the largest size.
 _MAX_QUEUE = 1024
 _MAX_FRAME = 2**20  # the largest source frame (websockets' max_size; larger: close 1009)
-_LOG_EVERY = 10.0  # seconds between two log lines about a full reorder buffer
+_LOG_EVERY = 10.0  # seconds between two log lines of a kind (a malformed frame, a full buffer)
 # Connection failures worth a retry; anything else is a bug and propagates.
 _RETRY = (OSError, TimeoutError, InvalidHandshake, ConnectionClosed)
 
@@ -141,7 +143,7 @@ class Relay:
         self._room = asyncio.Event()  # set when a write took some of the pipe
         self.source_pauses = 0  # times the source was not read for the limit in bytes
         self._overflows_seen = 0
-        self._overflow_log_at = 0.0
+        self._gate = RateGate(_LOG_EVERY)
         self.holds = HoldTimes()
         self._backoff = (reconnect_backoff_ms / 1000, reconnect_backoff_max_ms / 1000)
         self._outbox: collections.deque[tuple[bytes, int]] = collections.deque()
@@ -325,6 +327,7 @@ class Relay:
             id_ = message_id(frame)
             if type(id_) is str:
                 dropped[id_] += 1
+                self._malformed(id_, frame)
                 continue
             run = push(id_, (frame, now), now)
             if type(run) is str:
@@ -365,14 +368,18 @@ class Relay:
             self._room.clear()
             await self._room.wait()
 
+    def _malformed(self, reason: str, frame: bytes) -> None:
+        """A source frame with no usable id: say so, one line per reason every _LOG_EVERY s."""
+        held = self._gate.allow(reason)
+        if held is not None:
+            log.warning("dropped %d source frame(s): %s (latest: %r)", held + 1, reason, frame[:80])
+
     def _overflowed(self) -> None:
         """The reorder buffer was full and skipped a gap: say so, at most every _LOG_EVERY s."""
         buffer = self.buffer
         self._overflows_seen = buffer.overflows
-        now = time.monotonic()
-        if now < self._overflow_log_at:
+        if self._gate.allow(OVERFLOW) is None:
             return
-        self._overflow_log_at = now + _LOG_EVERY
         log.warning(
             "reorder buffer full (buffer_limit %d messages, buffer_limit_bytes %d): its oldest"
             " gap skipped, %d time(s) so far, %d id(s) skipped in all; next id %d",
