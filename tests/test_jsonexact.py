@@ -40,6 +40,10 @@ def test_floats_stay_floats_and_digit_strings_stay_strings() -> None:
         b"1e400",
         b"[1e999, 1" + b"0" * 400 + b"]",
         b"[NaN, 1" + b"0" * 400 + b"]",
+        # A lone surrogate escape, also after an integer that sends the read to the stdlib.
+        b'["\\ud800"]',
+        b"[1" + b"0" * 400 + b', "\\ud800"]',
+        b'{"n": 1' + b"0" * 400 + b', "\\udc00": 1}',
     ],
 )
 def test_refuses_what_is_not_strict_utf8_json(raw: bytes) -> None:

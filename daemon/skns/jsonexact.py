@@ -102,7 +102,12 @@ def _loads_stdlib(data: bytes | bytearray | memoryview | str, error: JSONDecodeE
     """The stdlib parser, as strict as orjson: UTF-8 only, no constants, finite floats."""
     try:
         text = data if isinstance(data, str) else bytes(data).decode()
-        return json.loads(text, parse_constant=_refuse, parse_float=_finite_float)
+        obj = json.loads(text, parse_constant=_refuse, parse_float=_finite_float)
+        # orjson refuses a lone surrogate escape ("\ud800"); it reaches here when orjson
+        # stopped first at an integer too large for a double. The stdlib makes it a lone
+        # surrogate code point, which strict UTF-8 cannot encode (a pair is one character).
+        json.dumps(obj, ensure_ascii=False).encode()
+        return obj
     except (ValueError, RecursionError) as stdlib_error:
         if error is not None:
             raise error from None

@@ -64,6 +64,7 @@ from skns.relay.message import (
         (b'{"id": 5, "text": "\\\\"}', 5),
         (b'{"id": 5, "x": "\\n", "t": ' + b"[" * 1000 + b"]" * 1000 + b"}", NOT_JSON),
         (b'{"id": 1, "text": "\\ud800"}', NOT_JSON),  # a lone surrogate
+        (b'{"id": 1' + b"0" * 400 + b', "text": "\\ud800"}', NOT_JSON),  # after a huge id
         (b'{"id": 1, "text": "\xc0\xaf"}', NOT_JSON),  # overlong UTF-8
         (b'\xef\xbb\xbf{"id": 1}', NOT_JSON),  # a byte order mark
         (b"[" * 100_000 + b"]" * 100_000, NOT_JSON),
