@@ -10,6 +10,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 from nats.js import api
@@ -176,6 +177,49 @@ def test_a_consumer_that_answers_and_delivers_nothing_is_made_again(
     ran, remade = asyncio.run(scenario())
     assert ran, f"the stalled partition's events were never taken: {remade}"
     assert any(why.startswith("stalled") for why in remade), remade
+
+
+def test_a_partition_whose_every_consumer_stalls_reads_its_events_from_the_leader(
+    settings: config.Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # After a quorum loss nats-server 2.9 was seen placing one partition's new consumers,
+    # again and again for over a minute, on a replica that answered none of their pulls
+    # (CI: 12 acked events never ran). Made again, a consumer stalls again: what the
+    # stream's leader holds is read from it meanwhile, so every acked event runs.
+    monkeypatch.setattr(owner_module, "STALL_AFTER", 1.0)
+    monkeypatch.setattr(owner_module, "PULL_WAIT", 1.0)
+    impostor = api.ConsumerConfig(
+        durable_name="impostor4",
+        filter_subject="skns.exec.nowhere",
+        ack_policy=api.AckPolicy.NONE,
+        mem_storage=True,
+        num_replicas=1,
+    )
+
+    async def stalling(self: Partition) -> Reader:  # every consumer made: one that stalls
+        reader = Reader(self.owner.lean, jetstream.STREAM, "impostor4", self._take)
+        reader.open()
+        self.consumers += 1
+        self.made_at = asyncio.get_running_loop().time()
+        return reader
+
+    async def scenario() -> tuple[bool, dict[str, Any]]:
+        async with run_partition(settings, 4) as (owner, partition):
+            await owner.conn.js.add_consumer(jetstream.STREAM, impostor)
+            try:
+                monkeypatch.setattr(Partition, "_consumer", stalling)
+                assert partition.reader is not None
+                partition.reader.lose("replaced by one that stalls")
+                seq = await publish(partition, "leader", 7)
+                ran = await until(lambda: partition.progress.watermark >= seq, 20)
+                return ran, partition.reader_status()
+            finally:
+                await owner.conn.js.delete_consumer(jetstream.STREAM, "impostor4")
+
+    ran, status = asyncio.run(scenario())
+    assert ran, f"the events of a partition whose consumers all stall never ran: {status}"
+    assert status["leader_reads"] == 7 and status["consumers"] >= 2, status
+    assert any(why.startswith("stalled") for why in status["remade"]), status
 
 
 def test_a_consumer_whose_node_does_not_answer_counts_as_gone_within_its_make_timeout(

@@ -112,6 +112,7 @@ class Partition:
         self.consumers = 0  # consumers made
         self.remade: dict[str, int] = {}  # why a consumer was made again -> times
         self.unanswered = 0  # pull requests with no answer at all
+        self.leader_reads = 0  # events read from the stream's leader, its consumer stalled
         self.taken_at = 0.0  # loop time of the last delivery taken
         self.made_at = 0.0  # loop time its consumer was made
         self.checked_at = 0.0  # loop time of the last look at what the stream holds for it
@@ -246,13 +247,37 @@ class Partition:
                     if not await self._consumer_alive(reader):
                         reader.lose("consumer gone")
                 # A consumer that answers and delivers nothing of what was stored before the
-                # pull (say, one that lost its place and waits past it) is made again.
+                # pull (say, one that lost its place and waits past it) is made again, and
+                # what it held back is read from the stream's leader meanwhile.
                 if stored > before == self.progress.last:
                     reader.lose(f"stalled: sequence {stored} stored, none past {before} delivered")
+                    await self._read_from_leader(stored)
         finally:
             if self.reader is not None:
                 self.reader.close()
                 self.reader = None
+
+    async def _read_from_leader(self, stored: int) -> None:
+        """Take the events past the last one taken, up to ``stored``, one request each to
+        the stream's leader (a batch at most). The way round a consumer that stalls again
+        when made again: after a quorum loss nats-server 2.9 was seen placing a partition's
+        new consumers, for a minute and more, on a replica that answered none of their
+        pulls, while the leader held the events (acked, so they must run)."""
+        js = self.owner.conn.js
+        room = max(1, min(self.owner.config.max_backlog - self.owner.backlog(), FETCH_MAX))
+        for _ in range(room):
+            if self.leaving or self.progress.last >= stored:
+                return
+            try:
+                msg = await js.get_msg(
+                    jetstream.STREAM, seq=self.progress.last + 1, subject=self.subject, next=True
+                )
+            except _ERRORS as exc:  # NotFoundError: trimmed meanwhile, or none
+                log.warning("partition %d: cannot read sequence %d on from the stream: %s",
+                            self.number, self.progress.last + 1, exc)  # fmt: skip
+                return
+            self.leader_reads += 1
+            self._take(msg.seq, msg.data or b"", max(0, stored - msg.seq))
 
     def _stall_check_due(self) -> bool:
         now = asyncio.get_running_loop().time()
@@ -392,6 +417,7 @@ class Partition:
             "consumers": self.consumers,
             "remade": self.remade,
             "unanswered": self.unanswered,
+            "leader_reads": self.leader_reads,
             "idle": round(now - self.taken_at, 1) if self.taken_at else None,
         }
 
