@@ -4,6 +4,7 @@ hosts on a real 3-node JetStream cluster, 1 s windows, intervals [1, 6], one sha
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -15,7 +16,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -137,7 +138,23 @@ def settled(
     (default: a window after now) is in the fleet view."""
     end = time.time() + 1 if until is None else until
     wait_for(lambda: any(r["timestamp"] >= end for r in lines(fleet)), 20, "the fleet lines")
-    return {n: lines(tmp / f"{n}.jsonl") for n in names}, lines(fleet)
+    return hosts_lines(tmp, names), lines(fleet)
+
+
+def hosts_lines(tmp: Path, names: list[str]) -> dict[str, list[dict[str, Any]]]:
+    """Each host's own lines (it writes a window's line before it spools the window for
+    the fleet view: all there for the windows of any fleet line read before)."""
+    return {n: lines(tmp / f"{n}.jsonl") for n in names}
+
+
+@contextlib.contextmanager
+def sending(hosts: list[Any], names: list[str], fleet: Path) -> Iterator[float]:
+    """Datagrams to every host, from once the fleet view has a line a window past the time
+    given (the first window end all of whose lines carry them)."""
+    since = time.time() + 1
+    with Senders({n: metrics_port(h) for n, h in zip(names, hosts, strict=True)}):
+        wait_for(lambda: any(r["timestamp"] >= since + 1 for r in lines(fleet)), 20, "lines")
+        yield since
 
 
 def check(
@@ -306,8 +323,6 @@ def test_the_holder_follows_a_rotation_of_the_fleet_output(
     # (a reload). The holder's lines go on in a new file at the path, and the rotated
     # files and the new one hold every window once, in order, with no gap.
     hosts, fleet, names = three
-    ports = {n: metrics_port(h) for n, h in zip(names, hosts, strict=True)}
-    since = time.time() + 1
     leader = holder(hosts)
     assert leader is not None
     rotated = [fleet.with_name("fleet.jsonl.1"), fleet.with_name("fleet.jsonl.2")]
@@ -318,17 +333,36 @@ def test_the_holder_follows_a_rotation_of_the_fleet_output(
         ask()
         wait_for(lambda: any(r["timestamp"] > asked_at + 1 for r in lines(fleet)), 20, "new lines")
 
-    with Senders(ports):
-        wait_for(lambda: any(r["timestamp"] >= since + 1 for r in lines(fleet)), 20, "lines")
+    with sending(hosts, names, fleet) as since:
         rotate(rotated[0], lambda: hosts[leader].ctl("reopen").check_returncode())
         rotate(rotated[1], lambda: os.kill(hosts[leader].pid, signal.SIGHUP))
-    # A host's line is written before its partial is spooled: all there for these windows.
-    local = {n: lines(tmp_path / f"{n}.jsonl") for n in names}
-    last = lines(fleet)
+    files = [lines(rotated[0]), lines(rotated[1]), lines(fleet)]
     assert holder(hosts) == leader  # the same holder followed (a new one opens by path)
-    files = [lines(rotated[0]), lines(rotated[1]), last]
     assert all(files), files
-    check(files[0] + files[1] + files[2], local, set(), since)
+    check(files[0] + files[1] + files[2], hosts_lines(tmp_path, names), set(), since)
+
+
+def test_a_holder_taking_over_a_rotated_empty_file_resumes_after_the_renamed_files_end(
+    three: tuple[list[Any], Path, list[str]], tmp_path: Path
+) -> None:
+    # logrotate renames the file (`create`: an empty one in its place) and the holder dies
+    # before its next line: the next holder finds nothing in the file to resume after,
+    # yet resumes after the renamed file's last line (recorded in the key-value store),
+    # with the open 6 s interval's totals, not up to an hour back.
+    hosts, fleet, names = three
+    rotated = fleet.with_name("fleet.jsonl.1")
+    with sending(hosts, names, fleet) as since:
+        victim = holder(hosts)
+        assert victim is not None
+        os.kill(hosts[victim].children("fleet")[0]["pid"], signal.SIGSTOP)
+        fleet.rename(rotated)
+        fleet.touch()
+        killed_at = kill_9(hosts[victim])
+        wait_for(lambda: holder(hosts) not in (None, victim), 20, "another lease holder")
+        wait_for(lambda: any(r["timestamp"] > killed_at + 2 for r in lines(fleet)), 20, "new")
+    old, new = lines(rotated), lines(fleet)
+    assert old and new, (old, new)
+    check(old + new, hosts_lines(tmp_path, names), {names[victim]}, since)
 
 
 def hold_back_after_a_base_line(fleet: Path, pid: int, long: int) -> int:

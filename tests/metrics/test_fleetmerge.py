@@ -3,10 +3,20 @@
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 
 import pytest
 
-from skns.metrics.fleetmerge import Merger, Partial, decode, encode, msg_id
+from skns.metrics.fleetmerge import (
+    Merger,
+    Partial,
+    decode,
+    encode,
+    msg_id,
+    resume_tail,
+    tail_key,
+)
 from skns.metrics.window import Aggregate, Schedule
 
 SCHEDULE = Schedule(1.0, (1.0, 3.0))
@@ -153,6 +163,50 @@ def test_a_new_holder_writes_a_long_line_held_back_after_its_base_line():
     again = Merger(SCHEDULE, GRACE, written)
     again.add(part("a", 12, 1, 12), 13.0)
     assert [(r["timestamp"], r["count_type"]) for r in rows(again.due(13.05))] == [(13, "1s")]
+
+
+def line(t: int, kind: str = "1s", count: int = 0) -> dict:
+    return {
+        "timestamp": t,
+        "count_type": kind,
+        "A1_sum": count,
+        "A2_max": 0,
+        "A3_min": 0,
+        "count": count,
+        "hosts": 1,
+    }
+
+
+def test_a_holder_resumes_after_the_recorded_tail_when_the_file_was_rotated():
+    kept = [
+        line(11, count=1),
+        line(12, count=2),
+        line(12, "3s", 3),
+        line(13, count=4),
+        line(14, count=8),
+    ]
+    assert resume_tail([], kept) == kept  # rotated: the file is empty
+    assert resume_tail([line(14, count=8)], kept) == kept  # rotated after 13: totals kept
+    assert resume_tail([*kept, line(15)], kept)[-1] == line(15)  # a line after the record
+    assert resume_tail([line(5)], kept) == [line(5)]  # a host's own file: filled in from 5
+    assert resume_tail([line(13)], []) == [line(13)]  # nothing recorded
+    # The 3 s interval ending at 15 holds 13 and 14 from the record, though the rotated
+    # file holds only 14.
+    m = Merger(SCHEDULE, GRACE, resume_tail([line(14, count=8)], kept))
+    m.add(part("a", 14, count=16), 15.0)
+    assert [(r["count_type"], r["count"]) for r in rows(m.due(15.1))] == [("1s", 16), ("3s", 28)]
+
+
+def test_the_recorded_tail_is_one_per_fleet_output_path_and_windows():
+    key = tail_key(Path("/var/lib/skns/fleet.jsonl"), 10.0, (10.0, 60.0))
+    assert key == tail_key(Path("/var/lib/skns/fleet.jsonl"), 10.0, (60.0, 10.0))
+    assert re.fullmatch(r"[-/_=.a-zA-Z0-9]+", key)  # a valid key-value store key
+    others = [
+        tail_key(Path("/srv/fleet.jsonl"), 10.0, (10.0, 60.0)),
+        tail_key(Path("/var/lib/skns/fleet.jsonl"), 5.0, (10.0, 60.0)),
+        tail_key(Path("/var/lib/skns/fleet.jsonl"), 10.0, (10.0, 3600.0)),
+    ]
+    assert len({key, *others}) == 4
 
 
 def test_a_fresh_output_starts_at_the_oldest_window_the_stream_holds():

@@ -14,7 +14,11 @@ Two jobs, on one connection:
   previous holder could not write; it writes only while its lease is inside its life
   (:class:`skns.cluster.lease.Lease`), so two holders never write at once. It follows
   a rotation as the host's own output does: asked to reopen (``skns-ctl reopen``,
-  SIGHUP), it reopens ``fleet_output`` by path at its next write.
+  SIGHUP), it reopens ``fleet_output`` by path at its next write. Each holder also
+  records the last lines it got into the file (bucket ``skns_fleet_tail``, a key per
+  path and windows: :func:`.fleetmerge.tail_key`): a holder finding the file empty
+  after a rotation resumes after them (:func:`.fleetmerge.resume_tail`), not up to an
+  hour back.
 
 Only this module (run in its own process) imports nats: the supervisor never
 waits on the network.
@@ -23,7 +27,9 @@ waits on the network.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -32,12 +38,13 @@ from typing import TYPE_CHECKING, Any
 from nats.errors import Error as NatsError
 from nats.js import api
 from nats.js.errors import Error as JetStreamError
+from nats.js.errors import NotFoundError
 
 from .. import jsonexact
 from ..cluster.connection import Connection
 from ..cluster.lease import Lease, lease_bucket
 from . import fleetspool
-from .fleetmerge import Merger, decode, encode, msg_id
+from .fleetmerge import Merger, decode, encode, msg_id, resume_tail, tail_key
 from .output import Output, last_lines
 from .window import Schedule
 
@@ -51,6 +58,7 @@ STREAM = "SKNS_FLEET"
 SUBJECT = "skns.fleet"
 BUCKET = "skns_fleet"
 LEASE_KEY = "merger"
+TAIL_BUCKET = "skns_fleet_tail"  # no use past the stream's life: its keys expire with it
 _POLL = 0.05  # seconds between looks at the spool and at due windows
 _RETRY = 0.5
 _CLOSE = 2.0  # seconds a stop waits for the connection to drain
@@ -75,6 +83,7 @@ class Fleet:
         self.cluster = c
         self.host = c.host_name
         self.path = m.fleet_path
+        self.tail_key = tail_key(self.path, m.window, m.intervals)
         self.reopens = reopens  # the supervisor's reopen requests (ChildContext.reopens)
         self.spool = fleetspool.spool_dir(settings.service.state_dir)
         self.schedule = Schedule(m.window, m.intervals)
@@ -84,6 +93,7 @@ class Fleet:
         self.publish_errors = 0
         self.republished = 0
         self.bad_partials = 0
+        self.tail_errors = 0  # records of the written tail that failed
         self.holder = False
         self.terms = 0  # times this host took the lease
         self.merger: Merger | None = None
@@ -98,6 +108,7 @@ class Fleet:
         js = self.conn.js
         tasks: list[asyncio.Task[None]] = []
         lease: Lease | None = None
+        tails: Any = None
         try:
             while not stop.is_set() and lease is None:
                 try:
@@ -110,6 +121,7 @@ class Fleet:
                             num_replicas=c.replicas,
                         )
                     )
+                    tails = await lease_bucket(js, TAIL_BUCKET, fleetspool.KEEP, c.replicas)
                     kv = await lease_bucket(js, BUCKET, c.lease_ttl, c.replicas)
                     lease = Lease(
                         kv, LEASE_KEY, self.host, c.lease_ttl, c.lease_ttl / 3, js=js, bucket=BUCKET
@@ -121,7 +133,7 @@ class Fleet:
                 return
             tasks = [
                 asyncio.create_task(self._publish(js, stop)),
-                asyncio.create_task(self._merge(js, lease, stop)),
+                asyncio.create_task(self._merge(js, lease, tails, stop)),
             ]
             await stop.wait()
         finally:
@@ -165,23 +177,26 @@ class Fleet:
 
     # -- merging ----------------------------------------------------------------------
 
-    async def _merge(self, js: Any, lease: Lease, stop: asyncio.Event) -> None:
+    async def _merge(self, js: Any, lease: Lease, tails: Any, stop: asyncio.Event) -> None:
         while not stop.is_set():
             try:
                 if await lease.take():
                     self.terms += 1
-                    await self._lead(js, lease, stop)
+                    await self._lead(js, lease, tails, stop)
             except _ERRORS as exc:
                 log.warning("fleet merge: %s", exc)
             finally:
                 self.holder = False
             await _pause(stop, lease.ttl / 4)
 
-    async def _lead(self, js: Any, lease: Lease, stop: asyncio.Event) -> None:
+    async def _lead(self, js: Any, lease: Lease, tails: Any, stop: asyncio.Event) -> None:
         """Merge and write while the lease is held; return when it is lost."""
         s = self.schedule
-        tail = last_lines(self.path, (max(s.multiples) + 1) * len(s.intervals))
+        size = (max(s.multiples) + 1) * len(s.intervals)
+        tail = resume_tail(last_lines(self.path, size), await _kept_tail(tails, self.tail_key))
         merger = self.merger = Merger(s, self.grace, tail)
+        written = collections.deque(tail, maxlen=size)  # the fleet view's last lines
+        unsure: list[str] = []  # handed to the output, not yet all written
         target = (await js.stream_info(STREAM)).state.last_seq
         caught = asyncio.Event()
         if target == 0:
@@ -225,6 +240,11 @@ class Fleet:
                         reopened = self.reopens()
                         output.reopen()
                     output.write(lines)
+                    unsure += lines
+                    if not output.pending:
+                        written.extend(json.loads(text) for text in unsure)
+                        unsure.clear()
+                        await self._record(tails, written)
                 await _pause(stop, _POLL)
         finally:
             self.holder = False
@@ -234,6 +254,16 @@ class Fleet:
                 await sub.unsubscribe()
             except _ERRORS as exc:
                 log.debug("unsubscribing: %s", exc)
+
+    async def _record(self, tails: Any, written: collections.deque[dict[str, Any]]) -> None:
+        """Record the fleet view's last lines, all written: the next holder resumes after
+        them should it find the file empty (rotated) or rotated since they began."""
+        try:
+            await tails.put(self.tail_key, jsonexact.dumps(list(written)))
+        except _ERRORS as exc:  # the file's own tail still serves the next holder
+            if not self.tail_errors:
+                log.warning("cannot record the fleet view's last lines: %s", exc)
+            self.tail_errors += 1
 
     # -- status -----------------------------------------------------------------------
 
@@ -245,8 +275,22 @@ class Fleet:
             "publish_errors": self.publish_errors,
             "republished": self.republished,
             "bad_partials": self.bad_partials,
+            "tail_errors": self.tail_errors,
             "holder": self.holder,
             "terms": self.terms,
             "merger": self.merger.status(time.time()) if self.merger is not None else None,
             "output": self.output.status() if self.output is not None else None,
         }
+
+
+async def _kept_tail(tails: Any, key: str) -> list[dict[str, Any]]:
+    """The last lines the holders recorded as written (none: nothing recorded within the
+    stream's life)."""
+    try:
+        rows = jsonexact.loads((await tails.get(key)).value)
+    except NotFoundError:
+        return []
+    except ValueError as exc:
+        log.error("ignoring the recorded fleet tail: %s", exc)
+        return []
+    return rows if isinstance(rows, list) and all(isinstance(r, dict) for r in rows) else []

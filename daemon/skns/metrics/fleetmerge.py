@@ -16,7 +16,10 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import hashlib
 import statistics
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from .. import jsonexact
@@ -86,6 +89,25 @@ def decode(data: bytes) -> Partial:
     if values[0] < 0:
         raise ValueError("negative count")
     return Partial(host, float(end), Aggregate(*values))
+
+
+def tail_key(path: Path, window: float, intervals: Sequence[float]) -> str:
+    """The key of the record of ``fleet_output``'s last lines: one per path and windows, so
+    a fleet view moved to another file or other intervals starts afresh."""
+    what = f"{path}|{window}|{sorted(intervals)}".encode()
+    return f"tail.{hashlib.sha256(what).hexdigest()[:32]}"
+
+
+def resume_tail(on_file: list[dict[str, Any]], kept: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The lines a new holder resumes after: ``on_file``, the fleet output's last lines, or
+    ``kept``, the last lines the holders recorded as written, when the file is empty (it
+    was rotated: they are in the renamed file) or ends with the same line (the record also
+    holds the longer intervals' base lines a file rotated since lacks). A file that ends
+    with another line keeps its own: a line written after the record (a holder killed
+    before it recorded), or a file a host keeps on its own disk, filled in from its end."""
+    if kept and (not on_file or on_file[-1] == kept[-1]):
+        return kept
+    return on_file
 
 
 class Merger:
