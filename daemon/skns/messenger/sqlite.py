@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -24,6 +25,9 @@ from .store import Committed, Post, Row, StoreUnavailable
 TABLE = "messenger_messages"
 
 T = TypeVar("T")
+
+# Between two tries of the set-up when SQLite answered busy at once (see _connect).
+SETUP_PAUSE = 0.01
 
 SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS {TABLE} (
@@ -40,6 +44,14 @@ CREATE TABLE IF NOT EXISTS {TABLE} (
 def _now() -> str:
     # The same RFC 3339 form as the PostgreSQL store's.
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _busy(exc: BaseException) -> bool:
+    """SQLITE_BUSY ("database is locked"), whatever its extended code."""
+    return (
+        isinstance(exc, sqlite3.OperationalError)
+        and exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY
+    )
 
 
 class SqliteStore:
@@ -62,21 +74,35 @@ class SqliteStore:
             raise StoreUnavailable(f"sqlite: {exc}") from exc
 
     def _connect(self) -> None:
+        """Open the connection, in WAL mode, with the table.
+
+        Turning a file to WAL takes its write lock by upgrading a read, and SQLite does not
+        call the busy handler for that step (two upgrading readers would wait on each
+        other), so ``timeout`` does not cover it: a replica starting while another turns
+        the file to WAL got "database is locked" at once. The set-up, every step of it
+        idempotent, is tried again on a new connection after a short pause until
+        ``timeout`` has passed; a lock still held then is the error it was."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        con = sqlite3.connect(
-            self.path, timeout=self._timeout, isolation_level=None, check_same_thread=True
-        )
-        try:
-            con.execute("PRAGMA journal_mode=WAL")
-            con.execute("PRAGMA synchronous=FULL")
-            # Taken under the write lock, so replicas starting at once do not collide.
-            con.execute("BEGIN IMMEDIATE")
-            con.execute(SCHEMA)
-            con.execute("COMMIT")
-        except BaseException:
-            con.close()  # rolls back what it held; open() is retried by the next request
-            raise
-        self._con = con
+        deadline = time.monotonic() + self._timeout
+        while True:
+            con = sqlite3.connect(
+                self.path, timeout=self._timeout, isolation_level=None, check_same_thread=True
+            )
+            try:
+                con.execute("PRAGMA journal_mode=WAL")
+                con.execute("PRAGMA synchronous=FULL")
+                # Taken under the write lock, so replicas starting at once do not collide.
+                con.execute("BEGIN IMMEDIATE")
+                con.execute(SCHEMA)
+                con.execute("COMMIT")
+            except BaseException as exc:
+                con.close()  # rolls back what it held
+                if not (_busy(exc) and time.monotonic() < deadline):
+                    raise  # open() is tried again by the next request
+                time.sleep(SETUP_PAUSE)
+                continue
+            self._con = con
+            return
 
     async def open(self) -> None:
         await self._call(self._connect)
