@@ -4,6 +4,7 @@ hosts on a real 3-node JetStream cluster, 1 s windows, intervals [1, 6], one sha
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -20,11 +21,15 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import nats
 import pytest
 
 from helpers import TinyFs, metrics_port, wait_for
+from skns.cluster.lease import lease_bucket
 from skns.cluster.natscluster import NatsCluster
 from skns.metrics import fleetspool
+from skns.metrics.fleet import TAIL_BUCKET
+from skns.metrics.fleetmerge import tail_key
 from skns.ports import free_port
 
 BIG = 2**62  # A1 values: a host's 1 s sum passes 2**64 after a few datagrams
@@ -363,6 +368,27 @@ def test_a_holder_taking_over_a_rotated_empty_file_resumes_after_the_renamed_fil
     old, new = lines(rotated), lines(fleet)
     assert old and new, (old, new)
     check(old + new, hosts_lines(tmp_path, names), {names[victim]}, since)
+
+
+def test_a_damaged_record_of_the_last_lines_is_ignored_with_an_error(
+    start_service: Callable[..., Any], nats_cluster: NatsCluster, tmp_path: Path
+) -> None:
+    fleet = tmp_path / "fleet.jsonl"
+
+    async def damage() -> None:
+        nc = await nats.connect(nats_cluster.urls[0])
+        kv = await lease_bucket(nc.jetstream(), TAIL_BUCKET, fleetspool.KEEP, 3)
+        await kv.put(tail_key(fleet, 1, [1, 6]), b'[{"timestamp": 1')
+        await nc.close()
+
+    asyncio.run(damage())
+    hosts, names = start_hosts(start_service, nats_cluster, tmp_path, fleet, [1, 6])
+    with sending(hosts, names, fleet) as since:
+        pass
+    local, rows = settled(fleet, tmp_path, names)
+    check(rows, local, set(), since)
+    leader = holder(hosts)
+    assert leader is not None and "ignoring the recorded fleet tail" in hosts[leader].log()
 
 
 def hold_back_after_a_base_line(fleet: Path, pid: int, long: int) -> int:

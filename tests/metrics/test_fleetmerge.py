@@ -190,6 +190,18 @@ def test_a_holder_resumes_after_the_recorded_tail_when_the_file_was_rotated():
     assert resume_tail([*kept, line(15)], kept)[-1] == line(15)  # a line after the record
     assert resume_tail([line(5)], kept) == [line(5)]  # a host's own file: filled in from 5
     assert resume_tail([line(13)], []) == [line(13)]  # nothing recorded
+    # What does not read as a line (by hand, damaged) is passed over, never a crash.
+    bad = [
+        {"x": 1},
+        {**line(16), "timestamp": "16"},
+        {**line(16), "count": True},
+        {**line(16), "count_type": "ns"},
+        {**line(16), "timestamp": float("nan")},
+        {**line(16), "count_type": 16},
+        {**line(16), "hosts": None},
+    ]
+    assert resume_tail([*kept, *bad], bad) == kept
+    assert resume_tail(bad, [*kept, *bad]) == kept
     # The 3 s interval ending at 15 holds 13 and 14 from the record, though the rotated
     # file holds only 14.
     m = Merger(SCHEDULE, GRACE, resume_tail([line(14, count=8)], kept))
@@ -199,7 +211,7 @@ def test_a_holder_resumes_after_the_recorded_tail_when_the_file_was_rotated():
 
 def test_the_recorded_tail_is_one_per_fleet_output_path_and_windows():
     key = tail_key(Path("/var/lib/skns/fleet.jsonl"), 10.0, (10.0, 60.0))
-    assert key == tail_key(Path("/var/lib/skns/fleet.jsonl"), 10.0, (60.0, 10.0))
+    assert key == tail_key(Path("/var/lib/skns/fleet.jsonl"), 10, [60, 10])
     assert re.fullmatch(r"[-/_=.a-zA-Z0-9]+", key)  # a valid key-value store key
     others = [
         tail_key(Path("/srv/fleet.jsonl"), 10.0, (10.0, 60.0)),

@@ -285,12 +285,14 @@ class Fleet:
 
 async def _kept_tail(tails: Any, key: str) -> list[dict[str, Any]]:
     """The last lines the holders recorded as written (none: nothing recorded within the
-    stream's life)."""
+    stream's life; a row that is no line is passed over by :func:`.fleetmerge.resume_tail`)."""
     try:
         rows = jsonexact.loads((await tails.get(key)).value)
+        if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+            raise ValueError("not a list of lines")
     except NotFoundError:
         return []
     except ValueError as exc:
-        log.error("ignoring the recorded fleet tail: %s", exc)
+        log.error("ignoring the recorded fleet tail %s: %s", key, exc)
         return []
-    return rows if isinstance(rows, list) and all(isinstance(r, dict) for r in rows) else []
+    return rows

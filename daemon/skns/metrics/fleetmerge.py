@@ -17,6 +17,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import hashlib
+import math
 import statistics
 from collections.abc import Sequence
 from pathlib import Path
@@ -94,7 +95,7 @@ def decode(data: bytes) -> Partial:
 def tail_key(path: Path, window: float, intervals: Sequence[float]) -> str:
     """The key of the record of ``fleet_output``'s last lines: one per path and windows, so
     a fleet view moved to another file or other intervals starts afresh."""
-    what = f"{path}|{window}|{sorted(intervals)}".encode()
+    what = f"{path}|{float(window)}|{sorted(float(x) for x in intervals)}".encode()
     return f"tail.{hashlib.sha256(what).hexdigest()[:32]}"
 
 
@@ -105,9 +106,24 @@ def resume_tail(on_file: list[dict[str, Any]], kept: list[dict[str, Any]]) -> li
     holds the longer intervals' base lines a file rotated since lacks). A file that ends
     with another line keeps its own: a line written after the record (a holder killed
     before it recorded), or a file a host keeps on its own disk, filled in from its end."""
+    on_file, kept = [r for r in on_file if is_line(r)], [r for r in kept if is_line(r)]
     if kept and (not on_file or on_file[-1] == kept[-1]):
         return kept
     return on_file
+
+
+def is_line(row: dict[str, Any]) -> bool:
+    """Does ``row`` read as a fleet line (one a holder can resume after)? Anything else in
+    the file's tail or the record (written by hand, or damaged) is passed over."""
+    end, kind = row.get("timestamp"), row.get("count_type")
+    figures = [row.get(k) for k in ("count", "A1_sum", "A2_max", "A3_min", "hosts")]
+    if type(end) not in (int, float) or not math.isfinite(end) or not isinstance(kind, str):
+        return False
+    try:
+        seconds = float(kind.removesuffix("s"))
+    except ValueError:
+        return False
+    return kind.endswith("s") and math.isfinite(seconds) and all(type(v) is int for v in figures)
 
 
 class Merger:
