@@ -259,7 +259,9 @@ class Fleet:
         """Record the fleet view's last lines, all written: the next holder resumes after
         them should it find the file empty (rotated) or rotated since they began."""
         try:
-            await tails.put(self.tail_key, jsonexact.dumps(list(written)))
+            # Bounded: a slow put must not hold up the lease's renewal.
+            put = tails.put(self.tail_key, jsonexact.dumps(list(written)))
+            await asyncio.wait_for(put, self.cluster.lease_ttl / 4)
         except _ERRORS as exc:  # the file's own tail still serves the next holder
             if not self.tail_errors:
                 log.warning("cannot record the fleet view's last lines: %s", exc)
