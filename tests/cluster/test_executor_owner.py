@@ -141,44 +141,56 @@ def test_a_consumer_deleted_under_an_open_pull_is_made_again_at_once(
     assert took < owner_module.PULL_WAIT / 2
 
 
-def test_a_consumer_that_answers_and_delivers_nothing_is_made_again(
-    settings: config.Settings, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # A partition's reader turned to a consumer that answers every pull at its expiry and
-    # never delivers (as a consumer that lost its place would): its lease is held, /health
-    # is 200, and without a look at what the stream holds its events never ran. Checked
-    # after 1 s idle and pulls of 1 s here (10 s and 5 s in service), not to wait 15 s.
+@pytest.fixture
+def quick_stall_check(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The stall check after 1 s idle and pulls of 1 s (10 s and 5 s in service), not to
+    wait 15 s."""
     monkeypatch.setattr(owner_module, "STALL_AFTER", 1.0)
     monkeypatch.setattr(owner_module, "PULL_WAIT", 1.0)
-    impostor = api.ConsumerConfig(
-        durable_name="impostor",
+
+
+@asynccontextmanager
+async def impostor(owner: Owner, name: str) -> AsyncIterator[None]:
+    """A consumer ``name`` that answers every pull at its expiry and never delivers (its
+    subject holds nothing), as a consumer that lost its place would."""
+    config = api.ConsumerConfig(
+        durable_name=name,
         filter_subject="skns.exec.nowhere",
         ack_policy=api.AckPolicy.NONE,
         mem_storage=True,
         num_replicas=1,
     )
+    await owner.conn.js.add_consumer(jetstream.STREAM, config)
+    try:
+        yield
+    finally:
+        await owner.conn.js.delete_consumer(jetstream.STREAM, name)
 
+
+@pytest.mark.usefixtures("quick_stall_check")
+def test_a_consumer_that_answers_and_delivers_nothing_is_made_again(
+    settings: config.Settings,
+) -> None:
+    # A partition's reader turned to a consumer that delivers nothing: its lease is held,
+    # /health is 200, and without a look at what the stream holds its events never ran.
     async def scenario() -> tuple[bool, dict[str, int]]:
-        async with run_partition(settings, 2) as (owner, partition):
-            await owner.conn.js.add_consumer(jetstream.STREAM, impostor)
-            try:
-                # Its real consumer left without a word (no 409 reaches the reader).
-                stalled = Reader(owner.lean, jetstream.STREAM, "impostor", partition._take)
-                stalled.open()
-                real, partition.reader = partition.reader, stalled
-                assert real is not None
-                real.close()
-                seq = await publish(partition, "stall", 5)
-                ran = await until(lambda: partition.progress.last >= seq, 20)
-                return ran, dict(partition.remade)
-            finally:
-                await owner.conn.js.delete_consumer(jetstream.STREAM, "impostor")
+        async with run_partition(settings, 2) as (owner, partition), impostor(owner, "stuck"):
+            # Its real consumer left without a word (no 409 reaches the reader).
+            stalled = Reader(owner.lean, jetstream.STREAM, "stuck", partition._take)
+            stalled.open()
+            real, partition.reader = partition.reader, stalled
+            assert real is not None
+            real.close()
+            seq = await publish(partition, "stall", 5)
+            ran = await until(lambda: partition.progress.last >= seq, 20)
+            return ran, dict(partition.remade)
 
     ran, remade = asyncio.run(scenario())
     assert ran, f"the stalled partition's events were never taken: {remade}"
     assert any(why.startswith("stalled") for why in remade), remade
 
 
+@pytest.mark.usefixtures("quick_stall_check")
 def test_a_partition_whose_every_consumer_stalls_reads_its_events_from_the_leader(
     settings: config.Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -186,35 +198,21 @@ def test_a_partition_whose_every_consumer_stalls_reads_its_events_from_the_leade
     # again and again for over a minute, on a replica that answered none of their pulls
     # (CI: 12 acked events never ran). Made again, a consumer stalls again: what the
     # stream's leader holds is read from it meanwhile, so every acked event runs.
-    monkeypatch.setattr(owner_module, "STALL_AFTER", 1.0)
-    monkeypatch.setattr(owner_module, "PULL_WAIT", 1.0)
-    impostor = api.ConsumerConfig(
-        durable_name="impostor4",
-        filter_subject="skns.exec.nowhere",
-        ack_policy=api.AckPolicy.NONE,
-        mem_storage=True,
-        num_replicas=1,
-    )
-
     async def stalling(self: Partition) -> Reader:  # every consumer made: one that stalls
-        reader = Reader(self.owner.lean, jetstream.STREAM, "impostor4", self._take)
+        reader = Reader(self.owner.lean, jetstream.STREAM, "stuck4", self._take)
         reader.open()
         self.consumers += 1
         self.made_at = asyncio.get_running_loop().time()
         return reader
 
     async def scenario() -> tuple[bool, dict[str, Any]]:
-        async with run_partition(settings, 4) as (owner, partition):
-            await owner.conn.js.add_consumer(jetstream.STREAM, impostor)
-            try:
-                monkeypatch.setattr(Partition, "_consumer", stalling)
-                assert partition.reader is not None
-                partition.reader.lose("replaced by one that stalls")
-                seq = await publish(partition, "leader", 7)
-                ran = await until(lambda: partition.progress.watermark >= seq, 20)
-                return ran, partition.reader_status()
-            finally:
-                await owner.conn.js.delete_consumer(jetstream.STREAM, "impostor4")
+        async with run_partition(settings, 4) as (owner, partition), impostor(owner, "stuck4"):
+            monkeypatch.setattr(Partition, "_consumer", stalling)
+            assert partition.reader is not None
+            partition.reader.lose("replaced by one that stalls")
+            seq = await publish(partition, "leader", 7)
+            ran = await until(lambda: partition.progress.watermark >= seq, 20)
+            return ran, partition.reader_status()
 
     ran, status = asyncio.run(scenario())
     assert ran, f"the events of a partition whose consumers all stall never ran: {status}"
