@@ -120,6 +120,7 @@ class Chaos:
 
     killed: dict[int, str] = dataclasses.field(default_factory=dict)  # pid -> child name
     stopped: dict[int, str] = dataclasses.field(default_factory=dict)
+    stops: int = 0  # SIGSTOPs sent (a child may be stopped more than once)
     deaths: list[tuple[str, int, str]] = dataclasses.field(default_factory=list)  # name, pid, why
     polls: int = 0
     poll_failures: list[str] = dataclasses.field(default_factory=list)
@@ -174,13 +175,14 @@ class Monkey(threading.Thread):
         self.rng = random.Random(seed)
 
     def victims(self) -> list[dict[str, Any]]:
+        # A child stopped before and let go on is a victim again: leaving it out, the soak
+        # ran out of victims once each live child had been stopped once (a 180 s soak
+        # did nothing after its first 75 s with some seeds).
         status = self.chaos.last
         return [
             c
             for c in status.get("children", [])
-            if c["up"]
-            and (c["uptime"] or 0) > START_PERIOD + 1
-            and c["pid"] not in self.chaos.stopped
+            if c["up"] and (c["uptime"] or 0) > START_PERIOD + 1
         ]
 
     def run(self) -> None:
@@ -199,6 +201,7 @@ class Monkey(threading.Thread):
             else:
                 pause = self.rng.uniform(0.3, 1.5 * HEARTBEAT)
                 self.chaos.stopped[pid] = c["name"]
+                self.chaos.stops += 1
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGSTOP)
                 log(f"SIGSTOP {c['name']} (pid {pid}) for {pause:.1f}s")
@@ -458,7 +461,7 @@ async def _soak(args, root, chaos, ports, sim, proc) -> int:
                 f"{until - time.monotonic():.0f}s left: {metrics.sent} datagrams, "
                 f"{len(messenger.ok)} messages, {len(executor.acked)} events acked, "
                 f"{tasks.done} tasks, {len(sink.seen) if sink else 0} relayed; "
-                f"{len(chaos.killed)} kill -9, {len(chaos.stopped)} SIGSTOP, "
+                f"{len(chaos.killed)} kill -9, {chaos.stops} SIGSTOP, "
                 f"{chaos.polls} status polls"
             )
 
@@ -508,7 +511,7 @@ async def _soak(args, root, chaos, ports, sim, proc) -> int:
         (
             "children",
             "ok" if not unexplained and not healthy_killed else "FAIL",
-            f"{len(chaos.killed)} kill -9, {len(chaos.stopped)} SIGSTOP ({len(hung)} then "
+            f"{len(chaos.killed)} kill -9, {chaos.stops} SIGSTOP ({len(hung)} then "
             f"killed by the supervisor for a missed heartbeat, {len(healthy_killed)} killed "
             f"that the soak did not stop); deaths seen: {by_reason or 'none'}",
         )
