@@ -94,16 +94,17 @@ def tcp_listener(store: FdStore | None, name: str, address: HostPort) -> socket.
     if sock is not None:
         return sock
     sock = socket.socket(family_of(address), socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     return listening(sock, (address.host, address.port), BACKLOG, store, name)
 
 
 def listening(
     sock: socket.socket, address: Any, backlog: int, store: FdStore | None, name: str
 ) -> socket.socket:
-    """``sock`` bound to ``address``, listening, non-blocking, and registered in ``store``
-    under ``name``; closed if any step fails."""
+    """``sock`` bound to ``address`` (SO_REUSEADDR: no wait for a port's old connections;
+    nothing for a Unix socket), listening, non-blocking, and registered in ``store`` under
+    ``name``; closed if any step fails."""
     try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(address)
         sock.listen(backlog)
         sock.setblocking(False)
