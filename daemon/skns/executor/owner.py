@@ -201,7 +201,7 @@ class Partition:
         reader = Reader(self.owner.lean, jetstream.STREAM, name, self._take)
         reader.open()
         self.consumers += 1
-        self.made_at = asyncio.get_running_loop().time()
+        self.made_at = self.loop.time()
         return reader
 
     def _remade(self, why: str) -> None:
@@ -280,7 +280,7 @@ class Partition:
             self._take(msg.seq, msg.data or b"", max(0, stored - msg.seq))
 
     def _stall_check_due(self) -> bool:
-        now = asyncio.get_running_loop().time()
+        now = self.loop.time()
         if now - max(self.taken_at, self.made_at, self.checked_at) < STALL_AFTER:
             return False
         self.checked_at = now
@@ -411,7 +411,7 @@ class Partition:
     def reader_status(self) -> dict[str, Any]:
         """Its reader for the status: consumers made, why made again, pulls unanswered,
         seconds since the last delivery (None: none yet)."""
-        now = asyncio.get_running_loop().time()
+        now = self.loop.time()
         return {
             "consumer": self.reader.consumer if self.reader is not None else None,
             "consumers": self.consumers,

@@ -80,6 +80,7 @@ class Reader:
     def __init__(
         self, lean: Lean, stream: str, consumer: str, take: Callable[[int, bytes, int], None]
     ) -> None:
+        self.loop = asyncio.get_running_loop()  # kept: asyncio's lookup is a syscall (getpid)
         self.lean = lean
         self.stream = stream
         self.consumer = consumer
@@ -117,7 +118,7 @@ class Reader:
         server did not end it, or fell silent for two heartbeats (its consumer may be gone:
         known in about 3 s, not at the request's expiry). Raises
         :class:`~skns.cluster.lean.NotConnected`."""
-        loop = asyncio.get_running_loop()
+        loop = self.loop
         beat = min(HEARTBEAT, expires / 4)
         self.asked = batch
         self.answered = False
@@ -139,7 +140,7 @@ class Reader:
     def _deliver(self, subject: str, reply: str, status: str, data: bytes) -> None:
         if self.lost:
             return
-        self.heard = asyncio.get_running_loop().time()
+        self.heard = self.loop.time()
         if status == "100":  # a heartbeat: the consumer is there, the request still open
             return
         self.answered = True
