@@ -336,12 +336,18 @@ class Supervisor:
 
     def _last_words(self, c: Child) -> str:
         """``: <error>`` when the dead child left the error it failed on in its slot."""
-        assert self.slots is not None
-        try:
-            failed = jsonexact.loads(self.slots.slots[c.slot_index].read() or b"{}").get("failed")
-        except (jsonexact.JSONDecodeError, AttributeError):
-            return ""
+        stats = self._slot_stats(c)
+        failed = stats.get("failed") if isinstance(stats, dict) else None
         return f": {failed}" if isinstance(failed, str) else ""
+
+    def _slot_stats(self, c: Child) -> Any:
+        """What ``c`` last published in its slot, decoded; None when nothing or not JSON."""
+        assert self.slots is not None
+        blob = self.slots.slots[c.slot_index].read()
+        try:
+            return jsonexact.loads(blob) if blob else None
+        except jsonexact.JSONDecodeError:
+            return None
 
     def _schedule_restart(self, c: Child, status: int) -> None:
         s = self.settings.service
@@ -669,12 +675,7 @@ class Supervisor:
                     row["cpu_seconds"] = sum(process.cpu_times()[:2])
             except (psutil.Error, OSError):  # OSError: out of file descriptors
                 pass
-        blob = self.slots.slots[c.slot_index].read()
-        if blob:
-            try:
-                row["stats"] = jsonexact.loads(blob)
-            except jsonexact.JSONDecodeError:
-                row["stats"] = None
+        row["stats"] = self._slot_stats(c)
         return row
 
     # -- stop --------------------------------------------------------------------

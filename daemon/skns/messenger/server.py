@@ -75,7 +75,8 @@ class Replica:
         self.client_gone = 0  # clients that hung up before their body was whole
         self.unread_closed = 0  # connections aborted: their answers unread for request_timeout
         late = orjson.dumps({"error": f"request head not received within {request_timeout:g} s"})
-        self.late_head = _HEAD_TIMEOUT % (len(late), late)  # the 408 of a head that stalls
+        # The 408 of a head that stalls.
+        self.late_head = _REFUSAL % (b"408 Request Timeout", len(late), late)
         self.sender_max = sender_max
         self.text_max = text_max
         self.group: GroupCommit[Post, bytes] = GroupCommit(
@@ -383,12 +384,10 @@ class _Refused(RequestHandler):
         return
 
 
-_TOO_MANY = (
-    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
-    b"Content-Length: %d\r\nConnection: close\r\n\r\n%s"
-)
-_HEAD_TIMEOUT = (
-    b"HTTP/1.1 408 Request Timeout\r\nContent-Type: application/json\r\n"
+# A refusal written straight to the transport, before aiohttp reads a request: status
+# line, then a JSON body.
+_REFUSAL = (
+    b"HTTP/1.1 %s\r\nContent-Type: application/json\r\n"
     b"Content-Length: %d\r\nConnection: close\r\n\r\n%s"
 )
 
@@ -403,7 +402,7 @@ def _bound_connections(server: web.Server | None, replica: Replica) -> None:
     assert server is not None  # set up
     admit = server.connection_made
     body = orjson.dumps({"error": "too many connections; try again"})
-    refusal = _TOO_MANY % (len(body), body)
+    refusal = _REFUSAL % (b"503 Service Unavailable", len(body), body)
 
     def connection_made(handler: Any, transport: asyncio.Transport) -> None:
         if len(server.connections) >= replica.max_connections:
